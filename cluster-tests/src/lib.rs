@@ -1,0 +1,59 @@
+//! A small harness for tests with real parts: a real Kafka broker (started through
+//! `scripts/kafka.sh`) and real `sluice` node processes on free loopback ports.
+//!
+//! Processes are tracked by pid and killed when their handle drops; nothing is killed by
+//! name. Waits poll a condition with a deadline; no sleep stands in for synchronization.
+
+pub mod kafka;
+pub mod node;
+
+use std::time::{Duration, Instant};
+
+pub use kafka::Kafka;
+pub use node::Node;
+
+/// The repository root (this crate lives in `cluster-tests/`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from(".."))
+}
+
+/// A name unique to this test run, for topics and groups.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The guide's quickstart DDL with broker, topic and group filled in.
+pub fn quickstart_sql(brokers: &str, topic: &str, group: &str) -> anyhow::Result<String> {
+    let path = repo_root().join("scripts/sql/quickstart.sql");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    Ok(text
+        .replace("${KAFKA_BROKERS}", brokers)
+        .replace("${KAFKA_TOPIC}", topic)
+        .replace("${KAFKA_GROUP}", group))
+}

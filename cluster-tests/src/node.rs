@@ -1,0 +1,197 @@
+//! A real `sluice node` process, its data dir, and a gRPC client to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice::proto::admin_client::AdminClient;
+use sluice::proto::{ExecuteRequest, ExecuteResponse};
+use tonic::transport::Channel;
+
+/// The `sluice` binary: `SLUICE_BIN`, else next to this test executable's target dir.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("SLUICE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // target/<profile>/deps/<test> -> target/<profile>/sluice
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target dir")?;
+    let bin = dir.join("sluice");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p sluice)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+pub struct Node {
+    pub name: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    pub address: String,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts a node in a fresh data dir.
+    pub async fn start(name: &str) -> anyhow::Result<Node> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("sluice-{name}-"))
+            .tempdir()
+            .context("creating a data dir")?;
+        let data_dir = dir.path().to_path_buf();
+        let mut node = Node {
+            name: name.to_string(),
+            log: data_dir.join("node.log"),
+            data_dir,
+            _dir: Some(dir),
+            child: None,
+            address: String::new(),
+        };
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    /// Starts (again) the process on the same data dir.
+    pub async fn spawn(&mut self) -> anyhow::Result<()> {
+        let address_file = self.data_dir.join(sluice::server::ADDRESS_FILE);
+        let _ = std::fs::remove_file(&address_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .context("opening the node log")?;
+        let child = Command::new(binary()?)
+            .arg("node")
+            .arg("--node-id")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--grpc-addr")
+            .arg("127.0.0.1:0")
+            .env("SLUICE_LOG", "info,sluice=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting sluice node")?;
+        self.child = Some(child);
+        let address = crate::wait_for("the node's address file", Duration::from_secs(30), || {
+            let f = address_file.clone();
+            async move { std::fs::read_to_string(f).ok().filter(|s| !s.is_empty()) }
+        })
+        .await
+        .with_context(|| self.log_tail())?;
+        self.address = format!("http://{address}");
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: no chance to flush or drain.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("kill -9")?;
+            child.wait().context("reaping the node")?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit within `deadline` (a hang is an error).
+    pub fn terminate(&mut self, deadline: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            anyhow::bail!("node {} is not running", self.name);
+        };
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("sending SIGTERM")?;
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("node {} did not stop within {deadline:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("last lines of {}:\n{tail}", self.log.display())
+    }
+
+    pub async fn client(&self) -> anyhow::Result<AdminClient<Channel>> {
+        sluice::cli::sql::connect(&self.address).await
+    }
+
+    /// Runs one statement.
+    pub async fn sql(&self, statement: &str) -> Result<ExecuteResponse, tonic::Status> {
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client
+            .execute(ExecuteRequest {
+                sql: statement.to_string(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Runs a script of statements, failing on the first error.
+    pub async fn script(&self, text: &str) -> anyhow::Result<()> {
+        for statement in sluice::sql::split_statements(text)? {
+            self.sql(&statement)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}: {}", statement, s.message()))?;
+        }
+        Ok(())
+    }
+
+    /// A query's rows as strings.
+    pub async fn rows(&self, query: &str) -> anyhow::Result<Vec<Vec<String>>> {
+        let response = self
+            .sql(query)
+            .await
+            .map_err(|s| anyhow::anyhow!("{query}: {}", s.message()))?;
+        let result = response
+            .result
+            .with_context(|| format!("{query}: no result set"))?;
+        Ok(result.rows.into_iter().map(|r| r.values).collect())
+    }
+
+    /// A query that returns one number.
+    pub async fn number(&self, query: &str) -> anyhow::Result<u64> {
+        let rows = self.rows(query).await?;
+        let v = rows
+            .first()
+            .and_then(|r| r.first())
+            .with_context(|| format!("{query}: empty result"))?;
+        v.parse()
+            .with_context(|| format!("{query}: not a number: {v}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! One real node against a real Kafka broker: the guide's quickstart, a crash in the middle
+//! of ingestion, malformed messages, and DDL errors.
+
+use std::time::Duration;
+
+use cluster_tests::{quickstart_sql, unique, wait_for, Kafka, Node};
+use sluice::cli::produce::{self, ProduceArgs};
+use sluice::sample::github::{self, GITHUB_COLUMNS};
+
+const EVENTS: u64 = 200_000;
+const SEED: u64 = 42;
+
+async fn produce_events(
+    kafka: &Kafka,
+    topic: &str,
+    count: u64,
+    malformed_every: Option<u64>,
+) -> anyhow::Result<()> {
+    kafka.create_topic(topic, 3).await?;
+    produce::run(ProduceArgs {
+        brokers: kafka.bootstrap.clone(),
+        topic: topic.to_string(),
+        count,
+        partitions: 3,
+        seed: SEED,
+        start_index: 0,
+        malformed_every,
+        quiet: true,
+    })
+    .await?;
+    Ok(())
+}
+
+async fn count(node: &Node, table: &str) -> u64 {
+    node.number(&format!("SELECT count() FROM {table}"))
+        .await
+        .unwrap_or(0)
+}
+
+async fn wait_for_count(
+    node: &Node,
+    table: &str,
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let result = wait_for(&format!("{expected} rows in {table}"), timeout, || async {
+        (count(node, table).await == expected).then_some(())
+    })
+    .await;
+    if result.is_err() {
+        let consumers = node.rows("SELECT * FROM system.kafka_consumers").await;
+        anyhow::bail!(
+            "{table} has {} rows, expected {expected}; consumers: {consumers:?}\n{}",
+            count(node, table).await,
+            node.log_tail()
+        );
+    }
+    result
+}
+
+/// A value of the generator as clickhouse-client prints it.
+fn printed(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| format!(
+                    "'{}'",
+                    printed(i).replace('\\', "\\\\").replace('\'', "\\'")
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_flow_lands_every_event_exactly() -> anyhow::Result<()> {
+    let kafka = Kafka::shared()?;
+    let topic = unique("github");
+    produce_events(kafka, &topic, EVENTS, None).await?;
+    let node = Node::start("quickstart").await?;
+    node.script(&quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?)
+        .await?;
+    wait_for_count(&node, "github", EVENTS, Duration::from_secs(300)).await?;
+
+    // Every column of a spread of rows equals what the generator produced.
+    let sample: Vec<u64> = (0..EVENTS).step_by(997).collect();
+    let expected: Vec<serde_json::Value> = sample
+        .iter()
+        .map(|i| serde_json::to_value(github::event(SEED, *i)))
+        .collect::<Result<_, _>>()?;
+    let times: Vec<String> = expected
+        .iter()
+        .map(|e| format!("'{}'", printed(&e["created_at"])))
+        .collect();
+    let rows = node
+        .rows(&format!(
+            "SELECT * FROM github WHERE created_at IN ({}) ORDER BY created_at",
+            times.join(",")
+        ))
+        .await?;
+    assert_eq!(rows.len(), sample.len(), "one stored row per sampled event");
+    let mut non_ascii = 0;
+    let mut arrays = (0, 0);
+    for (row, event) in rows.iter().zip(&expected) {
+        assert_eq!(row.len(), GITHUB_COLUMNS.len());
+        for (value, column) in row.iter().zip(GITHUB_COLUMNS) {
+            assert_eq!(
+                value,
+                &printed(&event[column]),
+                "column {column} of {event}"
+            );
+        }
+        non_ascii += usize::from(!event["title"].as_str().unwrap_or_default().is_ascii());
+        if event["labels"].as_array().is_some_and(|a| a.is_empty()) {
+            arrays.0 += 1;
+        } else {
+            arrays.1 += 1;
+        }
+    }
+    assert!(non_ascii > 0, "the sample covers non-ASCII titles");
+    assert!(
+        arrays.0 > 0 && arrays.1 > 0,
+        "the sample covers empty and non-empty arrays"
+    );
+
+    // No row twice.
+    assert_eq!(
+        node.number("SELECT count(DISTINCT created_at) FROM github")
+            .await?,
+        EVENTS
+    );
+    // The guide's sample query.
+    let rows = node
+        .rows("SELECT actor_login, event_type, created_at FROM github LIMIT 10")
+        .await?;
+    assert_eq!(rows.len(), 10);
+    // Consumers: one per partition, positions sum to the events read.
+    let consumers = node
+        .rows("SELECT assignments.partition_id, assignments.current_offset, num_messages_read, exceptions.text FROM system.kafka_consumers ORDER BY assignments.partition_id ASC")
+        .await?;
+    assert_eq!(consumers.len(), 3, "{consumers:?}");
+    let offsets: u64 = consumers
+        .iter()
+        .map(|r| {
+            r[1].trim_matches(|c| c == '[' || c == ']')
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(offsets, EVENTS);
+    assert_eq!(
+        node.rows("SHOW TABLES").await?,
+        vec![
+            vec!["github".to_string()],
+            vec!["github_mv".to_string()],
+            vec!["github_queue".to_string()]
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_ingestion_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let kafka = Kafka::shared()?;
+    let topic = unique("github");
+    produce_events(kafka, &topic, EVENTS, None).await?;
+    let mut node = Node::start("crash").await?;
+    // Small blocks so the crash lands between many blocks.
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
+        "kafka_num_consumers = 1",
+        "kafka_num_consumers = 1, kafka_max_block_size = 2000",
+    );
+    node.script(&ddl).await?;
+    let seen = wait_for("ingestion to start", Duration::from_secs(120), || async {
+        let n = count(&node, "github").await;
+        (n > 0).then_some(n)
+    })
+    .await?;
+    node.kill9()?;
+    assert!(seen < EVENTS, "the crash must land mid-stream (saw {seen})");
+    node.spawn().await?;
+    wait_for_count(&node, "github", EVENTS, Duration::from_secs(300)).await?;
+    assert_eq!(
+        node.number("SELECT count(DISTINCT created_at) FROM github")
+            .await?,
+        EVENTS
+    );
+    // Nothing more arrives later (no late duplicates).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&node, "github").await, EVENTS);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_skipped_within_budget_and_shown_past_it() -> anyhow::Result<()> {
+    let kafka = Kafka::shared()?;
+    let topic = unique("mixed");
+    let good = 20_000;
+    // One malformed message after every 100 good ones: 200 in all.
+    produce_events(kafka, &topic, good, Some(100)).await?;
+    let node = Node::start("malformed").await?;
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
+        "kafka_num_consumers = 1",
+        "kafka_num_consumers = 1, kafka_max_block_size = 500, kafka_skip_broken_messages = 10",
+    );
+    node.script(&ddl).await?;
+    wait_for_count(&node, "github", good, Duration::from_secs(180)).await?;
+    let skipped = node
+        .number("SELECT sum(num_skipped_messages) FROM system.kafka_consumers")
+        .await?;
+    assert_eq!(skipped, 200);
+
+    // The same topic into a table with no budget: the error shows, the node lives on.
+    node.script(&format!(
+        "CREATE TABLE strict_queue AS github_queue ENGINE = Kafka() SETTINGS kafka_broker_list = '{}', kafka_topic_list = '{topic}', kafka_group_name = '{}', kafka_format = 'JSONEachRow';
+         CREATE TABLE strict AS github_queue ENGINE = MergeTree() ORDER BY created_at;
+         CREATE MATERIALIZED VIEW strict_mv TO strict AS SELECT * FROM strict_queue;",
+        kafka.bootstrap,
+        unique("strict")
+    ))
+    .await?;
+    let error = wait_for("the broken-message error to show", Duration::from_secs(60), || async {
+        let rows = node
+            .rows("SELECT exceptions.text FROM system.kafka_consumers WHERE \"table\" = 'strict_queue'")
+            .await
+            .ok()?;
+        rows.into_iter()
+            .map(|r| r[0].clone())
+            .find(|t| t.contains("kafka_skip_broken_messages"))
+    })
+    .await?;
+    assert!(error.contains("offset"), "{error}");
+    assert!(count(&node, "strict").await < good);
+    assert_eq!(
+        count(&node, "github").await,
+        good,
+        "the other table is unaffected"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_errors_name_the_part_and_change_nothing() -> anyhow::Result<()> {
+    let node = Node::start("ddl").await?;
+    node.script(
+        "CREATE TABLE q (a UInt32, s String) ENGINE = Kafka('127.0.0.1:1', 't', 'g', 'JSONEachRow');
+         CREATE TABLE t (a UInt32, s String) ENGINE = MergeTree() ORDER BY a;",
+    )
+    .await?;
+    let before = node.rows("SHOW TABLES").await?;
+    let cases = [
+        ("CREATE TABLE x (a UInt23) ENGINE = MergeTree() ORDER BY a", "UInt23"),
+        (
+            "CREATE TABLE x (a UInt8) ENGINE = Kafka('b:1', 't', 'g', 'JSONEachRow') SETTINGS kafka_max_blok_size = 1",
+            "kafka_max_blok_size",
+        ),
+        (
+            "CREATE TABLE x (a UInt8) ENGINE = Kafka() SETTINGS kafka_broker_list = 'b:1', kafka_topic_list = 't', kafka_format = 'JSONEachRow'",
+            "kafka_group_name",
+        ),
+        ("CREATE TABLE t (a UInt8) ENGINE = MergeTree() ORDER BY a", "t already exists"),
+        ("CREATE MATERIALIZED VIEW mv TO t AS SELECT a, s AS nope FROM q", "nope"),
+        ("CREATE MATERIALIZED VIEW mv TO t AS SELECT a FROM missing", "missing"),
+        ("CREATE TABLE x (a UInt8) ENGINE = Memory", "Memory"),
+        ("CREATE TABLE x (a Enum8('a' = 1000)) ENGINE = MergeTree() ORDER BY a", "Enum8"),
+        ("DROP TABLE nothere", "nothere"),
+        ("SELECT * FROM q", "Kafka table"),
+        ("CREATE TABLE x (a UInt8 ENGINE = MergeTree()", "syntax"),
+    ];
+    for (statement, needle) in cases {
+        let status = node.sql(statement).await.err();
+        let message = status
+            .as_ref()
+            .map(|s| s.message().to_string())
+            .unwrap_or_else(|| panic!("{statement} must fail"));
+        assert!(
+            message.contains(needle),
+            "{statement}: error '{message}' should name '{needle}'"
+        );
+    }
+    assert_eq!(node.rows("SHOW TABLES").await?, before);
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Runs statements: DDL becomes catalog commands, SELECTs go to the query engine.
+//! Shared by the SQL call and the typed calls, so both behave the same.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+
+use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
+use crate::query::{QueryEngine, QueryError, QueryResult};
+use crate::sql::ddl::{table_def, DdlError};
+use crate::sql::{self, SqlError, Statement};
+use crate::state::{NodeState, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error(transparent)]
+    Ddl(#[from] DdlError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl ExecError {
+    /// The catalog error inside, if the statement was refused by the catalog.
+    pub fn catalog(&self) -> Option<&CatalogError> {
+        match self {
+            ExecError::State(StateError::Catalog(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// What a statement returned: rows for a query, a message for DDL.
+#[derive(Debug)]
+pub enum ExecOutput {
+    Rows(QueryResult),
+    Done(String),
+}
+
+pub struct Executor {
+    pub state: Arc<NodeState>,
+    pub queries: QueryEngine,
+}
+
+impl Executor {
+    pub async fn execute_sql(&self, text: &str) -> Result<ExecOutput, ExecError> {
+        let statement = sql::parse(text)?;
+        self.execute(statement).await
+    }
+
+    pub async fn execute(&self, statement: Statement) -> Result<ExecOutput, ExecError> {
+        let catalog = self.state.catalog();
+        let command = match statement {
+            Statement::Query(q) => return Ok(ExecOutput::Rows(self.queries.execute(*q).await?)),
+            Statement::ShowTables => {
+                let names: Vec<&str> = catalog
+                    .tables
+                    .keys()
+                    .chain(catalog.views.keys())
+                    .map(String::as_str)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                return Ok(ExecOutput::Rows(single_column("name", names)?));
+            }
+            Statement::Describe { name } => {
+                let table = catalog
+                    .table(&name)
+                    .ok_or(QueryError::NoTable(name.clone()))?;
+                let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+                    arrow::datatypes::Field::new("name", arrow::datatypes::DataType::Utf8, false),
+                    arrow::datatypes::Field::new("type", arrow::datatypes::DataType::Utf8, false),
+                ]));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(arrow::array::StringArray::from(
+                            table
+                                .columns
+                                .iter()
+                                .map(|c| c.name.clone())
+                                .collect::<Vec<_>>(),
+                        )),
+                        Arc::new(arrow::array::StringArray::from(
+                            table
+                                .columns
+                                .iter()
+                                .map(|c| c.ty.to_string())
+                                .collect::<Vec<_>>(),
+                        )),
+                    ],
+                )
+                .map_err(QueryError::from)?;
+                return Ok(ExecOutput::Rows(QueryResult {
+                    schema,
+                    batches: vec![batch],
+                }));
+            }
+            Statement::CreateTable(create) => CatalogCommand::CreateTable {
+                def: table_def(&create, &catalog)?,
+                if_not_exists: create.if_not_exists,
+            },
+            Statement::CreateView(create) => {
+                if create.if_not_exists && catalog.views.contains_key(&create.name) {
+                    return Ok(ExecOutput::Done("Ok. (already exists)".into()));
+                }
+                CatalogCommand::CreateView {
+                    def: crate::query::views::plan_view(&create, &catalog).await?,
+                    if_not_exists: create.if_not_exists,
+                }
+            }
+            Statement::DropTable { name, if_exists } => {
+                CatalogCommand::DropTable { name, if_exists }
+            }
+            Statement::DropView { name, if_exists } => CatalogCommand::DropView { name, if_exists },
+            Statement::Detach { name } => CatalogCommand::SetDetached {
+                name,
+                detached: true,
+            },
+            Statement::Attach { name } => CatalogCommand::SetDetached {
+                name,
+                detached: false,
+            },
+        };
+        let outcome = self.apply(command).await?;
+        Ok(ExecOutput::Done(match outcome {
+            CatalogOutcome::Changed => "Ok.".into(),
+            CatalogOutcome::Unchanged => "Ok. (nothing to change)".into(),
+        }))
+    }
+
+    pub async fn apply(&self, command: CatalogCommand) -> Result<CatalogOutcome, ExecError> {
+        let state = self.state.clone();
+        let outcome = tokio::task::spawn_blocking(move || state.apply_catalog(&command))
+            .await
+            .map_err(|e| QueryError::Internal(e.to_string()))??;
+        Ok(outcome)
+    }
+}
+
+fn single_column(name: &str, values: Vec<&str>) -> Result<QueryResult, QueryError> {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new(name, arrow::datatypes::DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(arrow::array::StringArray::from(values))],
+    )?;
+    Ok(QueryResult {
+        schema,
+        batches: vec![batch],
+    })
+}

@@ -1,0 +1,376 @@
+//! The `Admin` gRPC service: each call parses its request once and hands it to the
+//! executor; proto <-> domain conversions are here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::ipc::writer::StreamWriter;
+use tonic::{Request, Response, Status};
+
+use super::executor::{ExecOutput, Executor};
+use super::to_status;
+use crate::catalog::{CatalogCommand, Engine};
+use crate::ingest::status::ConsumerRegistry;
+use crate::proto::admin_server::Admin;
+use crate::proto::*;
+use crate::query::{display, QueryResult};
+use crate::sql::{self, ColumnText, CreateTable, EngineClause, Statement};
+
+pub struct AdminService {
+    pub executor: Arc<Executor>,
+    pub consumers: Arc<ConsumerRegistry>,
+    pub node_id: String,
+    pub grpc_address: String,
+    pub data_dir: String,
+    pub started: Instant,
+}
+
+fn result_set(result: &QueryResult) -> Result<ResultSet, Status> {
+    let columns = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| ColumnMeta {
+            name: f.name().clone(),
+            r#type: display::type_name(f.data_type()),
+        })
+        .collect();
+    let rows = display::rows(&result.batches)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .into_iter()
+        .map(|values| Row { values })
+        .collect();
+    let mut arrow_ipc = Vec::new();
+    {
+        let mut writer = StreamWriter::try_new(&mut arrow_ipc, &result.schema)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        for b in &result.batches {
+            writer
+                .write(b)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        writer
+            .finish()
+            .map_err(|e| Status::internal(e.to_string()))?;
+    }
+    Ok(ResultSet {
+        columns,
+        rows,
+        arrow_ipc,
+    })
+}
+
+fn done(output: ExecOutput) -> String {
+    match output {
+        ExecOutput::Done(m) => m,
+        ExecOutput::Rows(_) => "Ok.".into(),
+    }
+}
+
+fn mask(name: &str, value: &str) -> String {
+    if name.contains("password") {
+        "[HIDDEN]".into()
+    } else {
+        value.to_string()
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn execute(
+        &self,
+        request: Request<ExecuteRequest>,
+    ) -> Result<Response<ExecuteResponse>, Status> {
+        let sql = request.into_inner().sql;
+        let output = self
+            .executor
+            .execute_sql(&sql)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(match output {
+            ExecOutput::Rows(result) => ExecuteResponse {
+                result: Some(result_set(&result)?),
+                message: String::new(),
+            },
+            ExecOutput::Done(message) => ExecuteResponse {
+                result: None,
+                message,
+            },
+        }))
+    }
+
+    async fn create_table(
+        &self,
+        request: Request<CreateTableRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        let r = request.into_inner();
+        let (engine, order_by, settings) = match r.engine {
+            Some(create_table_request::Engine::Kafka(k)) => (
+                EngineClause {
+                    name: "Kafka".into(),
+                    args: vec![],
+                },
+                vec![],
+                k.settings.into_iter().collect::<Vec<_>>(),
+            ),
+            Some(create_table_request::Engine::MergeTree(m)) => (
+                EngineClause {
+                    name: if m.engine_name.is_empty() {
+                        "MergeTree".into()
+                    } else {
+                        m.engine_name
+                    },
+                    args: vec![],
+                },
+                m.order_by,
+                m.settings.into_iter().collect::<Vec<_>>(),
+            ),
+            None => return Err(Status::invalid_argument("engine is required")),
+        };
+        let create = CreateTable {
+            name: r.name,
+            if_not_exists: r.if_not_exists,
+            columns: r
+                .columns
+                .into_iter()
+                .map(|c| ColumnText {
+                    name: c.name,
+                    type_text: c.r#type,
+                })
+                .collect(),
+            as_table: (!r.as_table.is_empty()).then_some(r.as_table),
+            engine,
+            order_by,
+            settings,
+        };
+        let output = self
+            .executor
+            .execute(Statement::CreateTable(create))
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(DdlResponse {
+            message: done(output),
+        }))
+    }
+
+    async fn create_materialized_view(
+        &self,
+        request: Request<CreateMaterializedViewRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        let r = request.into_inner();
+        // The typed call is the SQL statement assembled from its parts, so both paths
+        // share one parser and one set of checks.
+        let text = format!(
+            "CREATE MATERIALIZED VIEW {}`{}` TO `{}` AS {}",
+            if r.if_not_exists {
+                "IF NOT EXISTS "
+            } else {
+                ""
+            },
+            r.name.replace('`', ""),
+            r.to_table.replace('`', ""),
+            r.select
+        );
+        let output = self
+            .executor
+            .execute_sql(&text)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(DdlResponse {
+            message: done(output),
+        }))
+    }
+
+    async fn drop_table(
+        &self,
+        request: Request<DropTableRequest>,
+    ) -> Result<Response<DdlResponse>, Status> {
+        let r = request.into_inner();
+        let command = if r.is_view {
+            CatalogCommand::DropView {
+                name: r.name,
+                if_exists: r.if_exists,
+            }
+        } else {
+            CatalogCommand::DropTable {
+                name: r.name,
+                if_exists: r.if_exists,
+            }
+        };
+        let outcome = self
+            .executor
+            .apply(command)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(DdlResponse {
+            message: format!("{outcome:?}"),
+        }))
+    }
+
+    async fn list_tables(
+        &self,
+        _request: Request<ListTablesRequest>,
+    ) -> Result<Response<ListTablesResponse>, Status> {
+        let catalog = self.executor.state.catalog();
+        let mut tables: Vec<TableInfo> = catalog
+            .tables
+            .values()
+            .map(|t| self.table_info(t))
+            .collect();
+        tables.extend(catalog.views.keys().map(|name| TableInfo {
+            name: name.clone(),
+            engine: "MaterializedView".into(),
+            total_rows: 0,
+            detached: false,
+        }));
+        Ok(Response::new(ListTablesResponse { tables }))
+    }
+
+    async fn describe_table(
+        &self,
+        request: Request<DescribeTableRequest>,
+    ) -> Result<Response<DescribeTableResponse>, Status> {
+        let name = request.into_inner().name;
+        let catalog = self.executor.state.catalog();
+        if let Some(v) = catalog.views.get(&name) {
+            return Ok(Response::new(DescribeTableResponse {
+                table: Some(TableInfo {
+                    name: v.name.clone(),
+                    engine: "MaterializedView".into(),
+                    total_rows: 0,
+                    detached: false,
+                }),
+                view_source: v.source.clone(),
+                view_target: v.target.clone(),
+                view_query: v.original_query.clone(),
+                ..Default::default()
+            }));
+        }
+        let t = catalog
+            .table(&name)
+            .ok_or_else(|| Status::not_found(format!("table {name} does not exist")))?;
+        let mut settings = BTreeMap::new();
+        let mut order_by = Vec::new();
+        match &t.engine {
+            Engine::Kafka(k) => {
+                settings.insert("kafka_broker_list".to_string(), k.broker_list.clone());
+                settings.insert("kafka_topic_list".to_string(), k.topic_list.join(","));
+                settings.insert("kafka_group_name".to_string(), k.group_name.clone());
+                settings.insert("kafka_format".to_string(), "JSONEachRow".to_string());
+                settings.insert(
+                    "kafka_max_block_size".to_string(),
+                    k.max_block_size.to_string(),
+                );
+                settings.insert(
+                    "kafka_skip_broken_messages".to_string(),
+                    k.skip_broken_messages.to_string(),
+                );
+                if let Some(p) = &k.sasl_password {
+                    settings.insert(
+                        "kafka_sasl_password".to_string(),
+                        mask("kafka_sasl_password", p),
+                    );
+                }
+            }
+            Engine::MergeTree {
+                order_by: keys,
+                settings: s,
+                ..
+            } => {
+                order_by = keys.clone();
+                settings.insert(
+                    "replicated_deduplication_window".to_string(),
+                    s.dedup_window.to_string(),
+                );
+            }
+        }
+        Ok(Response::new(DescribeTableResponse {
+            table: Some(self.table_info(t)),
+            columns: t
+                .columns
+                .iter()
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    r#type: c.ty.to_string(),
+                })
+                .collect(),
+            settings: settings.into_iter().collect(),
+            order_by,
+            ..Default::default()
+        }))
+    }
+
+    async fn consumer_status(
+        &self,
+        request: Request<ConsumerStatusRequest>,
+    ) -> Result<Response<ConsumerStatusResponse>, Status> {
+        let table = request.into_inner().table;
+        let consumers = self
+            .consumers
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| table.is_empty() || k.table == table)
+            .map(|(k, s)| PartitionConsumer {
+                database: sql::DEFAULT_DATABASE.into(),
+                consumer_id: k.consumer_id(&self.node_id),
+                node: self.node_id.clone(),
+                table: k.table,
+                topic: k.topic,
+                partition: k.partition,
+                current_offset: s.current_offset,
+                exceptions: s
+                    .exceptions
+                    .into_iter()
+                    .map(|(time_unix, text)| ConsumerException { time_unix, text })
+                    .collect(),
+                last_poll_time_unix: s.last_poll_time,
+                num_messages_read: s.num_messages_read,
+                last_commit_time_unix: s.last_commit_time,
+                num_commits: s.num_commits,
+                is_currently_used: s.is_currently_used,
+                num_skipped_messages: s.num_skipped_messages,
+                num_rows_written: s.num_rows_written,
+                num_restarts: s.num_restarts,
+            })
+            .collect();
+        Ok(Response::new(ConsumerStatusResponse { consumers }))
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusResponse>, Status> {
+        let catalog = self.executor.state.catalog();
+        let consumers = self.consumers.snapshot();
+        let with_errors = consumers
+            .iter()
+            .filter(|(_, s)| !s.exceptions.is_empty())
+            .count();
+        Ok(Response::new(NodeStatusResponse {
+            node_id: self.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            grpc_address: self.grpc_address.clone(),
+            data_dir: self.data_dir.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            tables: catalog.tables.len() as u32,
+            views: catalog.views.len() as u32,
+            consumers: consumers.len() as u32,
+            consumers_with_errors: with_errors as u32,
+        }))
+    }
+}
+
+impl AdminService {
+    fn table_info(&self, t: &crate::catalog::TableDef) -> TableInfo {
+        TableInfo {
+            name: t.name.clone(),
+            engine: t.engine.name().to_string(),
+            total_rows: match t.engine {
+                Engine::MergeTree { .. } => self.executor.state.row_count(&t.name).unwrap_or(0),
+                Engine::Kafka(_) => 0,
+            },
+            detached: t.detached,
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The catalog: tables, materialized views, and the rules that keep them consistent.
+//!
+//! `Catalog::apply` is the only way to change it and is deterministic (no clocks, no
+//! hash-map order), so every replica of the catalog that applies the same commands in the
+//! same order holds the same catalog. A command that fails changes nothing.
+//! Must not import `rdkafka`, `actix`, `sled` or the query engine.
+
+pub mod kafka_settings;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+pub use kafka_settings::{KafkaSettings, SettingsError};
+pub use types::{ChType, TypeError};
+
+/// ClickHouse's `replicated_deduplication_window` default (number of recent block hashes).
+pub const DEFAULT_DEDUP_WINDOW: u64 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ChType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeTreeSettings {
+    pub dedup_window: u64,
+}
+
+impl Default for MergeTreeSettings {
+    fn default() -> Self {
+        MergeTreeSettings {
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+        }
+    }
+}
+
+impl MergeTreeSettings {
+    /// Settings accepted on a storage table. ClickHouse's MergeTree tuning settings that do
+    /// not change results are accepted and ignored, so the guide's DDL and common variants
+    /// work; anything else is an error naming the setting.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<MergeTreeSettings, SettingsError> {
+        const IGNORED: &[&str] = &[
+            "index_granularity",
+            "index_granularity_bytes",
+            "min_bytes_for_wide_part",
+            "storage_policy",
+        ];
+        let mut out = MergeTreeSettings::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "replicated_deduplication_window" => {
+                    out.dedup_window =
+                        value
+                            .trim()
+                            .parse::<u64>()
+                            .map_err(|_| SettingsError::Invalid {
+                                name: name.clone(),
+                                value: value.clone(),
+                                reason: "expected a non-negative integer".into(),
+                            })?;
+                }
+                n if IGNORED.contains(&n) => {}
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        name: name.clone(),
+                        value: value.clone(),
+                        reason: "unknown setting for engine MergeTree".into(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Engine {
+    Kafka(KafkaSettings),
+    /// `MergeTree` and `ReplicatedMergeTree`: every Sluice table is replicated.
+    MergeTree {
+        engine_name: String,
+        order_by: Vec<String>,
+        settings: MergeTreeSettings,
+    },
+}
+
+impl Engine {
+    pub fn name(&self) -> &str {
+        match self {
+            Engine::Kafka(_) => "Kafka",
+            Engine::MergeTree { engine_name, .. } => engine_name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub engine: Engine,
+    /// `DETACH TABLE` stops a Kafka table's consumers without forgetting it.
+    #[serde(default)]
+    pub detached: bool,
+}
+
+/// Columns every Kafka table exposes to views besides its declared ones.
+pub fn kafka_virtual_columns() -> Vec<Field> {
+    vec![
+        Field::new("_topic", DataType::Utf8, false),
+        Field::new("_partition", DataType::UInt64, false),
+        Field::new("_offset", DataType::UInt64, false),
+        Field::new("_key", DataType::Utf8, false),
+        Field::new(
+            "_timestamp",
+            DataType::Timestamp(TimeUnit::Second, None),
+            true,
+        ),
+    ]
+}
+
+impl TableDef {
+    pub fn kafka(&self) -> Option<&KafkaSettings> {
+        match &self.engine {
+            Engine::Kafka(s) => Some(s),
+            Engine::MergeTree { .. } => None,
+        }
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The Arrow schema of the stored (or decoded) rows.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| c.ty.arrow_field(&c.name))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// For a Kafka table: the declared columns followed by the virtual ones.
+    pub fn source_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| c.ty.arrow_field(&c.name))
+            .collect();
+        fields.extend(kafka_virtual_columns());
+        Arc::new(Schema::new(fields))
+    }
+
+    pub fn dedup_window(&self) -> u64 {
+        match &self.engine {
+            Engine::MergeTree { settings, .. } => settings.dedup_window,
+            Engine::Kafka(_) => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    pub name: String,
+    /// The Kafka table the view reads.
+    pub source: String,
+    /// The table its rows go to.
+    pub target: String,
+    /// The SELECT as the user wrote it.
+    pub original_query: String,
+    /// The SELECT run over each block: `*` expanded to the declared columns, since virtual
+    /// columns are not part of `*` in ClickHouse.
+    pub query: String,
+    /// Names of the columns the query produces; each one is a column of the target.
+    pub output_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogCommand {
+    CreateTable { def: TableDef, if_not_exists: bool },
+    CreateView { def: ViewDef, if_not_exists: bool },
+    DropTable { name: String, if_exists: bool },
+    DropView { name: String, if_exists: bool },
+    SetDetached { name: String, detached: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("table {0} already exists")]
+    TableExists(String),
+    #[error("view {0} already exists")]
+    ViewExists(String),
+    #[error("table {0} does not exist")]
+    NoTable(String),
+    #[error("view {0} does not exist")]
+    NoView(String),
+    #[error("table {table} has no columns")]
+    NoColumns { table: String },
+    #[error("table {table}: column {column} is declared twice")]
+    DuplicateColumn { table: String, column: String },
+    #[error("table {table}: column {column}: virtual column names (starting with '_') are reserved for Kafka tables")]
+    ReservedColumn { table: String, column: String },
+    #[error("table {table} is used by view {view}; drop the view first")]
+    InUse { table: String, view: String },
+    #[error("view {view}: source {source_table} is not a Kafka table (views over storage tables are not supported yet)")]
+    SourceNotKafka { view: String, source_table: String },
+    #[error(
+        "view {view}: target {target} is a Kafka table (writing to Kafka is not supported yet)"
+    )]
+    TargetIsKafka { view: String, target: String },
+    #[error("view {view}: column {column} is not in target table {target}")]
+    ColumnNotInTarget {
+        view: String,
+        column: String,
+        target: String,
+    },
+    #[error("{0} is not a Kafka table; only Kafka tables can be detached")]
+    NotKafka(String),
+    #[error("{0} names a view; use DROP VIEW")]
+    IsView(String),
+}
+
+/// What a command did, for the reply to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogOutcome {
+    Changed,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub tables: BTreeMap<String, TableDef>,
+    pub views: BTreeMap<String, ViewDef>,
+}
+
+impl Catalog {
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables.get(name)
+    }
+
+    /// Views reading the given Kafka table, in name order.
+    pub fn views_of(&self, source: &str) -> Vec<&ViewDef> {
+        self.views.values().filter(|v| v.source == source).collect()
+    }
+
+    pub fn apply(&mut self, cmd: &CatalogCommand) -> Result<CatalogOutcome, CatalogError> {
+        match cmd {
+            CatalogCommand::CreateTable { def, if_not_exists } => {
+                if self.tables.contains_key(&def.name) || self.views.contains_key(&def.name) {
+                    if *if_not_exists {
+                        return Ok(CatalogOutcome::Unchanged);
+                    }
+                    return Err(if self.views.contains_key(&def.name) {
+                        CatalogError::ViewExists(def.name.clone())
+                    } else {
+                        CatalogError::TableExists(def.name.clone())
+                    });
+                }
+                check_columns(def)?;
+                self.tables.insert(def.name.clone(), def.clone());
+            }
+            CatalogCommand::CreateView { def, if_not_exists } => {
+                if self.views.contains_key(&def.name) || self.tables.contains_key(&def.name) {
+                    if *if_not_exists {
+                        return Ok(CatalogOutcome::Unchanged);
+                    }
+                    return Err(if self.tables.contains_key(&def.name) {
+                        CatalogError::TableExists(def.name.clone())
+                    } else {
+                        CatalogError::ViewExists(def.name.clone())
+                    });
+                }
+                let source = self
+                    .tables
+                    .get(&def.source)
+                    .ok_or_else(|| CatalogError::NoTable(def.source.clone()))?;
+                if source.kafka().is_none() {
+                    return Err(CatalogError::SourceNotKafka {
+                        view: def.name.clone(),
+                        source_table: def.source.clone(),
+                    });
+                }
+                let target = self
+                    .tables
+                    .get(&def.target)
+                    .ok_or_else(|| CatalogError::NoTable(def.target.clone()))?;
+                if target.kafka().is_some() {
+                    return Err(CatalogError::TargetIsKafka {
+                        view: def.name.clone(),
+                        target: def.target.clone(),
+                    });
+                }
+                for column in &def.output_columns {
+                    if target.column(column).is_none() {
+                        return Err(CatalogError::ColumnNotInTarget {
+                            view: def.name.clone(),
+                            column: column.clone(),
+                            target: def.target.clone(),
+                        });
+                    }
+                }
+                self.views.insert(def.name.clone(), def.clone());
+            }
+            CatalogCommand::DropTable { name, if_exists } => {
+                if self.views.contains_key(name) {
+                    return Err(CatalogError::IsView(name.clone()));
+                }
+                if !self.tables.contains_key(name) {
+                    if *if_exists {
+                        return Ok(CatalogOutcome::Unchanged);
+                    }
+                    return Err(CatalogError::NoTable(name.clone()));
+                }
+                if let Some(view) = self
+                    .views
+                    .values()
+                    .find(|v| v.source == *name || v.target == *name)
+                {
+                    return Err(CatalogError::InUse {
+                        table: name.clone(),
+                        view: view.name.clone(),
+                    });
+                }
+                self.tables.remove(name);
+            }
+            CatalogCommand::DropView { name, if_exists } => {
+                if self.views.remove(name).is_none() {
+                    if *if_exists {
+                        return Ok(CatalogOutcome::Unchanged);
+                    }
+                    return Err(CatalogError::NoView(name.clone()));
+                }
+            }
+            CatalogCommand::SetDetached { name, detached } => {
+                let table = self
+                    .tables
+                    .get_mut(name)
+                    .ok_or_else(|| CatalogError::NoTable(name.clone()))?;
+                if table.kafka().is_none() {
+                    return Err(CatalogError::NotKafka(name.clone()));
+                }
+                if table.detached == *detached {
+                    return Ok(CatalogOutcome::Unchanged);
+                }
+                table.detached = *detached;
+            }
+        }
+        Ok(CatalogOutcome::Changed)
+    }
+}
+
+fn check_columns(def: &TableDef) -> Result<(), CatalogError> {
+    if def.columns.is_empty() {
+        return Err(CatalogError::NoColumns {
+            table: def.name.clone(),
+        });
+    }
+    for (i, c) in def.columns.iter().enumerate() {
+        if def.columns[..i].iter().any(|o| o.name == c.name) {
+            return Err(CatalogError::DuplicateColumn {
+                table: def.name.clone(),
+                column: c.name.clone(),
+            });
+        }
+        if def.kafka().is_some() && c.name.starts_with('_') {
+            return Err(CatalogError::ReservedColumn {
+                table: def.name.clone(),
+                column: c.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka_table(name: &str) -> TableDef {
+        let settings = KafkaSettings::from_pairs(&[
+            ("kafka_broker_list".into(), "b:9092".into()),
+            ("kafka_topic_list".into(), "t".into()),
+            ("kafka_group_name".into(), "g".into()),
+            ("kafka_format".into(), "JSONEachRow".into()),
+        ])
+        .expect("valid");
+        TableDef {
+            name: name.into(),
+            columns: vec![Column {
+                name: "a".into(),
+                ty: ChType::UInt32,
+            }],
+            engine: Engine::Kafka(settings),
+            detached: false,
+        }
+    }
+
+    fn merge_tree(name: &str) -> TableDef {
+        TableDef {
+            name: name.into(),
+            columns: vec![Column {
+                name: "a".into(),
+                ty: ChType::UInt32,
+            }],
+            engine: Engine::MergeTree {
+                engine_name: "MergeTree".into(),
+                order_by: vec!["a".into()],
+                settings: MergeTreeSettings::default(),
+            },
+            detached: false,
+        }
+    }
+
+    fn view(cols: &[&str]) -> ViewDef {
+        ViewDef {
+            name: "mv".into(),
+            source: "q".into(),
+            target: "t".into(),
+            original_query: "SELECT * FROM q".into(),
+            query: "SELECT a FROM q".into(),
+            output_columns: cols.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn failed_commands_change_nothing() {
+        let mut c = Catalog::default();
+        c.apply(&CatalogCommand::CreateTable {
+            def: kafka_table("q"),
+            if_not_exists: false,
+        })
+        .expect("create");
+        c.apply(&CatalogCommand::CreateTable {
+            def: merge_tree("t"),
+            if_not_exists: false,
+        })
+        .expect("create");
+        let before = c.clone();
+        assert_eq!(
+            c.apply(&CatalogCommand::CreateTable {
+                def: merge_tree("t"),
+                if_not_exists: false
+            }),
+            Err(CatalogError::TableExists("t".into()))
+        );
+        assert!(matches!(
+            c.apply(&CatalogCommand::CreateView {
+                def: view(&["a", "b"]),
+                if_not_exists: false
+            }),
+            Err(CatalogError::ColumnNotInTarget { ref column, .. }) if column == "b"
+        ));
+        assert_eq!(c, before);
+        c.apply(&CatalogCommand::CreateView {
+            def: view(&["a"]),
+            if_not_exists: false,
+        })
+        .expect("view");
+        assert!(matches!(
+            c.apply(&CatalogCommand::DropTable {
+                name: "t".into(),
+                if_exists: false
+            }),
+            Err(CatalogError::InUse { .. })
+        ));
+        assert_eq!(c.views_of("q").len(), 1);
+    }
+
+    #[test]
+    fn kafka_tables_reserve_underscore_columns() {
+        let mut def = kafka_table("q");
+        def.columns.push(Column {
+            name: "_offset".into(),
+            ty: ChType::UInt64,
+        });
+        let mut c = Catalog::default();
+        assert!(matches!(
+            c.apply(&CatalogCommand::CreateTable {
+                def,
+                if_not_exists: false
+            }),
+            Err(CatalogError::ReservedColumn { .. })
+        ));
+    }
+}

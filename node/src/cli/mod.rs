@@ -1,0 +1,7 @@
+//! The command line for people: each subcommand is a thin gRPC or Kafka client.
+
+pub mod drain;
+pub mod produce;
+pub mod progress;
+pub mod sql;
+pub mod status;

@@ -1,0 +1,162 @@
+//! Node configuration: command line, environment (what Helm sets), and an optional TOML
+//! file, in that order of precedence. Each field's default is documented where declared.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("setting {name} = '{value}': {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// `sluice node` flags; every one can also come from `SLUICE_*` or the config file.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// TOML file with the same keys as the flags (snake_case).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's name, unique in the cluster. Default: "node-1".
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where the node keeps its data. Default: "./sluice-data".
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the gRPC admin API listens on. Default: 127.0.0.1:7070.
+    #[arg(long, env = "SLUICE_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Log filter in tracing's EnvFilter syntax. Default: "info".
+    #[arg(long, env = "SLUICE_LOG")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    grpc_addr: Option<String>,
+    log: Option<String>,
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub log: String,
+}
+
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
+
+impl NodeConfig {
+    pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let grpc_addr = match (args.grpc_addr, file.grpc_addr) {
+            (Some(a), _) => a,
+            (None, Some(text)) => text.parse().map_err(|e| ConfigError::Invalid {
+                name: "grpc_addr",
+                value: text.clone(),
+                reason: format!("{e}"),
+            })?,
+            (None, None) => DEFAULT_GRPC_ADDR
+                .parse()
+                .map_err(|e| ConfigError::Invalid {
+                    name: "grpc_addr",
+                    value: DEFAULT_GRPC_ADDR.into(),
+                    reason: format!("{e}"),
+                })?,
+        };
+        let config = NodeConfig {
+            node_id: args
+                .node_id
+                .clone()
+                .or(file.node_id)
+                .unwrap_or_else(|| "node-1".into()),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("sluice-data")),
+            grpc_addr,
+            log: args
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.is_empty()
+            || !self
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(ConfigError::Invalid {
+                name: "node_id",
+                value: self.node_id.clone(),
+                reason: "use letters, digits, '-', '_' or '.'".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "node_id = \"from-file\"\ngrpc_addr = \"127.0.0.1:9999\"\n",
+        )
+        .expect("write");
+        let args = NodeArgs {
+            config: Some(path.clone()),
+            node_id: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let c = NodeConfig::resolve(&args).expect("valid");
+        assert_eq!(c.node_id, "from-flag");
+        assert_eq!(c.grpc_addr.port(), 9999);
+        assert_eq!(c.log, "info");
+        std::fs::write(&path, "node_idd = \"x\"\n").expect("write");
+        let err = NodeConfig::resolve(&NodeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("node_idd"), "{err}");
+    }
+}

@@ -1,0 +1,361 @@
+//! JSONEachRow messages to an Arrow batch of a Kafka table's columns.
+//!
+//! Decoding is arrow-json's. The fast path feeds every message of a block to one decoder;
+//! only when that fails are messages decoded one by one, so a broken message costs its own
+//! rows and nothing else. Omitted fields and JSON `null` in non-Nullable columns take the
+//! column's default, as ClickHouse does (`input_format_defaults_for_omitted_fields`,
+//! `input_format_null_as_default`); unknown fields are skipped.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    new_empty_array, Array, ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array,
+    Int16Array, Int32Array, Int64Array, Int8Array, ListArray, RecordBatch, Scalar, StringArray,
+    TimestampSecondArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::compute::kernels::zip::zip;
+use arrow::compute::{concat_batches, filter_record_batch, is_not_null};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::json::reader::Decoder;
+use arrow::json::ReaderBuilder;
+
+use super::{BrokenMessage, FormatError, RawMessage};
+use crate::catalog::{ChType, Column};
+
+/// Decodes the messages of one block. Returns the rows of the good messages (declared
+/// columns only), the number of rows each message produced (0 for broken ones), and the
+/// broken messages.
+pub fn decode(
+    columns: &[Column],
+    messages: &[RawMessage],
+) -> Result<(RecordBatch, Vec<usize>, Vec<BrokenMessage>), FormatError> {
+    let decode_schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut broken = Vec::new();
+    let (batch, rows_per_message) = match decode_together(&decode_schema, messages) {
+        Ok(ok) => ok,
+        Err(_) => decode_one_by_one(&decode_schema, messages, &mut broken)?,
+    };
+    let (batch, rows_per_message) =
+        finish_columns(columns, batch, rows_per_message, messages, &mut broken)?;
+    Ok((batch, rows_per_message, broken))
+}
+
+fn new_decoder(schema: &SchemaRef, rows_hint: usize) -> Result<Decoder, ArrowError> {
+    ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows_hint.clamp(1, 65_536))
+        .with_coerce_primitive(true)
+        .with_strict_mode(false)
+        .build_decoder()
+}
+
+/// Feeds one message; returns how many rows it held. One message must hold whole JSON
+/// rows: a message that ends inside a row is broken, not glued to the next one.
+fn feed(
+    decoder: &mut Decoder,
+    payload: &[u8],
+    flushed: &mut Vec<RecordBatch>,
+) -> Result<usize, ArrowError> {
+    let mut rows = 0;
+    let mut before = decoder.len();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let consumed = decoder.decode(rest)?;
+        rest = &rest[consumed..];
+        if consumed == 0 || !rest.is_empty() {
+            // The decoder holds a full batch: move it out and go on.
+            if decoder.has_partial_record() {
+                return Err(ArrowError::JsonError("row too large".into()));
+            }
+            rows += decoder.len() - before;
+            flushed.extend(decoder.flush()?);
+            before = 0;
+        }
+    }
+    if decoder.has_partial_record() {
+        return Err(ArrowError::JsonError(
+            "message ends inside a JSON object".into(),
+        ));
+    }
+    Ok(rows + decoder.len() - before)
+}
+
+fn decode_together(
+    schema: &SchemaRef,
+    messages: &[RawMessage],
+) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
+    let mut decoder = new_decoder(schema, messages.len())?;
+    let mut batches = Vec::new();
+    let mut rows = Vec::with_capacity(messages.len());
+    for m in messages {
+        rows.push(feed(
+            &mut decoder,
+            m.payload.as_deref().unwrap_or_default(),
+            &mut batches,
+        )?);
+    }
+    batches.extend(decoder.flush()?);
+    Ok((concat_batches(schema, &batches)?, rows))
+}
+
+fn decode_one_by_one(
+    schema: &SchemaRef,
+    messages: &[RawMessage],
+    broken: &mut Vec<BrokenMessage>,
+) -> Result<(RecordBatch, Vec<usize>), FormatError> {
+    let mut batches = Vec::new();
+    let mut rows = Vec::with_capacity(messages.len());
+    for m in messages {
+        let mut own = Vec::new();
+        let result = new_decoder(schema, 1).and_then(|mut decoder| {
+            let n = feed(
+                &mut decoder,
+                m.payload.as_deref().unwrap_or_default(),
+                &mut own,
+            )?;
+            own.extend(decoder.flush()?);
+            Ok(n)
+        });
+        match result {
+            Ok(n) => {
+                rows.push(n);
+                batches.append(&mut own);
+            }
+            Err(e) => {
+                rows.push(0);
+                broken.push(BrokenMessage {
+                    offset: m.offset,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    let batch = concat_batches(schema, &batches).map_err(FormatError::Arrow)?;
+    Ok((batch, rows))
+}
+
+/// Fills defaults, checks enum values, and sets the final nullability of every column.
+/// Rows with an enum value that is not a member make their message broken.
+fn finish_columns(
+    columns: &[Column],
+    batch: RecordBatch,
+    mut rows_per_message: Vec<usize>,
+    messages: &[RawMessage],
+    broken: &mut Vec<BrokenMessage>,
+) -> Result<(RecordBatch, Vec<usize>), FormatError> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    let mut bad_rows: Vec<(usize, String)> = Vec::new();
+    for (column, array) in columns.iter().zip(batch.columns()) {
+        let mut array = array.clone();
+        if let Some(members) = column.ty.enum_members() {
+            array = normalize_enum(&column.name, members, &array, &mut bad_rows)?;
+        }
+        if !column.ty.is_nullable() && array.null_count() > 0 {
+            let default = default_scalar(&column.ty)?;
+            let mask = is_not_null(&array).map_err(FormatError::Arrow)?;
+            array = zip(&mask, &array, &default).map_err(FormatError::Arrow)?;
+        }
+        arrays.push(array);
+    }
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| c.ty.arrow_field(&c.name))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema, arrays).map_err(FormatError::Arrow)?;
+    if bad_rows.is_empty() {
+        return Ok((batch, rows_per_message));
+    }
+    // Drop every row of a message with a bad row: a message is the unit that is skipped.
+    let mut keep = vec![true; batch.num_rows()];
+    let mut row_start = 0usize;
+    for (i, n) in rows_per_message.iter_mut().enumerate() {
+        let range = row_start..row_start + *n;
+        row_start += *n;
+        if let Some((_, reason)) = bad_rows.iter().find(|(r, _)| range.contains(r)) {
+            for k in range {
+                keep[k] = false;
+            }
+            *n = 0;
+            broken.push(BrokenMessage {
+                offset: messages[i].offset,
+                error: reason.clone(),
+            });
+        }
+    }
+    broken.sort_by_key(|b| b.offset);
+    let batch =
+        filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(FormatError::Arrow)?;
+    Ok((batch, rows_per_message))
+}
+
+/// Enum values arrive as names, or as their numbers (ClickHouse accepts both); the table
+/// stores names.
+fn normalize_enum(
+    column: &str,
+    members: &[(String, i16)],
+    array: &ArrayRef,
+    bad_rows: &mut Vec<(usize, String)>,
+) -> Result<ArrayRef, FormatError> {
+    let strings = array
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| FormatError::Internal(format!("enum column {column} is not text")))?;
+    let mut changed = false;
+    let mut out: Vec<Option<String>> = Vec::with_capacity(strings.len());
+    for (row, value) in strings.iter().enumerate() {
+        match value {
+            None => out.push(None),
+            Some(v) if members.iter().any(|(n, _)| n == v) => out.push(Some(v.to_string())),
+            Some(v) => {
+                let by_number = v
+                    .parse::<i16>()
+                    .ok()
+                    .and_then(|num| members.iter().find(|(_, value)| *value == num));
+                match by_number {
+                    Some((name, _)) => {
+                        changed = true;
+                        out.push(Some(name.clone()));
+                    }
+                    None => {
+                        bad_rows.push((row, format!("column {column}: unknown enum value '{v}'")));
+                        out.push(None);
+                    }
+                }
+            }
+        }
+    }
+    if changed || !bad_rows.is_empty() {
+        Ok(Arc::new(StringArray::from(out)))
+    } else {
+        Ok(array.clone())
+    }
+}
+
+/// The value ClickHouse stores for an omitted field of a non-Nullable column.
+pub fn default_scalar(ty: &ChType) -> Result<Scalar<ArrayRef>, FormatError> {
+    let array: ArrayRef =
+        match ty.base() {
+            ChType::Int8 => Arc::new(Int8Array::from(vec![0])),
+            ChType::Int16 => Arc::new(Int16Array::from(vec![0])),
+            ChType::Int32 => Arc::new(Int32Array::from(vec![0])),
+            ChType::Int64 => Arc::new(Int64Array::from(vec![0])),
+            ChType::UInt8 => Arc::new(UInt8Array::from(vec![0])),
+            ChType::UInt16 => Arc::new(UInt16Array::from(vec![0])),
+            ChType::UInt32 => Arc::new(UInt32Array::from(vec![0])),
+            ChType::UInt64 => Arc::new(UInt64Array::from(vec![0])),
+            ChType::Float32 => Arc::new(Float32Array::from(vec![0.0])),
+            ChType::Float64 => Arc::new(Float64Array::from(vec![0.0])),
+            ChType::Bool => Arc::new(BooleanArray::from(vec![false])),
+            ChType::String => Arc::new(StringArray::from(vec![""])),
+            ChType::Enum { members, .. } => Arc::new(StringArray::from(vec![
+                ChType::enum_default(members).unwrap_or_default(),
+            ])),
+            ChType::Date => Arc::new(Date32Array::from(vec![0])),
+            ChType::DateTime => Arc::new(TimestampSecondArray::from(vec![0])),
+            ChType::Array(inner) => {
+                let field = Arc::new(Field::new("item", inner.arrow_type(), inner.is_nullable()));
+                Arc::new(
+                    ListArray::try_new(
+                        field,
+                        OffsetBuffer::new_zeroed(1),
+                        new_empty_array(&inner.arrow_type()),
+                        None,
+                    )
+                    .map_err(FormatError::Arrow)?,
+                )
+            }
+            ChType::LowCardinality(_) | ChType::Nullable(_) => {
+                return Err(FormatError::Internal(format!("no default for {ty}")))
+            }
+        };
+    debug_assert!(matches!(array.data_type(), DataType::List(_)) || array.len() == 1);
+    Ok(Scalar::new(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{TimestampSecondType, UInt32Type};
+
+    fn columns() -> Vec<Column> {
+        [
+            ("created_at", "DateTime"),
+            ("state", "Enum('none' = 0, 'open' = 1, 'closed' = 2)"),
+            ("number", "UInt32"),
+            ("title", "String"),
+            ("labels", "Array(LowCardinality(String))"),
+            ("note", "Nullable(String)"),
+        ]
+        .iter()
+        .map(|(n, t)| Column {
+            name: n.to_string(),
+            ty: ChType::parse(t).expect("type"),
+        })
+        .collect()
+    }
+
+    fn msg(offset: i64, payload: &str) -> RawMessage {
+        RawMessage {
+            payload: Some(payload.as_bytes().to_vec()),
+            key: None,
+            offset,
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn decodes_and_fills_defaults() {
+        let messages = vec![
+            msg(
+                0,
+                r#"{"created_at":"2011-02-12 02:22:00","state":"open","number":7,"title":"Über","labels":["bug"]}"#,
+            ),
+            msg(1, r#"{"title":"修复"}"#),
+            msg(2, r#"{"state":2,"number":"9","note":"x","extra":1}"#),
+        ];
+        let (batch, rows, broken) = decode(&columns(), &messages).expect("decodes");
+        assert!(broken.is_empty());
+        assert_eq!(rows, vec![1, 1, 1]);
+        let created = batch.column(0).as_primitive::<TimestampSecondType>();
+        assert_eq!(created.value(0), 1_297_477_320);
+        assert_eq!(created.value(1), 0);
+        let state = batch.column(1).as_string::<i32>();
+        assert_eq!(
+            (state.value(0), state.value(1), state.value(2)),
+            ("open", "none", "closed")
+        );
+        assert_eq!(batch.column(2).as_primitive::<UInt32Type>().value(2), 9);
+        assert_eq!(batch.column(4).as_list::<i32>().value(1).len(), 0);
+        assert!(batch.column(5).is_null(0));
+        assert!(!batch.schema().field(0).is_nullable());
+    }
+
+    #[test]
+    fn broken_messages_cost_only_themselves() {
+        let messages = vec![
+            msg(10, r#"{"number":1}"#),
+            msg(11, r#"{"number":2"#),
+            msg(12, r#"{"number":"abc"}"#),
+            msg(13, "not json at all"),
+            msg(14, r#"{"state":"bogus"}"#),
+            msg(15, r#"{"number":3}{"number":4}"#),
+        ];
+        let (batch, rows, broken) = decode(&columns(), &messages).expect("decodes");
+        assert_eq!(rows, vec![1, 0, 0, 0, 0, 2]);
+        assert_eq!(batch.num_rows(), 3);
+        let offsets: Vec<i64> = broken.iter().map(|b| b.offset).collect();
+        assert_eq!(offsets, vec![11, 12, 13, 14]);
+        assert!(broken[3].error.contains("bogus"));
+        let numbers = batch.column(2).as_primitive::<UInt32Type>();
+        assert_eq!(numbers.values().to_vec(), vec![1, 3, 4]);
+    }
+}

@@ -1,0 +1,55 @@
+//! Ingestion actors: a supervisor per node and one consumer actor per (Kafka table, topic,
+//! partition), restarted with backoff when they fail.
+//!
+//! Actors are thin: they own lifecycles and talk by message; the work of a consumer is in
+//! `pipeline`, and when to cut a block in `block_cutter`. A failing consumer never takes
+//! the node down: its error is kept in `status` and shown in `system.kafka_consumers`.
+
+pub mod block_cutter;
+pub mod consumer;
+pub mod pipeline;
+pub mod status;
+pub mod supervisor;
+
+use rdkafka::error::KafkaError;
+
+use status::ConsumerKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{}/{}/{}: kafka: {source}", key.table, key.topic, key.partition)]
+    Kafka {
+        key: Box<ConsumerKey>,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("{}/{}/{}: {broken} broken messages in one block, more than kafka_skip_broken_messages = {allowed}; first at offset {offset}: {error}", key.table, key.topic, key.partition)]
+    BrokenMessages {
+        key: Box<ConsumerKey>,
+        offset: i64,
+        error: String,
+        broken: usize,
+        allowed: u64,
+    },
+    #[error("{}/{}/{}: decode: {reason}", key.table, key.topic, key.partition)]
+    Format {
+        key: Box<ConsumerKey>,
+        reason: String,
+    },
+    #[error("{}/{}/{}: view {view}: {reason}", key.table, key.topic, key.partition)]
+    View {
+        key: Box<ConsumerKey>,
+        view: String,
+        reason: String,
+    },
+    #[error("{}/{}/{}: view {view}: the table already holds offsets up to {next_offset}; re-reading from there", key.table, key.topic, key.partition)]
+    StalePosition {
+        key: Box<ConsumerKey>,
+        view: String,
+        next_offset: i64,
+    },
+    #[error("table {0} is not a Kafka table")]
+    NotKafka(String),
+    #[error("state: {0}")]
+    State(String),
+}

@@ -1,0 +1,356 @@
+//! The work of one partition consumer: read from the stored position, cut blocks, decode,
+//! run the views, write each view's block, then commit the Kafka group offset.
+//!
+//! Where to resume is the target tables' stored position, never Kafka's committed offset
+//! (that is only a fallback for a view that has stored nothing yet, and a gauge for lag
+//! tools). Each view keeps its own position, so a view that is ahead skips what it has.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{BooleanArray, RecordBatch, UInt64Array};
+use arrow::compute::filter_record_batch;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::block_cutter::{BlockCutter, BlockLimits};
+use super::status::{ConsumerKey, ConsumerStatus};
+use super::IngestError;
+use crate::catalog::{TableDef, ViewDef};
+use crate::format::{decode_block, RawMessage};
+use crate::query::views::run_view;
+use crate::state::NodeState;
+use crate::table::{ApplyOutcome, Block, Decision, PositionKey, SourceRange};
+
+/// How long to wait for the group's committed offset when a view has no stored position.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a coordinator that is not ready yet is waited for.
+const COMMITTED_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Everything a partition consumer needs, fixed for its lifetime: a catalog change that
+/// touches the table or its views restarts the consumer with a new job.
+#[derive(Clone)]
+pub struct PartitionJob {
+    pub key: ConsumerKey,
+    pub node_id: String,
+    pub table: TableDef,
+    pub views: Vec<(ViewDef, TableDef)>,
+    pub state: Arc<NodeState>,
+    pub status: Arc<ConsumerStatus>,
+}
+
+struct ViewPosition {
+    view: ViewDef,
+    target: TableDef,
+    next_offset: Option<i64>,
+}
+
+impl PartitionJob {
+    fn settings(&self) -> Result<&crate::catalog::KafkaSettings, IngestError> {
+        self.table
+            .kafka()
+            .ok_or_else(|| IngestError::NotKafka(self.table.name.clone()))
+    }
+
+    fn create_consumer(&self) -> Result<StreamConsumer, IngestError> {
+        let settings = self.settings()?;
+        let mut config = ClientConfig::new();
+        for (k, v) in settings.client_properties() {
+            config.set(k, v);
+        }
+        config
+            .set("group.id", &settings.group_name)
+            .set(
+                "client.id",
+                settings
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| self.key.consumer_id(&self.node_id)),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        config.create().map_err(|source| IngestError::Kafka {
+            key: Box::new(self.key.clone()),
+            source,
+        })
+    }
+
+    /// Runs until `stop` turns true (finishing the open block) or an error.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
+        let settings = self.settings()?.clone();
+        let consumer = Arc::new(self.create_consumer()?);
+        let mut positions = Vec::new();
+        for (view, target) in &self.views {
+            let next_offset = self
+                .state
+                .next_offset(&target.name, &self.position_key(view))
+                .map_err(|e| IngestError::State(e.to_string()))?;
+            positions.push(ViewPosition {
+                view: view.clone(),
+                target: target.clone(),
+                next_offset,
+            });
+        }
+        let start = self.start_offset(&consumer, &mut positions).await?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.key.topic, self.key.partition, start)
+            .map_err(|source| self.kafka_error(source))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|source| self.kafka_error(source))?;
+        if let Offset::Offset(o) = start {
+            self.status.positioned(o);
+        }
+        self.status.set_used(true);
+        tracing::info!(table = %self.key.table, topic = %self.key.topic, partition = self.key.partition, ?start, "consumer assigned");
+
+        let limits = BlockLimits {
+            max_rows: settings.max_block_size,
+            max_bytes: settings.max_block_bytes,
+            flush_interval: Duration::from_millis(settings.flush_interval_ms),
+        };
+        let poll_timeout = Duration::from_millis(settings.poll_timeout_ms);
+        let mut cutter = BlockCutter::new(limits);
+        let mut messages: Vec<RawMessage> = Vec::new();
+        let mut stopping = false;
+        loop {
+            while !stopping && !cutter.is_due(Instant::now()) {
+                let wait = cutter
+                    .deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(poll_timeout)
+                    .min(poll_timeout);
+                tokio::select! {
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() {
+                            stopping = true;
+                        }
+                    }
+                    received = tokio::time::timeout(wait, consumer.recv()) => match received {
+                        Ok(Ok(m)) => {
+                            let raw = RawMessage {
+                                payload: m.payload().map(<[u8]>::to_vec),
+                                key: m.key().map(<[u8]>::to_vec),
+                                offset: m.offset(),
+                                timestamp_ms: m.timestamp().to_millis(),
+                            };
+                            cutter.push(raw.len_bytes().max(1), Instant::now());
+                            messages.push(raw);
+                        }
+                        Ok(Err(e)) => {
+                            // Broker errors are transient for librdkafka, which retries;
+                            // they are shown, not fatal.
+                            tracing::warn!(table = %self.key.table, partition = self.key.partition, error = %e, "consume error");
+                            self.status.error(format!("consume: {e}"));
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            if !messages.is_empty() {
+                self.status.polled(messages.len() as u64);
+                let block = std::mem::take(&mut messages);
+                cutter.reset();
+                self.process_block(&consumer, &settings, &mut positions, block)
+                    .await?;
+            }
+            if stopping {
+                self.status.set_used(false);
+                return Ok(());
+            }
+        }
+    }
+
+    fn position_key(&self, view: &ViewDef) -> PositionKey {
+        PositionKey {
+            source: view.name.clone(),
+            topic: self.key.topic.clone(),
+            partition: self.key.partition,
+        }
+    }
+
+    fn kafka_error(&self, source: KafkaError) -> IngestError {
+        IngestError::Kafka {
+            key: Box::new(self.key.clone()),
+            source,
+        }
+    }
+
+    /// The lowest position of the views. A view that has stored nothing starts at the
+    /// group's committed offset, else at the partition's beginning.
+    async fn start_offset(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        positions: &mut [ViewPosition],
+    ) -> Result<Offset, IngestError> {
+        if positions.iter().any(|p| p.next_offset.is_none()) {
+            let committed = self.committed_offset(consumer).await?;
+            for p in positions.iter_mut().filter(|p| p.next_offset.is_none()) {
+                p.next_offset = committed;
+            }
+        }
+        if positions.iter().any(|p| p.next_offset.is_none()) {
+            return Ok(Offset::Beginning);
+        }
+        Ok(positions
+            .iter()
+            .filter_map(|p| p.next_offset)
+            .min()
+            .map(Offset::Offset)
+            .unwrap_or(Offset::Beginning))
+    }
+
+    /// The group's committed offset. A broker that has just started answers
+    /// "not coordinator" for a while; that is waited out rather than shown as a failure.
+    async fn committed_offset(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+    ) -> Result<Option<i64>, IngestError> {
+        let deadline = Instant::now() + COMMITTED_RETRY_FOR;
+        loop {
+            let c = consumer.clone();
+            let (topic, partition) = (self.key.topic.clone(), self.key.partition);
+            let result = tokio::task::spawn_blocking(move || {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&topic, partition);
+                c.committed_offsets(tpl, COMMITTED_TIMEOUT)
+            })
+            .await
+            .map_err(|e| IngestError::State(e.to_string()))?;
+            match result {
+                Ok(tpl) => {
+                    return Ok(tpl
+                        .find_partition(&self.key.topic, self.key.partition)
+                        .and_then(|p| match p.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        }))
+                }
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(table = %self.key.table, partition = self.key.partition, error = %e, "committed offset not available yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(source) => return Err(self.kafka_error(source)),
+            }
+        }
+    }
+
+    async fn process_block(
+        &self,
+        consumer: &StreamConsumer,
+        settings: &crate::catalog::KafkaSettings,
+        positions: &mut [ViewPosition],
+        messages: Vec<RawMessage>,
+    ) -> Result<(), IngestError> {
+        let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+            return Ok(());
+        };
+        let (first_offset, last_offset) = (first.offset, last.offset);
+        let table = self.table.clone();
+        let (topic, partition) = (self.key.topic.clone(), self.key.partition);
+        let decoded =
+            tokio::task::spawn_blocking(move || decode_block(&table, &topic, partition, &messages))
+                .await
+                .map_err(|e| IngestError::State(e.to_string()))?
+                .map_err(|e| IngestError::Format {
+                    key: Box::new(self.key.clone()),
+                    reason: e.to_string(),
+                })?;
+        if decoded.broken.len() as u64 > settings.skip_broken_messages {
+            let worst = &decoded.broken[0];
+            return Err(IngestError::BrokenMessages {
+                key: Box::new(self.key.clone()),
+                offset: worst.offset,
+                error: worst.error.clone(),
+                broken: decoded.broken.len(),
+                allowed: settings.skip_broken_messages,
+            });
+        }
+        for b in &decoded.broken {
+            tracing::warn!(table = %self.key.table, partition = self.key.partition, offset = b.offset, error = %b.error, "skipped broken message");
+        }
+        let mut rows_written = 0;
+        for position in positions.iter_mut() {
+            let from = match position.next_offset {
+                Some(next) if next > last_offset => continue,
+                Some(next) => next.max(first_offset),
+                None => first_offset,
+            };
+            let batch = if from > first_offset {
+                rows_from(&decoded.batch, from)?
+            } else {
+                decoded.batch.clone()
+            };
+            let rows = run_view(&position.view, &self.table, &position.target, batch)
+                .await
+                .map_err(|e| IngestError::View {
+                    key: Box::new(self.key.clone()),
+                    view: position.view.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            let block = Block::new(
+                &position.target.name,
+                Some(SourceRange {
+                    source: position.view.name.clone(),
+                    topic: self.key.topic.clone(),
+                    partition: self.key.partition,
+                    first_offset: from,
+                    last_offset,
+                }),
+                &rows,
+            )
+            .map_err(|e| IngestError::State(e.to_string()))?;
+            let state = self.state.clone();
+            let outcome = tokio::task::spawn_blocking(move || state.apply_block(&block))
+                .await
+                .map_err(|e| IngestError::State(e.to_string()))?
+                .map_err(|e| IngestError::State(e.to_string()))?;
+            match outcome {
+                ApplyOutcome::Stored { rows, .. } => rows_written += rows,
+                ApplyOutcome::Skipped(Decision::Overlap { next_offset }) => {
+                    return Err(IngestError::StalePosition {
+                        key: Box::new(self.key.clone()),
+                        view: position.view.name.clone(),
+                        next_offset,
+                    })
+                }
+                ApplyOutcome::Skipped(_) => {}
+            }
+            position.next_offset = Some(last_offset + 1);
+        }
+        // The group offset is for lag tools only; failing to commit it loses nothing.
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(
+                &self.key.topic,
+                self.key.partition,
+                Offset::Offset(last_offset + 1),
+            )
+            .is_ok()
+        {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                self.status.error(format!("commit: {e}"));
+            }
+        }
+        self.status
+            .committed(last_offset + 1, rows_written, decoded.broken.len() as u64);
+        Ok(())
+    }
+}
+
+/// The rows of a decoded block read at or after `from` (by the `_offset` column).
+fn rows_from(batch: &RecordBatch, from: i64) -> Result<RecordBatch, IngestError> {
+    let offsets = batch
+        .column_by_name("_offset")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .ok_or_else(|| IngestError::State("decoded block has no _offset column".into()))?;
+    let from = u64::try_from(from).unwrap_or_default();
+    let keep: BooleanArray = offsets.iter().map(|o| o.map(|o| o >= from)).collect();
+    filter_record_batch(batch, &keep).map_err(|e| IngestError::State(e.to_string()))
+}

@@ -1,0 +1,355 @@
+//! The node's ingest supervisor: turns the catalog (and, in a cluster, this node's share
+//! of the partitions) into running consumer actors, and restarts failed ones with backoff.
+//!
+//! Reconciling is level-based: every catalog change and every tick compares what should
+//! run with what runs, so a missed message cannot leave a consumer stopped for good.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::consumer::{ConsumerActor, ConsumerExited, StopConsumer};
+use super::pipeline::PartitionJob;
+use super::status::{ConsumerKey, ConsumerRegistry};
+use crate::catalog::{KafkaSettings, TableDef, ViewDef};
+use crate::state::NodeState;
+
+/// How often partitions are re-read from Kafka (new partitions, topics that appear).
+const METADATA_INTERVAL: Duration = Duration::from_secs(5);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for consumers to finish their open blocks.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Re-read the catalog and converge.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconcile;
+
+/// Stop every consumer, finishing open blocks; answers when they are stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PartitionsFound {
+    table: String,
+    topic: String,
+    result: Result<i32, String>,
+}
+
+struct Running {
+    addr: Addr<ConsumerActor>,
+    generation: u64,
+    /// The table and views the consumer was started with; a change restarts it.
+    fingerprint: (TableDef, Vec<ViewDef>),
+    commits_at_start: u64,
+}
+
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+pub struct Supervisor {
+    node_id: String,
+    state: Arc<NodeState>,
+    registry: Arc<ConsumerRegistry>,
+    runtime: tokio::runtime::Handle,
+    running: BTreeMap<ConsumerKey, Running>,
+    backoff: BTreeMap<ConsumerKey, Backoff>,
+    /// Partition counts by (table, topic), from Kafka metadata.
+    partitions: BTreeMap<(String, String), i32>,
+    next_generation: u64,
+    stopping: bool,
+}
+
+impl Supervisor {
+    pub fn new(
+        node_id: String,
+        state: Arc<NodeState>,
+        registry: Arc<ConsumerRegistry>,
+        runtime: tokio::runtime::Handle,
+    ) -> Supervisor {
+        Supervisor {
+            node_id,
+            state,
+            registry,
+            runtime,
+            running: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            next_generation: 0,
+            stopping: false,
+        }
+    }
+
+    /// Consumers that should run: every partition of every attached Kafka table that has
+    /// at least one view.
+    fn desired(&self) -> BTreeMap<ConsumerKey, (TableDef, Vec<ViewDef>)> {
+        let catalog = self.state.catalog();
+        let mut out = BTreeMap::new();
+        for table in catalog.tables.values() {
+            let Some(settings) = table.kafka() else {
+                continue;
+            };
+            let views: Vec<ViewDef> = catalog.views_of(&table.name).into_iter().cloned().collect();
+            if table.detached || views.is_empty() {
+                continue;
+            }
+            for topic in &settings.topic_list {
+                let count = self
+                    .partitions
+                    .get(&(table.name.clone(), topic.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                for partition in 0..count {
+                    out.insert(
+                        ConsumerKey {
+                            table: table.name.clone(),
+                            topic: topic.clone(),
+                            partition,
+                        },
+                        (table.clone(), views.clone()),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let desired = self.desired();
+        let stale: Vec<ConsumerKey> = self
+            .running
+            .iter()
+            .filter(|(k, r)| desired.get(*k).is_none_or(|d| *d != r.fingerprint))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(r) = self.running.remove(&key) {
+                tracing::info!(table = %key.table, topic = %key.topic, partition = key.partition, "stopping consumer");
+                r.addr.do_send(StopConsumer);
+            }
+            if !desired.contains_key(&key) {
+                self.registry.remove(&key);
+                self.backoff.remove(&key);
+            }
+        }
+        let catalog = self.state.catalog();
+        let now = Instant::now();
+        for (key, (table, views)) in desired {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            if self
+                .backoff
+                .get(&key)
+                .and_then(|b| b.retry_at)
+                .is_some_and(|t| t > now)
+            {
+                continue;
+            }
+            let mut targets = Vec::new();
+            for v in &views {
+                if let Some(t) = catalog.table(&v.target) {
+                    targets.push((v.clone(), t.clone()));
+                }
+            }
+            let status = self.registry.entry(&key);
+            let job = PartitionJob {
+                key: key.clone(),
+                node_id: self.node_id.clone(),
+                table: table.clone(),
+                views: targets,
+                state: self.state.clone(),
+                status: status.clone(),
+            };
+            self.next_generation += 1;
+            let generation = self.next_generation;
+            let actor = ConsumerActor::new(
+                job,
+                generation,
+                self.runtime.clone(),
+                ctx.address().recipient(),
+            );
+            tracing::info!(table = %key.table, topic = %key.topic, partition = key.partition, "starting consumer");
+            self.running.insert(
+                key,
+                Running {
+                    addr: actor.start(),
+                    generation,
+                    fingerprint: (table, views),
+                    commits_at_start: status.snapshot().num_commits,
+                },
+            );
+        }
+        // Tables whose topics no longer exist in the catalog: forget their partitions.
+        self.partitions
+            .retain(|(t, _), _| catalog.table(t).is_some_and(|d| d.kafka().is_some()));
+    }
+
+    fn refresh_metadata(&mut self, ctx: &mut Context<Self>) {
+        let catalog = self.state.catalog();
+        for table in catalog.tables.values() {
+            let Some(settings) = table.kafka() else {
+                continue;
+            };
+            if table.detached || catalog.views_of(&table.name).is_empty() {
+                continue;
+            }
+            for topic in &settings.topic_list {
+                let (name, topic, settings) = (table.name.clone(), topic.clone(), settings.clone());
+                let addr = ctx.address();
+                self.runtime.spawn(async move {
+                    let t = topic.clone();
+                    let result =
+                        tokio::task::spawn_blocking(move || partition_count(&settings, &t))
+                            .await
+                            .unwrap_or_else(|e| Err(e.to_string()));
+                    addr.do_send(PartitionsFound {
+                        table: name,
+                        topic,
+                        result,
+                    });
+                });
+            }
+        }
+    }
+}
+
+fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i32, String> {
+    let mut config = ClientConfig::new();
+    for (k, v) in settings.client_properties() {
+        config.set(k, v);
+    }
+    let client: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let metadata = client
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| format!("metadata of topic {topic}: {e}"))?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| format!("topic {topic} not found"))?;
+    if let Some(err) = t.error() {
+        return Err(format!("topic {topic}: {err:?}"));
+    }
+    Ok(t.partitions().len() as i32)
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Catalog changes wake the supervisor at once; the tick covers everything else.
+        let mut changes = self.state.watch_catalog();
+        let addr = ctx.address();
+        self.runtime.spawn(async move {
+            while changes.changed().await.is_ok() {
+                addr.do_send(Reconcile);
+            }
+        });
+        self.refresh_metadata(ctx);
+        ctx.run_interval(METADATA_INTERVAL, |act, ctx| {
+            act.refresh_metadata(ctx);
+            act.reconcile(ctx);
+        });
+    }
+}
+
+impl Handler<Reconcile> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, _msg: Reconcile, ctx: &mut Self::Context) {
+        // A new table or view needs its partitions before consumers can start.
+        self.refresh_metadata(ctx);
+        self.reconcile(ctx);
+    }
+}
+
+impl Handler<PartitionsFound> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: PartitionsFound, ctx: &mut Self::Context) {
+        // A topic-level problem is shown on a row with partition -1, since no partition
+        // consumer exists to carry it.
+        let topic_key = ConsumerKey {
+            table: msg.table.clone(),
+            topic: msg.topic.clone(),
+            partition: -1,
+        };
+        match msg.result {
+            Ok(count) => {
+                self.registry.remove(&topic_key);
+                let previous = self.partitions.insert((msg.table, msg.topic), count);
+                if previous != Some(count) {
+                    self.reconcile(ctx);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(table = %msg.table, topic = %msg.topic, %error, "partition discovery failed");
+                let status = self.registry.entry(&topic_key);
+                let last = status.snapshot().exceptions.last().map(|e| e.1.clone());
+                if last.as_deref() != Some(error.as_str()) {
+                    status.error(error);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ConsumerExited> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: ConsumerExited, ctx: &mut Self::Context) {
+        let Some(running) = self.running.get(&msg.key) else {
+            return;
+        };
+        if running.generation != msg.generation {
+            return;
+        }
+        let commits_at_start = running.commits_at_start;
+        self.running.remove(&msg.key);
+        let status = self.registry.entry(&msg.key);
+        status.set_used(false);
+        let Some(error) = msg.error else {
+            return;
+        };
+        tracing::warn!(table = %msg.key.table, topic = %msg.key.topic, partition = msg.key.partition, %error, "consumer failed");
+        status.error(error);
+        status.restarted();
+        let progressed = status.snapshot().num_commits > commits_at_start;
+        let backoff = self.backoff.entry(msg.key).or_default();
+        backoff.failures = if progressed { 1 } else { backoff.failures + 1 };
+        let delay = BACKOFF_MIN
+            .saturating_mul(1 << backoff.failures.min(6).saturating_sub(1))
+            .min(BACKOFF_MAX);
+        backoff.retry_at = Some(Instant::now() + delay);
+        ctx.run_later(delay, |act, ctx| act.reconcile(ctx));
+    }
+}
+
+impl Handler<StopAll> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _msg: StopAll, _ctx: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let stops: Vec<_> = std::mem::take(&mut self.running)
+            .into_values()
+            .map(|r| r.addr.send(StopConsumer))
+            .collect();
+        Box::pin(
+            async move {
+                let _ = tokio::time::timeout(STOP_TIMEOUT, futures::future::join_all(stops)).await;
+            }
+            .into_actor(self),
+        )
+    }
+}

@@ -1,0 +1,35 @@
+//! Sluice: Kafka topics into replicated tables, with ClickHouse's Kafka-engine DDL.
+//!
+//! The path of a message, each module visited once, forward only:
+//!
+//! ```text
+//! Kafka partition
+//!   -> ingest::pipeline     a consumer actor's work: poll, cut a block (ingest::block_cutter)
+//!   -> format               JSONEachRow bytes -> Arrow batch + virtual columns
+//!   -> query::views         each materialized view's SELECT over the batch
+//!   -> table::block         one block per target table; its identity is its hash
+//!   -> state                the write path (a single node applies directly)
+//!   -> table::store         apply: rows + source position + dedup window, one atomic batch
+//!   -> Kafka group commit   for lag tools; where to resume is the table's stored position
+//! ```
+//!
+//! DDL takes the path `sql` -> `sql::ddl` / `query::views` -> `catalog` -> `state`.
+
+pub mod admin;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod format;
+pub mod ingest;
+pub mod query;
+pub mod sample;
+pub mod server;
+pub mod sql;
+pub mod state;
+pub mod table;
+
+/// Generated from `proto/admin.proto`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("sluice.admin.v1");
+}

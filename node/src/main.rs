@@ -1,0 +1,81 @@
+//! The `sluice` binary: subcommands hand off to the library; no logic here.
+
+use clap::{Parser, Subcommand};
+
+use sluice::cli;
+use sluice::config::{NodeArgs, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Kafka topics into replicated tables, with ClickHouse's Kafka-engine DDL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Node(NodeArgs),
+    /// Run SQL on a node and print the result.
+    Sql(cli::sql::SqlArgs),
+    /// Show a node and its consumers.
+    Status(cli::status::StatusArgs),
+    /// Show a table's row count as a progress bar until it reaches a target.
+    Progress(cli::progress::ProgressArgs),
+    /// Benchmark baseline: read a topic with a plain librdkafka consumer and discard it.
+    Drain(cli::drain::DrainArgs),
+    /// Produce sample GitHub events (the guide's schema) to a Kafka topic.
+    Produce(cli::produce::ProduceArgs),
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Node(args) => match NodeConfig::resolve(&args) {
+            Ok(config) => {
+                init_logging(&config.log);
+                sluice::server::run(config)
+            }
+            Err(e) => Err(e.into()),
+        },
+        other => {
+            init_logging(&std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn".into()));
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(async move {
+                    match other {
+                        Command::Sql(args) => cli::sql::run(args).await,
+                        Command::Status(args) => cli::status::run(args).await,
+                        Command::Progress(args) => cli::progress::run(args).await,
+                        Command::Drain(args) => cli::drain::run(args).await,
+                        Command::Produce(args) => cli::produce::run(args).await.map(|_| ()),
+                        Command::Node(_) => Ok(()),
+                    }
+                }),
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

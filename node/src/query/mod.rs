@@ -1,0 +1,143 @@
+//! SELECTs over stored tables and `system.*` tables, through Apache DataFusion; and the
+//! materialized views run over each ingested block.
+//!
+//! Queries read the local replica. Must not import `rdkafka` or `actix`.
+
+pub mod display;
+pub mod provider;
+pub mod rewrite;
+pub mod system_tables;
+pub mod views;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use sqlparser::ast::Statement as SqlStatement;
+
+use crate::catalog::Engine;
+use crate::ingest::status::ConsumerRegistry;
+use crate::sql::DEFAULT_DATABASE;
+use crate::state::NodeState;
+
+const CATALOG_NAME: &str = "sluice";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("view {view}: {reason}")]
+    View { view: String, reason: String },
+    #[error("table {0} is a Kafka table: reading it directly would consume its messages; query the target table of a materialized view instead")]
+    KafkaTable(String),
+    #[error("table {0} does not exist")]
+    NoTable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// DataFusion settings for Sluice: identifiers are case-sensitive, as in ClickHouse.
+pub fn session_config(partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_DATABASE)
+        .with_target_partitions(partitions)
+        .with_information_schema(false);
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    config
+}
+
+/// A query's answer.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+pub struct QueryEngine {
+    node_id: String,
+    state: Arc<NodeState>,
+    consumers: Arc<ConsumerRegistry>,
+}
+
+impl QueryEngine {
+    pub fn new(
+        node_id: String,
+        state: Arc<NodeState>,
+        consumers: Arc<ConsumerRegistry>,
+    ) -> QueryEngine {
+        QueryEngine {
+            node_id,
+            state,
+            consumers,
+        }
+    }
+
+    pub async fn execute(&self, mut statement: SqlStatement) -> Result<QueryResult, QueryError> {
+        let dotted: BTreeSet<String> = system_tables::dotted_columns().into_iter().collect();
+        rewrite::rewrite_query(&mut statement, &dotted);
+        let catalog = self.state.catalog();
+        for name in rewrite::referenced_tables(&mut statement) {
+            let plain = name
+                .strip_prefix(&format!("{DEFAULT_DATABASE}."))
+                .unwrap_or(&name);
+            if let Some(t) = catalog.table(plain) {
+                if t.kafka().is_some() {
+                    return Err(QueryError::KafkaTable(plain.to_string()));
+                }
+            }
+        }
+        let ctx = SessionContext::new_with_config(session_config(2));
+        for (name, def) in &catalog.tables {
+            if let Engine::MergeTree { .. } = def.engine {
+                let store = self
+                    .state
+                    .tables
+                    .get(name)
+                    .map_err(|e| QueryError::Internal(e.to_string()))?;
+                ctx.register_table(
+                    name.as_str(),
+                    Arc::new(provider::StoredTable::new(def.arrow_schema(), store)),
+                )?;
+            }
+        }
+        self.register_system_tables(&ctx, &catalog)?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement,
+            )))
+            .await?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    fn register_system_tables(
+        &self,
+        ctx: &SessionContext,
+        catalog: &crate::catalog::Catalog,
+    ) -> Result<(), QueryError> {
+        let system = Arc::new(MemorySchemaProvider::new());
+        ctx.catalog(CATALOG_NAME)
+            .ok_or_else(|| QueryError::Internal("default catalog missing".into()))?
+            .register_schema("system", system)?;
+        let consumers = system_tables::kafka_consumers(&self.node_id, &self.consumers.snapshot())?;
+        let state = self.state.clone();
+        let tables = system_tables::tables(catalog, &|name| state.row_count(name).ok())?;
+        for (name, batch) in [("kafka_consumers", consumers), ("tables", tables)] {
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+            ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;
+        }
+        Ok(())
+    }
+}

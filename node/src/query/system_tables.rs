@@ -1,0 +1,171 @@
+//! `system.*` tables, built from live state for each query.
+//!
+//! `system.kafka_consumers` keeps ClickHouse's column names (the Nested `assignments.*`
+//! and `exceptions.*` columns included) so its queries work unchanged; Sluice adds `node`,
+//! `num_skipped_messages`, `num_rows_written` and `num_restarts`.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampSecondArray, TimestampSecondBuilder, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+
+use crate::catalog::{Catalog, Engine};
+use crate::ingest::status::{ConsumerKey, ConsumerSnapshot};
+use crate::sql::DEFAULT_DATABASE;
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Second, None)
+}
+
+fn list(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, true)))
+}
+
+pub fn kafka_consumers_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("database", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("consumer_id", DataType::Utf8, false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("assignments.topic", list(DataType::Utf8), false),
+        Field::new("assignments.partition_id", list(DataType::Int32), false),
+        Field::new("assignments.current_offset", list(DataType::Int64), false),
+        Field::new("exceptions.time", list(ts()), false),
+        Field::new("exceptions.text", list(DataType::Utf8), false),
+        Field::new("last_poll_time", ts(), false),
+        Field::new("num_messages_read", DataType::UInt64, false),
+        Field::new("last_commit_time", ts(), false),
+        Field::new("num_commits", DataType::UInt64, false),
+        Field::new("is_currently_used", DataType::Boolean, false),
+        Field::new("num_skipped_messages", DataType::UInt64, false),
+        Field::new("num_rows_written", DataType::UInt64, false),
+        Field::new("num_restarts", DataType::UInt64, false),
+    ]))
+}
+
+/// Dotted column names, which queries may write unquoted.
+pub fn dotted_columns() -> Vec<String> {
+    kafka_consumers_schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name().contains('.'))
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+pub fn kafka_consumers(
+    node: &str,
+    consumers: &[(ConsumerKey, ConsumerSnapshot)],
+) -> Result<RecordBatch, ArrowError> {
+    let n = consumers.len();
+    let text = |f: &dyn Fn(&ConsumerKey, &ConsumerSnapshot) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(
+            consumers.iter().map(|(k, s)| f(k, s)).collect::<Vec<_>>(),
+        ))
+    };
+    let count = |f: &dyn Fn(&ConsumerSnapshot) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from(
+            consumers.iter().map(|(_, s)| f(s)).collect::<Vec<_>>(),
+        ))
+    };
+    let time = |f: &dyn Fn(&ConsumerSnapshot) -> i64| -> ArrayRef {
+        Arc::new(TimestampSecondArray::from(
+            consumers.iter().map(|(_, s)| f(s)).collect::<Vec<_>>(),
+        ))
+    };
+    let mut topics = ListBuilder::new(StringBuilder::new());
+    let mut partitions = ListBuilder::new(Int32Builder::new());
+    let mut offsets = ListBuilder::new(Int64Builder::new());
+    let mut ex_time = ListBuilder::new(TimestampSecondBuilder::new());
+    let mut ex_text = ListBuilder::new(StringBuilder::new());
+    for (k, s) in consumers {
+        topics.values().append_value(&k.topic);
+        topics.append(true);
+        partitions.values().append_value(k.partition);
+        partitions.append(true);
+        offsets.values().append_value(s.current_offset);
+        offsets.append(true);
+        for (t, e) in &s.exceptions {
+            ex_time.values().append_value(*t);
+            ex_text.values().append_value(e);
+        }
+        ex_time.append(true);
+        ex_text.append(true);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![DEFAULT_DATABASE; n])),
+        text(&|k, _| k.table.clone()),
+        text(&|k, _| k.consumer_id(node)),
+        Arc::new(StringArray::from(vec![node; n])),
+        Arc::new(topics.finish()),
+        Arc::new(partitions.finish()),
+        Arc::new(offsets.finish()),
+        Arc::new(ex_time.finish()),
+        Arc::new(ex_text.finish()),
+        time(&|s| s.last_poll_time),
+        count(&|s| s.num_messages_read),
+        time(&|s| s.last_commit_time),
+        count(&|s| s.num_commits),
+        Arc::new(BooleanArray::from(
+            consumers
+                .iter()
+                .map(|(_, s)| s.is_currently_used)
+                .collect::<Vec<_>>(),
+        )),
+        count(&|s| s.num_skipped_messages),
+        count(&|s| s.num_rows_written),
+        count(&|s| s.num_restarts),
+    ];
+    RecordBatch::try_new(kafka_consumers_schema(), columns)
+}
+
+pub fn tables_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("database", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("engine", DataType::Utf8, false),
+        Field::new("total_rows", DataType::UInt64, true),
+        Field::new("is_detached", DataType::Boolean, false),
+    ]))
+}
+
+/// `system.tables`; `rows` gives a stored table's row count.
+pub fn tables(
+    catalog: &Catalog,
+    rows: &dyn Fn(&str) -> Option<u64>,
+) -> Result<RecordBatch, ArrowError> {
+    let mut names = Vec::new();
+    let mut engines = Vec::new();
+    let mut counts = Vec::new();
+    let mut detached = Vec::new();
+    for (name, t) in &catalog.tables {
+        names.push(name.clone());
+        engines.push(t.engine.name().to_string());
+        counts.push(match t.engine {
+            Engine::MergeTree { .. } => rows(name),
+            Engine::Kafka(_) => None,
+        });
+        detached.push(t.detached);
+    }
+    for name in catalog.views.keys() {
+        names.push(name.clone());
+        engines.push("MaterializedView".into());
+        counts.push(None);
+        detached.push(false);
+    }
+    let n = names.len();
+    RecordBatch::try_new(
+        tables_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![DEFAULT_DATABASE; n])),
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(engines)),
+            Arc::new(UInt64Array::from(counts)),
+            Arc::new(BooleanArray::from(detached)),
+        ],
+    )
+}

@@ -1,0 +1,562 @@
+//! SQL text to typed statements.
+//!
+//! ClickHouse DDL (`ENGINE = Kafka(...)`, `SETTINGS`, `CREATE TABLE x AS y`, `TO target`)
+//! is parsed here with sqlparser's tokenizer and its ClickHouse dialect; SELECTs are parsed
+//! into sqlparser's AST and handed to the query engine. Nothing deeper than this module
+//! sees SQL text, except the view queries the catalog keeps to run over each block.
+//! Must not import the catalog's storage, `rdkafka` or `actix`.
+
+pub mod ddl;
+
+use sqlparser::ast::{Query, Statement as SqlStatement};
+use sqlparser::dialect::ClickHouseDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// The only database: ClickHouse users write `default.t` or plain `t`.
+pub const DEFAULT_DATABASE: &str = "default";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SqlError {
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("unsupported statement: {0}")]
+    Unsupported(String),
+    #[error("database {0} does not exist (Sluice has one database, 'default')")]
+    NoDatabase(String),
+    #[error("empty statement")]
+    Empty,
+}
+
+impl From<ParserError> for SqlError {
+    fn from(e: ParserError) -> Self {
+        SqlError::Syntax(match e {
+            ParserError::TokenizerError(s) | ParserError::ParserError(s) => s,
+            ParserError::RecursionLimitExceeded => "statement nested too deeply".into(),
+        })
+    }
+}
+
+/// A column as written in DDL: the type is kept as text and typed by the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnText {
+    pub name: String,
+    pub type_text: String,
+}
+
+/// An engine argument: `'quoted'`, a number, or a bare identifier (a named collection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineArg {
+    String(String),
+    Number(String),
+    Ident(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineClause {
+    pub name: String,
+    pub args: Vec<EngineArg>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTable {
+    pub name: String,
+    pub if_not_exists: bool,
+    /// Either explicit columns or `AS other_table`.
+    pub columns: Vec<ColumnText>,
+    pub as_table: Option<String>,
+    pub engine: EngineClause,
+    pub order_by: Vec<String>,
+    pub settings: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateView {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub target: String,
+    pub query: Box<Query>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    CreateTable(CreateTable),
+    CreateView(CreateView),
+    DropTable {
+        name: String,
+        if_exists: bool,
+    },
+    DropView {
+        name: String,
+        if_exists: bool,
+    },
+    Detach {
+        name: String,
+    },
+    Attach {
+        name: String,
+    },
+    ShowTables,
+    Describe {
+        name: String,
+    },
+    /// A SELECT (possibly with FORMAT/SETTINGS) for the query engine.
+    Query(Box<SqlStatement>),
+}
+
+/// Splits a script into statements at top-level semicolons, skipping empty ones.
+pub fn split_statements(text: &str) -> Result<Vec<String>, SqlError> {
+    let dialect = ClickHouseDialect {};
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize()
+        .map_err(|e| SqlError::Syntax(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for token in tokens {
+        if token == Token::SemiColon {
+            push_statement(&mut out, &mut current);
+        } else {
+            current.push_str(&token.to_string_escaped());
+        }
+    }
+    push_statement(&mut out, &mut current);
+    Ok(out)
+}
+
+fn push_statement(out: &mut Vec<String>, current: &mut String) {
+    let statement = current.trim();
+    // A chunk of only comments is not a statement.
+    let meaningful = statement
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim().starts_with("--"));
+    if meaningful {
+        out.push(statement.to_string());
+    }
+    current.clear();
+}
+
+trait TokenText {
+    fn to_string_escaped(&self) -> String;
+}
+
+impl TokenText for Token {
+    /// sqlparser prints string tokens without escaping quotes inside them.
+    fn to_string_escaped(&self) -> String {
+        match self {
+            Token::SingleQuotedString(s) => format!("'{}'", s.replace('\'', "''")),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Parses one statement (a trailing `;` is allowed).
+pub fn parse(text: &str) -> Result<Statement, SqlError> {
+    let dialect = ClickHouseDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(text)?;
+    if p.peek_token_ref().token == Token::EOF {
+        return Err(SqlError::Empty);
+    }
+    let statement = if p.parse_keyword(Keyword::CREATE) {
+        parse_create(&mut p)?
+    } else if p.parse_keyword(Keyword::DROP) {
+        let is_view = if p.parse_keyword(Keyword::TABLE) {
+            false
+        } else if p.parse_keyword(Keyword::VIEW) {
+            true
+        } else {
+            return Err(unexpected(&p, "TABLE or VIEW after DROP"));
+        };
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = parse_table_name(&mut p)?;
+        // ClickHouse's `SYNC` is how a drop waits; Sluice's drops are always synchronous.
+        let _ = p.parse_keyword(Keyword::SYNC);
+        if is_view {
+            Statement::DropView { name, if_exists }
+        } else {
+            Statement::DropTable { name, if_exists }
+        }
+    } else if p.parse_keyword(Keyword::DETACH) {
+        let _ = p.parse_keyword(Keyword::TABLE);
+        Statement::Detach {
+            name: parse_table_name(&mut p)?,
+        }
+    } else if p.parse_keyword(Keyword::ATTACH) {
+        let _ = p.parse_keyword(Keyword::TABLE);
+        Statement::Attach {
+            name: parse_table_name(&mut p)?,
+        }
+    } else if p.parse_keywords(&[Keyword::SHOW, Keyword::TABLES]) {
+        if p.parse_keyword(Keyword::FROM) || p.parse_keyword(Keyword::IN) {
+            let db = p.parse_identifier()?.value;
+            if db != DEFAULT_DATABASE {
+                return Err(SqlError::NoDatabase(db));
+            }
+        }
+        Statement::ShowTables
+    } else if p.parse_keyword(Keyword::DESCRIBE) || p.parse_keyword(Keyword::DESC) {
+        let _ = p.parse_keyword(Keyword::TABLE);
+        Statement::Describe {
+            name: parse_table_name(&mut p)?,
+        }
+    } else if matches!(
+        p.peek_token_ref().token,
+        Token::Word(ref w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH
+    ) || p.peek_token_ref().token == Token::LParen
+    {
+        let statement = p.parse_statement()?;
+        Statement::Query(Box::new(statement))
+    } else {
+        let first = p.peek_token_ref().token.to_string();
+        return Err(SqlError::Unsupported(format!(
+            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, SHOW TABLES, DESCRIBE, SELECT)"
+        )));
+    };
+    let _ = p.consume_token(&Token::SemiColon);
+    if p.peek_token_ref().token != Token::EOF {
+        return Err(unexpected(&p, "the end of the statement"));
+    }
+    Ok(statement)
+}
+
+fn unexpected(p: &Parser, expected: &str) -> SqlError {
+    let found = &p.peek_token_ref();
+    SqlError::Syntax(format!(
+        "expected {expected}, found '{}' at {}",
+        found.token, found.span.start
+    ))
+}
+
+/// `name` or `default.name`.
+fn parse_table_name(p: &mut Parser) -> Result<String, SqlError> {
+    let first = p.parse_identifier()?.value;
+    if p.consume_token(&Token::Period) {
+        let second = p.parse_identifier()?.value;
+        if first != DEFAULT_DATABASE {
+            return Err(SqlError::NoDatabase(first));
+        }
+        return Ok(second);
+    }
+    Ok(first)
+}
+
+fn parse_create(p: &mut Parser) -> Result<Statement, SqlError> {
+    if p.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = parse_table_name(p)?;
+        if !p.parse_keyword(Keyword::TO) {
+            return Err(SqlError::Unsupported(format!(
+                "materialized view {name} needs TO <table>: views with inner storage are not supported"
+            )));
+        }
+        let target = parse_table_name(p)?;
+        p.expect_keyword_is(Keyword::AS)?;
+        let query = p.parse_query()?;
+        return Ok(Statement::CreateView(CreateView {
+            name,
+            if_not_exists,
+            target,
+            query,
+        }));
+    }
+    let _ = p.parse_keyword(Keyword::OR) && p.parse_keyword(Keyword::REPLACE);
+    if !p.parse_keyword(Keyword::TABLE) {
+        return Err(unexpected(p, "TABLE or MATERIALIZED VIEW after CREATE"));
+    }
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parse_table_name(p)?;
+    let mut columns = Vec::new();
+    let mut as_table = None;
+    if p.consume_token(&Token::LParen) {
+        loop {
+            columns.push(parse_column(p)?);
+            if p.consume_token(&Token::RParen) {
+                break;
+            }
+            p.expect_token(&Token::Comma)?;
+        }
+        if p.parse_keyword(Keyword::AS) {
+            return Err(SqlError::Unsupported(
+                "CREATE TABLE ... AS SELECT is not supported".into(),
+            ));
+        }
+    } else if p.parse_keyword(Keyword::AS) {
+        as_table = Some(parse_table_name(p)?);
+    } else {
+        return Err(unexpected(p, "a column list or AS <table>"));
+    }
+    if !p.parse_keyword(Keyword::ENGINE) {
+        return Err(SqlError::Syntax(format!(
+            "table {name}: ENGINE = ... is required"
+        )));
+    }
+    let _ = p.consume_token(&Token::Eq);
+    let engine = parse_engine(p)?;
+    let mut order_by = Vec::new();
+    let mut settings = Vec::new();
+    loop {
+        if p.parse_keywords(&[Keyword::ORDER, Keyword::BY]) {
+            order_by = parse_key_list(p)?;
+        } else if p.parse_keywords(&[Keyword::PARTITION, Keyword::BY])
+            || p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY])
+        {
+            // Part layout has no meaning for Sluice's block storage.
+            let _ = parse_key_list(p)?;
+        } else if p.parse_keyword(Keyword::SETTINGS) {
+            settings = parse_settings(p)?;
+        } else {
+            break;
+        }
+    }
+    Ok(Statement::CreateTable(CreateTable {
+        name,
+        if_not_exists,
+        columns,
+        as_table,
+        engine,
+        order_by,
+        settings,
+    }))
+}
+
+fn parse_column(p: &mut Parser) -> Result<ColumnText, SqlError> {
+    let name = p.parse_identifier()?.value;
+    let mut type_text = String::new();
+    let mut depth = 0usize;
+    loop {
+        let token = p.peek_token_ref().token.clone();
+        match token {
+            Token::EOF => break,
+            Token::Comma | Token::RParen if depth == 0 => break,
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(ref w)
+                if depth == 0
+                    && [
+                        "DEFAULT",
+                        "MATERIALIZED",
+                        "ALIAS",
+                        "CODEC",
+                        "COMMENT",
+                        "TTL",
+                        "EPHEMERAL",
+                    ]
+                    .contains(&w.value.to_uppercase().as_str()) =>
+            {
+                return Err(SqlError::Unsupported(format!(
+                    "column {name}: {} is not supported",
+                    w.value.to_uppercase()
+                )));
+            }
+            _ => {}
+        }
+        type_text.push_str(&token.to_string_escaped());
+        p.next_token();
+    }
+    if type_text.trim().is_empty() {
+        return Err(SqlError::Syntax(format!("column {name} has no type")));
+    }
+    Ok(ColumnText {
+        name,
+        type_text: type_text.trim().to_string(),
+    })
+}
+
+fn parse_engine(p: &mut Parser) -> Result<EngineClause, SqlError> {
+    let name = p.parse_identifier()?.value;
+    let mut args = Vec::new();
+    if p.consume_token(&Token::LParen) && !p.consume_token(&Token::RParen) {
+        loop {
+            let token = p.next_token().token;
+            args.push(match token {
+                Token::SingleQuotedString(s) => EngineArg::String(s),
+                Token::Number(n, _) => EngineArg::Number(n),
+                Token::Word(w) => EngineArg::Ident(w.value),
+                other => {
+                    return Err(SqlError::Syntax(format!(
+                        "engine {name}: unexpected argument '{other}'"
+                    )))
+                }
+            });
+            if p.consume_token(&Token::RParen) {
+                break;
+            }
+            p.expect_token(&Token::Comma)?;
+        }
+    }
+    Ok(EngineClause { name, args })
+}
+
+/// `(a, b, c)`, `a`, or `tuple()`; expressions are kept as their text.
+fn parse_key_list(p: &mut Parser) -> Result<Vec<String>, SqlError> {
+    let expr = p.parse_expr()?;
+    Ok(match expr {
+        sqlparser::ast::Expr::Tuple(items) => items.iter().map(|e| e.to_string()).collect(),
+        sqlparser::ast::Expr::Nested(inner) => vec![inner.to_string()],
+        sqlparser::ast::Expr::Function(f) if f.name.to_string() == "tuple" => Vec::new(),
+        other => vec![other.to_string()],
+    })
+}
+
+fn parse_settings(p: &mut Parser) -> Result<Vec<(String, String)>, SqlError> {
+    let mut out = Vec::new();
+    loop {
+        let name = p.parse_identifier()?.value;
+        p.expect_token(&Token::Eq)?;
+        let negative = p.consume_token(&Token::Minus);
+        let value = match p.next_token().token {
+            Token::SingleQuotedString(s) => s,
+            Token::Number(n, _) if negative => format!("-{n}"),
+            Token::Number(n, _) => n,
+            Token::Word(w) => w.value,
+            other => {
+                return Err(SqlError::Syntax(format!(
+                    "setting {name}: unexpected value '{other}'"
+                )))
+            }
+        };
+        out.push((name, value));
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUIDE_QUEUE: &str = "CREATE TABLE github_queue
+(
+    file_time DateTime,
+    event_type Enum('CommitCommentEvent' = 1, 'CreateEvent' = 2),
+    actor_login LowCardinality(String),
+    labels Array(LowCardinality(String)),
+    number UInt32
+)
+ENGINE = Kafka()
+SETTINGS kafka_broker_list='<host>:<port>',
+         kafka_topic_list='github',
+         kafka_group_name='clickhouse',
+         kafka_format = 'JSONEachRow',
+         kafka_thread_per_consumer = 0, 
+         kafka_num_consumers = 1,
+         -- Connecting to a Kafka broker using simple
+         -- username/password authentication
+         kafka_security_protocol='sasl_ssl',
+         kafka_sasl_mechanism = 'PLAIN',
+         kafka_sasl_username = '<username>',
+         kafka_sasl_password = '<password>';";
+
+    #[test]
+    fn guide_kafka_table() {
+        let Statement::CreateTable(t) = parse(GUIDE_QUEUE).expect("parses") else {
+            panic!("not a create table");
+        };
+        assert_eq!(t.name, "github_queue");
+        assert_eq!(t.engine.name, "Kafka");
+        assert!(t.engine.args.is_empty());
+        assert_eq!(t.columns.len(), 5);
+        assert_eq!(
+            t.columns[1].type_text,
+            "Enum('CommitCommentEvent'=1,'CreateEvent'=2)"
+        );
+        assert_eq!(t.columns[3].type_text, "Array(LowCardinality(String))");
+        assert_eq!(t.settings.len(), 10);
+        assert_eq!(
+            t.settings[0],
+            ("kafka_broker_list".to_string(), "<host>:<port>".to_string())
+        );
+        assert_eq!(
+            t.settings[4],
+            ("kafka_thread_per_consumer".to_string(), "0".to_string())
+        );
+    }
+
+    #[test]
+    fn positional_kafka_engine() {
+        let sql =
+            "CREATE TABLE q (a UInt8) ENGINE = Kafka('host:port', 'github_out', 'clickhouse_out',
+            'JSONEachRow') settings kafka_thread_per_consumer = 0, kafka_num_consumers = 1;";
+        let Statement::CreateTable(t) = parse(sql).expect("parses") else {
+            panic!("not a create table");
+        };
+        assert_eq!(t.engine.args.len(), 4);
+        assert_eq!(t.engine.args[1], EngineArg::String("github_out".into()));
+        assert_eq!(t.settings.len(), 2);
+    }
+
+    #[test]
+    fn create_as_and_view() {
+        let sql = "CREATE TABLE github AS github_queue
+ENGINE = MergeTree()
+ORDER BY (event_type, repo_name, created_at);";
+        let Statement::CreateTable(t) = parse(sql).expect("parses") else {
+            panic!("not a create table");
+        };
+        assert_eq!(t.as_table.as_deref(), Some("github_queue"));
+        assert_eq!(t.order_by, vec!["event_type", "repo_name", "created_at"]);
+        let sql = "CREATE MATERIALIZED VIEW github_mv TO github AS\nSELECT *\nFROM github_queue;";
+        let Statement::CreateView(v) = parse(sql).expect("parses") else {
+            panic!("not a view");
+        };
+        assert_eq!(v.target, "github");
+        assert_eq!(v.query.to_string(), "SELECT * FROM github_queue");
+    }
+
+    #[test]
+    fn drops_and_queries() {
+        assert_eq!(
+            parse("DROP VIEW github_mv").expect("parses"),
+            Statement::DropView {
+                name: "github_mv".into(),
+                if_exists: false
+            }
+        );
+        assert_eq!(
+            parse("drop table if exists default.github").expect("parses"),
+            Statement::DropTable {
+                name: "github".into(),
+                if_exists: true
+            }
+        );
+        assert_eq!(
+            parse("DROP TABLE other.github"),
+            Err(SqlError::NoDatabase("other".into()))
+        );
+        assert_eq!(parse("SHOW TABLES").expect("parses"), Statement::ShowTables);
+        assert!(matches!(
+            parse("SELECT count() FROM github").expect("parses"),
+            Statement::Query(_)
+        ));
+        assert!(matches!(
+            parse("SELECT * FROM system.kafka_consumers ORDER BY assignments.partition_id ASC")
+                .expect("parses"),
+            Statement::Query(_)
+        ));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let err = parse("CREATE TABLE t (a UInt8) ENGINE = MergeTree() ORDER BY a garbage")
+            .expect_err("trailing garbage");
+        assert!(err.to_string().contains("garbage"), "{err}");
+        assert!(matches!(
+            parse("UPDATE t SET a = 1"),
+            Err(SqlError::Unsupported(_))
+        ));
+        assert!(parse("CREATE TABLE t (a UInt8)").is_err());
+        assert_eq!(parse("  "), Err(SqlError::Empty));
+    }
+
+    #[test]
+    fn splits_scripts() {
+        let parts =
+            split_statements("SELECT 1; -- comment only\n; SELECT ';' ;\n").expect("splits");
+        assert_eq!(
+            parts,
+            vec!["SELECT 1".to_string(), "SELECT ';'".to_string()]
+        );
+    }
+}

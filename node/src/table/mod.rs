@@ -1,0 +1,36 @@
+//! Replicated table storage: blocks keyed by sequence, the dedup window, per-partition
+//! source positions, and reads for queries.
+//!
+//! Must not import `raft`, `actix` or `rdkafka`: the replication layer calls `apply` with
+//! blocks in log order, and apply depends only on the block and the stored state.
+
+pub mod apply;
+pub mod block;
+pub mod store;
+
+pub use apply::Decision;
+pub use block::{Block, PositionKey, SourceRange};
+pub use store::{ApplyOutcome, TableStore, Tables};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table {table}: storage: {source}")]
+    Storage {
+        table: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("table {table}: stored block is unreadable: {reason}")]
+    Corrupt { table: String, reason: String },
+    #[error("table {0}: a writer panicked while holding its lock")]
+    Poisoned(String),
+}
+
+impl TableError {
+    pub fn storage(table: &str, source: sled::Error) -> TableError {
+        TableError::Storage {
+            table: table.to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! A table's replica on sled: blocks, the dedup window, and per-partition positions.
+//!
+//! The only sled code for tables. One apply is one atomic sled batch (rows, position,
+//! window, counters) followed by a flush, so a crash leaves either all of a block or none
+//! of it, and never rows without the position that covers them.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::apply::{decide, Decision};
+use super::block::{self, Block, BlockHash, PositionKey};
+use super::TableError;
+
+const NEXT_SEQ: &[u8] = b"m/next_seq";
+const ROWS: &[u8] = b"m/rows";
+
+/// What applying a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Stored { seq: Option<u64>, rows: u64 },
+    Skipped(Decision),
+}
+
+pub struct TableStore {
+    name: String,
+    tree: sled::Tree,
+    /// Applies are serialized per table: the decision reads state the batch then writes.
+    apply_lock: Mutex<()>,
+}
+
+fn block_key(seq: u64) -> Vec<u8> {
+    let mut k = b"b/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn window_key(seq: u64) -> Vec<u8> {
+    let mut k = b"w/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn hash_key(hash: &BlockHash) -> Vec<u8> {
+    let mut k = b"h/".to_vec();
+    k.extend_from_slice(hash);
+    k
+}
+
+fn position_key(p: &PositionKey) -> Vec<u8> {
+    let mut k = b"o/".to_vec();
+    k.extend_from_slice(p.source.as_bytes());
+    k.push(0);
+    k.extend_from_slice(p.topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&p.partition.to_be_bytes());
+    k
+}
+
+fn read_u64(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+impl TableStore {
+    pub fn open(db: &sled::Db, name: &str) -> Result<TableStore, TableError> {
+        let tree = db
+            .open_tree(format!("table/{name}"))
+            .map_err(|e| TableError::storage(name, e))?;
+        Ok(TableStore {
+            name: name.to_string(),
+            tree,
+            apply_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stored next offset of a source partition.
+    pub fn next_offset(&self, key: &PositionKey) -> Result<Option<i64>, TableError> {
+        let v = self
+            .tree
+            .get(position_key(key))
+            .map_err(|e| TableError::storage(&self.name, e))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    pub fn row_count(&self) -> Result<u64, TableError> {
+        Ok(read_u64(
+            self.tree
+                .get(ROWS)
+                .map_err(|e| TableError::storage(&self.name, e))?,
+        ))
+    }
+
+    /// Applies a block: decides, then writes everything in one atomic batch and flushes
+    /// before returning, so an acknowledged block survives a crash.
+    pub fn apply(&self, block: &Block, dedup_window: u64) -> Result<ApplyOutcome, TableError> {
+        let _guard = self
+            .apply_lock
+            .lock()
+            .map_err(|_| TableError::Poisoned(self.name.clone()))?;
+        let storage = |e| TableError::storage(&self.name, e);
+        let next_offset = match &block.source {
+            Some(range) => self.next_offset(&range.position_key())?,
+            None => None,
+        };
+        let seen_at = if block.rows > 0 && dedup_window > 0 {
+            self.tree
+                .get(hash_key(&block.hash))
+                .map_err(storage)?
+                .map(|v| read_u64(Some(v)))
+        } else {
+            None
+        };
+        let decision = decide(block, next_offset, seen_at);
+        if decision != Decision::Apply {
+            return Ok(ApplyOutcome::Skipped(decision));
+        }
+        let mut batch = sled::Batch::default();
+        let mut stored_seq = None;
+        if block.rows > 0 {
+            let seq = read_u64(self.tree.get(NEXT_SEQ).map_err(storage)?);
+            batch.insert(block_key(seq), block.data.as_slice());
+            batch.insert(NEXT_SEQ, &(seq + 1).to_be_bytes());
+            let rows = self.row_count()? + block.rows;
+            batch.insert(ROWS, &rows.to_be_bytes());
+            if dedup_window > 0 {
+                batch.insert(hash_key(&block.hash), &seq.to_be_bytes());
+                batch.insert(window_key(seq), &block.hash);
+                if let Some(evicted) = seq.checked_sub(dedup_window) {
+                    if let Some(old) = self.tree.get(window_key(evicted)).map_err(storage)? {
+                        batch.remove(window_key(evicted));
+                        batch.remove([b"h/".as_slice(), old.as_ref()].concat());
+                    }
+                }
+            }
+            stored_seq = Some(seq);
+        }
+        if let Some(range) = &block.source {
+            batch.insert(
+                position_key(&range.position_key()),
+                &(range.last_offset + 1).to_be_bytes(),
+            );
+        }
+        self.tree.apply_batch(batch).map_err(storage)?;
+        self.tree.flush().map_err(storage)?;
+        Ok(ApplyOutcome::Stored {
+            seq: stored_seq,
+            rows: block.rows,
+        })
+    }
+
+    /// Every stored block, decoded with the given projection, in apply order.
+    pub fn scan(&self, projection: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, TableError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"b/") {
+            let (_, data) = item.map_err(|e| TableError::storage(&self.name, e))?;
+            let (_, batches) =
+                block::decode(&data, projection.clone()).map_err(|e| TableError::Corrupt {
+                    table: self.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            out.extend(batches);
+        }
+        Ok(out)
+    }
+
+    /// Schema check helper for tests and diagnostics.
+    pub fn first_block_schema(&self) -> Result<Option<SchemaRef>, TableError> {
+        match self
+            .tree
+            .scan_prefix(b"b/")
+            .next()
+            .transpose()
+            .map_err(|e| TableError::storage(&self.name, e))?
+        {
+            Some((_, data)) => Ok(Some(
+                block::decode(&data, None)
+                    .map_err(|e| TableError::Corrupt {
+                        table: self.name.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .0,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// All table replicas of a node.
+pub struct Tables {
+    db: sled::Db,
+    open: Mutex<std::collections::BTreeMap<String, Arc<TableStore>>>,
+}
+
+impl Tables {
+    pub fn new(db: sled::Db) -> Tables {
+        Tables {
+            db,
+            open: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<TableStore>, TableError> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| TableError::Poisoned(name.to_string()))?;
+        if let Some(t) = open.get(name) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(TableStore::open(&self.db, name)?);
+        open.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Removes a table's data for good.
+    pub fn drop_table(&self, name: &str) -> Result<(), TableError> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| TableError::Poisoned(name.to_string()))?;
+        open.remove(name);
+        self.db
+            .drop_tree(format!("table/{name}"))
+            .map_err(|e| TableError::storage(name, e))?;
+        self.db.flush().map_err(|e| TableError::storage(name, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::block::SourceRange;
+    use arrow::array::UInt32Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(values: Vec<u32>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::UInt32, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(UInt32Array::from(values))]).expect("batch")
+    }
+
+    fn from_kafka(first: i64, last: i64, values: Vec<u32>) -> Block {
+        Block::new(
+            "t",
+            Some(SourceRange {
+                source: "mv".into(),
+                topic: "topic".into(),
+                partition: 2,
+                first_offset: first,
+                last_offset: last,
+            }),
+            &batch(values),
+        )
+        .expect("block")
+    }
+
+    #[test]
+    fn a_block_is_applied_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let tables = Tables::new(db);
+        let t = tables.get("t").expect("table");
+        let b = from_kafka(0, 2, vec![1, 2, 3]);
+        assert!(matches!(
+            t.apply(&b, 100).expect("apply"),
+            ApplyOutcome::Stored { rows: 3, .. }
+        ));
+        assert!(matches!(
+            t.apply(&b, 100).expect("apply"),
+            ApplyOutcome::Skipped(Decision::AlreadyApplied { next_offset: 3 })
+        ));
+        // A rewound consumer that cuts its blocks differently is refused, not duplicated.
+        assert!(matches!(
+            t.apply(&from_kafka(1, 5, vec![2, 3, 4, 5, 6]), 100)
+                .expect("apply"),
+            ApplyOutcome::Skipped(Decision::Overlap { next_offset: 3 })
+        ));
+        assert_eq!(t.row_count().expect("rows"), 3);
+        let key = b.source.as_ref().expect("source").position_key();
+        assert_eq!(t.next_offset(&key).expect("offset"), Some(3));
+        // An empty block still advances the position.
+        t.apply(&from_kafka(3, 4, vec![]), 100).expect("apply");
+        assert_eq!(t.next_offset(&key).expect("offset"), Some(5));
+        let rows: usize = t
+            .scan(None)
+            .expect("scan")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 3);
+    }
+
+    #[test]
+    fn direct_blocks_dedup_within_the_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let tables = Tables::new(db);
+        let t = tables.get("t").expect("table");
+        let a = Block::new("t", None, &batch(vec![1])).expect("block");
+        let b = Block::new("t", None, &batch(vec![2])).expect("block");
+        let c = Block::new("t", None, &batch(vec![3])).expect("block");
+        t.apply(&a, 2).expect("apply");
+        assert!(matches!(
+            t.apply(&a, 2).expect("apply"),
+            ApplyOutcome::Skipped(Decision::Duplicate { .. })
+        ));
+        t.apply(&b, 2).expect("apply");
+        t.apply(&c, 2).expect("apply");
+        // `a` has left the window of two: it is new again.
+        assert!(matches!(
+            t.apply(&a, 2).expect("apply"),
+            ApplyOutcome::Stored { .. }
+        ));
+        assert_eq!(t.row_count().expect("rows"), 4);
+    }
+
+    #[test]
+    fn survives_reopen_and_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            let tables = Tables::new(db);
+            tables
+                .get("t")
+                .expect("t")
+                .apply(&from_kafka(0, 0, vec![7]), 10)
+                .expect("apply");
+        }
+        let db = sled::open(dir.path()).expect("sled");
+        let tables = Tables::new(db);
+        assert_eq!(tables.get("t").expect("t").row_count().expect("rows"), 1);
+        tables.drop_table("t").expect("drop");
+        assert_eq!(tables.get("t").expect("t").row_count().expect("rows"), 0);
+    }
+}

@@ -1,0 +1,28 @@
+# Shared settings for Sluice's scripts; sourced, not run.
+# Builds go to a target folder outside the work tree so clean clones reuse compiled crates.
+export SLUICE_CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}"
+SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export SLUICE_ROOT
+
+# Installs the system tools the scripts use when a machine lacks them (Debian packages):
+# Java runs Kafka, Maven resolves it, a C toolchain builds librdkafka. Rust itself comes
+# from the machine's rustup (Debian's rustc is too old for the crates).
+ensure_tools() {
+  local missing=()
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  command -v awk >/dev/null 2>&1 || missing+=(gawk)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2
+    return 1
+  fi
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null
+  fi
+}
