@@ -2,7 +2,7 @@
 //! .proto files in Rust and tonic-prost-build generates from the descriptor set.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["../proto/admin.proto"];
+    let protos = ["../proto/admin.proto", "../proto/raft.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -54,6 +54,14 @@ impl Kafka {
         })
     }
 
+    /// Creates a topic; one that exists already is fine.
+    pub async fn create_topic_if_missing(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        match self.create_topic(name, partitions).await {
+            Err(e) if e.to_string().contains("already exists") => Ok(()),
+            other => other,
+        }
+    }
+
     pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)

@@ -4,11 +4,13 @@
 //! Processes are tracked by pid and killed when their handle drops; nothing is killed by
 //! name. Waits poll a condition with a deadline; no sleep stands in for synchronization.
 
+pub mod cluster;
 pub mod kafka;
 pub mod node;
 
 use std::time::{Duration, Instant};
 
+pub use cluster::TestCluster;
 pub use kafka::Kafka;
 pub use node::Node;
 

@@ -35,12 +35,31 @@ pub struct Node {
     _dir: Option<tempfile::TempDir>,
     child: Option<Child>,
     pub address: String,
+    /// host:port, fixed for the node's life so that peers find it again after a restart.
+    pub listen: String,
+    pub extra_args: Vec<String>,
     log: PathBuf,
 }
 
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
 impl Node {
-    /// Starts a node in a fresh data dir.
+    /// Starts a one-node cluster in a fresh data dir.
     pub async fn start(name: &str) -> anyhow::Result<Node> {
+        Node::start_with(name, vec!["--bootstrap".to_string()]).await
+    }
+
+    /// Starts a node in a fresh data dir with extra `sluice node` arguments.
+    pub async fn start_with(name: &str, extra_args: Vec<String>) -> anyhow::Result<Node> {
+        Node::start_on(name, free_port()?, extra_args).await
+    }
+
+    /// Starts a node on a given loopback port.
+    pub async fn start_on(name: &str, port: u16, extra_args: Vec<String>) -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("sluice-{name}-"))
             .tempdir()
@@ -53,6 +72,8 @@ impl Node {
             _dir: Some(dir),
             child: None,
             address: String::new(),
+            listen: format!("127.0.0.1:{port}"),
+            extra_args,
         };
         node.spawn().await?;
         Ok(node)
@@ -74,7 +95,8 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--grpc-addr")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
+            .args(&self.extra_args)
             .env("SLUICE_LOG", "info,sluice=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -89,6 +111,10 @@ impl Node {
         .with_context(|| self.log_tail())?;
         self.address = format!("http://{address}");
         Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -126,6 +152,12 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.contains(needle))
+            .unwrap_or(false)
     }
 
     pub fn log_tail(&self) -> String {

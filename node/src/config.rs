@@ -36,6 +36,18 @@ pub struct NodeArgs {
     /// Log filter in tracing's EnvFilter syntax. Default: "info".
     #[arg(long, env = "SLUICE_LOG")]
     pub log: Option<String>,
+    /// The address peers and clients reach this node at, host:port. Default: the bound
+    /// gRPC address (a pod's DNS name on Kubernetes).
+    #[arg(long, env = "SLUICE_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Seed peers, comma-separated host:port; a node that is not a member yet asks them to
+    /// let it in. The list need not change when the cluster grows.
+    #[arg(long, env = "SLUICE_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Form a new one-node cluster on first start when no peer belongs to one (a dev
+    /// shortcut for `sluice init`; ignored when the data dir holds Raft state).
+    #[arg(long, env = "SLUICE_BOOTSTRAP")]
+    pub bootstrap: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -45,6 +57,9 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     grpc_addr: Option<String>,
     log: Option<String>,
+    advertise_addr: Option<String>,
+    peers: Option<Vec<String>>,
+    bootstrap: Option<bool>,
 }
 
 /// The resolved configuration of a node.
@@ -54,6 +69,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub grpc_addr: SocketAddr,
     pub log: String,
+    pub advertise_addr: Option<String>,
+    pub peers: Vec<String>,
+    pub bootstrap: bool,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
@@ -96,12 +114,31 @@ impl NodeConfig {
                 .clone()
                 .or(file.log)
                 .unwrap_or_else(|| "info".into()),
+            advertise_addr: args.advertise_addr.clone().or(file.advertise_addr),
+            peers: if args.peers.is_empty() {
+                file.peers.unwrap_or_default()
+            } else {
+                args.peers.clone()
+            },
+            bootstrap: args.bootstrap || file.bootstrap.unwrap_or(false),
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for peer in self.peers.iter().chain(&self.advertise_addr) {
+            let valid = peer
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    name: "peers/advertise_addr",
+                    value: peer.clone(),
+                    reason: "expected host:port".into(),
+                });
+            }
+        }
         if self.node_id.is_empty()
             || !self
                 .node_id

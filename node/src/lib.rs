@@ -8,7 +8,7 @@
 //!   -> format               JSONEachRow bytes -> Arrow batch + virtual columns
 //!   -> query::views         each materialized view's SELECT over the batch
 //!   -> table::block         one block per target table; its identity is its hash
-//!   -> state                the write path (a single node applies directly)
+//!   -> cluster / raft       proposed to the leader, replicated, applied on every member
 //!   -> table::store         apply: rows + source position + dedup window, one atomic batch
 //!   -> Kafka group commit   for lag tools; where to resume is the table's stored position
 //! ```
@@ -18,10 +18,12 @@
 pub mod admin;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod format;
 pub mod ingest;
 pub mod query;
+pub mod raft;
 pub mod sample;
 pub mod server;
 pub mod sql;
@@ -32,4 +34,10 @@ pub mod table;
 pub mod proto {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("sluice.admin.v1");
+}
+
+/// Generated from `proto/raft.proto`.
+pub mod raft_proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("sluice.raft.v1");
 }

@@ -22,8 +22,14 @@ enum Command {
     Node(NodeArgs),
     /// Run SQL on a node and print the result.
     Sql(cli::sql::SqlArgs),
-    /// Show a node and its consumers.
+    /// Show a node, its cluster and its consumers.
     Status(cli::status::StatusArgs),
+    /// Form a new cluster on this node (once; "already initialized" is a success).
+    Init(cli::cluster::InitArgs),
+    /// Add the node at an address to the cluster.
+    AddNode(cli::cluster::AddNodeArgs),
+    /// Take a member out of the cluster.
+    RemoveNode(cli::cluster::RemoveNodeArgs),
     /// Show a table's row count as a progress bar until it reaches a target.
     Progress(cli::progress::ProgressArgs),
     /// Benchmark baseline: read a topic with a plain librdkafka consumer and discard it.
@@ -61,6 +67,9 @@ fn main() -> std::process::ExitCode {
                     match other {
                         Command::Sql(args) => cli::sql::run(args).await,
                         Command::Status(args) => cli::status::run(args).await,
+                        Command::Init(args) => cli::cluster::init(args).await,
+                        Command::AddNode(args) => cli::cluster::add_node(args).await,
+                        Command::RemoveNode(args) => cli::cluster::remove_node(args).await,
                         Command::Progress(args) => cli::progress::run(args).await,
                         Command::Drain(args) => cli::drain::run(args).await,
                         Command::Produce(args) => cli::produce::run(args).await.map(|_| ()),

@@ -14,11 +14,17 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::executor::Executor;
 use crate::admin::service::AdminService;
+use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::ingest::status::ConsumerRegistry;
 use crate::ingest::supervisor::{StopAll, Supervisor};
+use crate::ingest::Replica;
 use crate::proto::admin_server::AdminServer;
 use crate::query::QueryEngine;
+use crate::raft::network::RAFT_MESSAGE_MAX;
+use crate::raft::service::RaftService;
+use crate::raft::Member;
+use crate::raft_proto::raft_server::RaftServer;
 use crate::state::NodeState;
 
 /// Largest gRPC message either way: query results can be large.
@@ -41,11 +47,34 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
     let state = Arc::new(NodeState::open(db.clone()).context("loading the catalog")?);
     let registry = Arc::new(ConsumerRegistry::default());
+    let listener = runtime.block_on(async {
+        tokio::net::TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))
+    })?;
+    let local: SocketAddr = listener.local_addr()?;
+    let member = Member {
+        name: config.node_id.clone(),
+        addr: config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| local.to_string()),
+    };
+    let cluster = runtime
+        .block_on(Cluster::start(
+            &db,
+            state.clone(),
+            member,
+            config.peers.clone(),
+        ))
+        .context("starting raft")?;
 
     let (tx, rx) = std::sync::mpsc::channel();
+    let replica: Arc<dyn Replica> = cluster.clone();
     let supervisor_parts = (
         config.node_id.clone(),
         state.clone(),
+        replica,
         registry.clone(),
         runtime.handle().clone(),
     );
@@ -53,16 +82,25 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .name("sluice-actors".into())
         .spawn(move || -> std::io::Result<()> {
             let system = actix::System::new();
-            let (node_id, state, registry, handle) = supervisor_parts;
-            let addr = system
-                .block_on(async { Supervisor::new(node_id, state, registry, handle).start() });
+            let (node_id, state, replica, registry, handle) = supervisor_parts;
+            let addr = system.block_on(async {
+                Supervisor::new(node_id, state, replica, registry, handle).start()
+            });
             let _ = tx.send((addr, actix::System::current()));
             system.run()
         })
         .context("starting the actor system")?;
     let (supervisor, system) = rx.recv().context("the actor system did not start")?;
 
-    let served = runtime.block_on(serve(&config, state, registry, supervisor));
+    let served = runtime.block_on(serve(
+        &config,
+        listener,
+        state,
+        cluster.clone(),
+        registry,
+        supervisor,
+    ));
+    runtime.block_on(cluster.shutdown());
     system.stop();
     let _ = actors.join();
     db.flush().context("flushing storage")?;
@@ -72,23 +110,31 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 async fn serve(
     config: &NodeConfig,
+    listener: tokio::net::TcpListener,
     state: Arc<NodeState>,
+    cluster: Arc<Cluster>,
     registry: Arc<ConsumerRegistry>,
     supervisor: actix::Addr<Supervisor>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))?;
     let local: SocketAddr = listener.local_addr()?;
+    if config.bootstrap {
+        // Before the address is published, so a client's first statement finds a leader.
+        match cluster.initialize().await {
+            Ok(outcome) => tracing::info!(?outcome, "bootstrap"),
+            Err(e) => tracing::error!(error = %e, "bootstrap failed"),
+        }
+    }
     std::fs::write(config.data_dir.join(ADDRESS_FILE), local.to_string())
         .context("writing the address file")?;
     tracing::info!(node = %config.node_id, address = %local, "serving gRPC");
     println!("sluice node {} listening on {local}", config.node_id);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AdminServer<AdminService>>().await;
+    spawn_health(cluster.clone(), health.clone());
+    cluster.spawn_join_loop();
     let executor = Arc::new(Executor {
         state: state.clone(),
+        cluster: cluster.clone(),
         queries: QueryEngine::new(config.node_id.clone(), state, registry.clone()),
     });
     let admin = AdminService {
@@ -108,6 +154,11 @@ async fn serve(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
+            RaftServer::new(RaftService { cluster })
+                .max_decoding_message_size(RAFT_MESSAGE_MAX)
+                .max_encoding_message_size(RAFT_MESSAGE_MAX),
+        )
+        .add_service(
             AdminServer::new(admin)
                 .max_decoding_message_size(GRPC_MESSAGE_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_MAX),
@@ -116,6 +167,27 @@ async fn serve(
         .await
         .context("serving gRPC")?;
     Ok(())
+}
+
+/// The gRPC health service: the whole server (service "") answers SERVING while the
+/// process runs, for liveness; the Admin service only while this node is in a working
+/// quorum, for readiness.
+fn spawn_health(cluster: Arc<Cluster>, health: tonic_health::server::HealthReporter) {
+    tokio::spawn(async move {
+        let mut serving = None;
+        loop {
+            let in_quorum = cluster.view().in_quorum;
+            if serving != Some(in_quorum) {
+                if in_quorum {
+                    health.set_serving::<AdminServer<AdminService>>().await;
+                } else {
+                    health.set_not_serving::<AdminServer<AdminService>>().await;
+                }
+                serving = Some(in_quorum);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

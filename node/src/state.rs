@@ -13,6 +13,48 @@ use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogOutcome};
 use crate::table::{ApplyOutcome, Block, PositionKey, TableError, Tables};
 
 const CATALOG_KEY: &[u8] = b"catalog";
+const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
+const META_TREE: &str = "meta";
+const TABLE_TREE_PREFIX: &str = "table/";
+
+/// The replicated state as plain data, for snapshots.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StateImage {
+    pub trees: Vec<ImageTree>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ImageTree {
+    pub name: String,
+    #[serde(with = "image_pairs")]
+    pub pairs: Vec<KeyValue>,
+}
+
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Keys and values as byte strings, not arrays of numbers.
+mod image_pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_bytes::ByteBuf;
+
+    use super::KeyValue;
+
+    pub fn serialize<S: Serializer>(pairs: &[(Vec<u8>, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        let wire: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> = pairs
+            .iter()
+            .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v)))
+            .collect();
+        wire.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KeyValue>, D::Error> {
+        let wire: Vec<(ByteBuf, ByteBuf)> = Vec::deserialize(d)?;
+        Ok(wire
+            .into_iter()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -41,7 +83,7 @@ pub struct NodeState {
 
 impl NodeState {
     pub fn open(db: sled::Db) -> Result<NodeState, StateError> {
-        let meta = db.open_tree("meta")?;
+        let meta = db.open_tree(META_TREE)?;
         let catalog = match meta.get(CATALOG_KEY)? {
             Some(bytes) => serde_json::from_slice::<Catalog>(&bytes)
                 .map_err(|e| StateError::CorruptCatalog(e.to_string()))?,
@@ -102,6 +144,89 @@ impl NodeState {
             .tables
             .get(&block.table)?
             .apply(block, def.dedup_window())?)
+    }
+
+    /// Wakes whoever watches the catalog (the ingest supervisor) without a catalog change,
+    /// e.g. when the cluster's membership changed.
+    pub fn notify(&self) {
+        self.catalog_version.send_modify(|v| *v += 1);
+    }
+
+    /// Every tree of the replicated state (catalog and tables) as key/value pairs: the
+    /// content of a Raft snapshot.
+    pub fn export(&self) -> Result<StateImage, StateError> {
+        let mut trees = Vec::new();
+        for name in self.replicated_trees()? {
+            let tree = self.db.open_tree(&name)?;
+            let mut pairs = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item?;
+                pairs.push((k.to_vec(), v.to_vec()));
+            }
+            trees.push(ImageTree { name, pairs });
+        }
+        Ok(StateImage { trees })
+    }
+
+    /// Replaces the whole replicated state by an image (a snapshot from the leader).
+    pub fn import(&self, image: &StateImage) -> Result<(), StateError> {
+        let mut guard = self.catalog.write().map_err(|_| StateError::Poisoned)?;
+        self.tables.forget_all()?;
+        for name in self.replicated_trees()? {
+            if name == META_TREE {
+                self.meta.clear()?;
+            } else {
+                self.db.drop_tree(&name)?;
+            }
+        }
+        for tree in &image.trees {
+            if tree.name != META_TREE && !tree.name.starts_with(TABLE_TREE_PREFIX) {
+                return Err(StateError::CorruptCatalog(format!(
+                    "snapshot holds unexpected tree {}",
+                    tree.name
+                )));
+            }
+            let target = self.db.open_tree(&tree.name)?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in &tree.pairs {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            target.apply_batch(batch)?;
+        }
+        self.db.flush()?;
+        let catalog = match self.meta.get(CATALOG_KEY)? {
+            Some(bytes) => serde_json::from_slice::<Catalog>(&bytes)
+                .map_err(|e| StateError::CorruptCatalog(e.to_string()))?,
+            None => Catalog::default(),
+        };
+        *guard = Arc::new(catalog);
+        self.catalog_version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    fn replicated_trees(&self) -> Result<Vec<String>, StateError> {
+        let mut names = Vec::new();
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name == META_TREE || name.starts_with(TABLE_TREE_PREFIX) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// The cluster id this state belongs to, once the cluster's first entry was applied.
+    pub fn cluster_id(&self) -> Result<Option<String>, StateError> {
+        Ok(self
+            .meta
+            .get(CLUSTER_ID_KEY)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_cluster_id(&self, id: &str) -> Result<(), StateError> {
+        self.meta.insert(CLUSTER_ID_KEY, id.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn next_offset(&self, table: &str, key: &PositionKey) -> Result<Option<i64>, StateError> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
+use crate::cluster::{Cluster, ClusterError};
 use crate::query::{QueryEngine, QueryError, QueryResult};
 use crate::sql::ddl::{table_def, DdlError};
 use crate::sql::{self, SqlError, Statement};
@@ -21,6 +22,8 @@ pub enum ExecError {
     Query(#[from] QueryError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 impl ExecError {
@@ -28,6 +31,7 @@ impl ExecError {
     pub fn catalog(&self) -> Option<&CatalogError> {
         match self {
             ExecError::State(StateError::Catalog(c)) => Some(c),
+            ExecError::Cluster(ClusterError::Catalog(c)) => Some(c),
             _ => None,
         }
     }
@@ -42,6 +46,7 @@ pub enum ExecOutput {
 
 pub struct Executor {
     pub state: Arc<NodeState>,
+    pub cluster: Arc<Cluster>,
     pub queries: QueryEngine,
 }
 
@@ -133,11 +138,7 @@ impl Executor {
     }
 
     pub async fn apply(&self, command: CatalogCommand) -> Result<CatalogOutcome, ExecError> {
-        let state = self.state.clone();
-        let outcome = tokio::task::spawn_blocking(move || state.apply_catalog(&command))
-            .await
-            .map_err(|e| QueryError::Internal(e.to_string()))??;
-        Ok(outcome)
+        Ok(self.cluster.write_catalog(command).await?)
     }
 }
 

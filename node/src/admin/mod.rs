@@ -15,7 +15,11 @@ pub fn to_status(e: &ExecError) -> Status {
         ExecError::Sql(_) | ExecError::Ddl(_) => Status::invalid_argument(text),
         ExecError::Query(crate::query::QueryError::NoTable(_)) => Status::not_found(text),
         ExecError::Query(_) => Status::invalid_argument(text),
-        ExecError::State(_) => match e.catalog() {
+        ExecError::Cluster(crate::cluster::ClusterError::NoLeader(_))
+        | ExecError::Cluster(crate::cluster::ClusterError::NotInitialized) => {
+            Status::unavailable(text)
+        }
+        ExecError::State(_) | ExecError::Cluster(_) => match e.catalog() {
             Some(CatalogError::NoTable(_) | CatalogError::NoView(_)) => Status::not_found(text),
             Some(CatalogError::TableExists(_) | CatalogError::ViewExists(_)) => {
                 Status::already_exists(text)

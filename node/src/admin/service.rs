@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::ipc::writer::StreamWriter;
 use tonic::{Request, Response, Status};
@@ -11,10 +11,12 @@ use tonic::{Request, Response, Status};
 use super::executor::{ExecOutput, Executor};
 use super::to_status;
 use crate::catalog::{CatalogCommand, Engine};
+use crate::cluster::{InitOutcome, JoinRequest, NodeInfo};
 use crate::ingest::status::ConsumerRegistry;
 use crate::proto::admin_server::Admin;
 use crate::proto::*;
 use crate::query::{display, QueryResult};
+use crate::raft::network::Method;
 use crate::sql::{self, ColumnText, CreateTable, EngineClause, Statement};
 
 pub struct AdminService {
@@ -357,6 +359,98 @@ impl Admin for AdminService {
             views: catalog.views.len() as u32,
             consumers: consumers.len() as u32,
             consumers_with_errors: with_errors as u32,
+        }))
+    }
+
+    async fn initialize(
+        &self,
+        _request: Request<InitializeRequest>,
+    ) -> Result<Response<InitializeResponse>, Status> {
+        let cluster = &self.executor.cluster;
+        match cluster.initialize().await {
+            Ok(InitOutcome::Initialized(id)) => Ok(Response::new(InitializeResponse {
+                message: format!("initialized cluster {id}"),
+                cluster_id: id,
+                created: true,
+            })),
+            Ok(InitOutcome::AlreadyInitialized(id)) => Ok(Response::new(InitializeResponse {
+                message: format!("already initialized: cluster {id}"),
+                cluster_id: id,
+                created: false,
+            })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let address = request.into_inner().address;
+        let cluster = &self.executor.cluster;
+        let info: NodeInfo = cluster
+            .call_peer(&address, Method::Info, &(), Duration::from_secs(5))
+            .await
+            .map_err(|e| Status::unavailable(format!("reaching {address}: {e}")))?;
+        if let (Some(theirs), Some(ours)) = (&info.cluster_id, cluster.cluster_id()) {
+            if *theirs != ours {
+                return Err(Status::failed_precondition(format!(
+                    "{address} belongs to cluster {theirs}, not {ours}"
+                )));
+            }
+        }
+        let message = cluster
+            .join(JoinRequest {
+                node_id: info.node_id,
+                member: info.member,
+            })
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(MembershipResponse { message }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let node = request.into_inner().node;
+        let message = self
+            .executor
+            .cluster
+            .leave(node)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(MembershipResponse { message }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let view = self.executor.cluster.view();
+        Ok(Response::new(ClusterStatusResponse {
+            cluster_id: view.cluster_id.unwrap_or_default(),
+            node_id: view.node_id,
+            name: view.member.name,
+            role: view.role,
+            term: view.term,
+            last_log_index: view.last_log_index,
+            applied_index: view.applied_index,
+            leader_id: view.leader.unwrap_or(0),
+            in_quorum: view.in_quorum,
+            members: view
+                .members
+                .into_iter()
+                .map(|m| ClusterMember {
+                    node_id: m.node_id,
+                    name: m.member.name,
+                    address: m.member.addr,
+                    voter: m.voter,
+                    leader: m.is_leader,
+                    matched_index: m.matched_index.unwrap_or(0),
+                    has_matched_index: m.matched_index.is_some(),
+                })
+                .collect(),
         }))
     }
 }

@@ -190,7 +190,7 @@ pub enum CatalogCommand {
     SetDetached { name: String, detached: bool },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum CatalogError {
     #[error("table {0} already exists")]
     TableExists(String),
@@ -227,7 +227,7 @@ pub enum CatalogError {
 }
 
 /// What a command did, for the reply to the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CatalogOutcome {
     Changed,
     Unchanged,

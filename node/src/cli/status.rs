@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use crate::proto::{ConsumerStatusRequest, NodeStatusRequest};
+use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest, NodeStatusRequest};
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -30,6 +30,57 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         node.consumers,
         node.consumers_with_errors
     );
+    let cluster = client
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .context("asking the node for its cluster")?
+        .into_inner();
+    if cluster.cluster_id.is_empty() {
+        println!(
+            "not in a cluster yet: run `sluice init` on one node, or start it with --bootstrap"
+        );
+    } else {
+        println!(
+            "cluster {}: this node is {} (term {}, log {}, applied {}){}",
+            cluster.cluster_id,
+            cluster.role,
+            cluster.term,
+            cluster.last_log_index,
+            cluster.applied_index,
+            if cluster.in_quorum {
+                ""
+            } else {
+                ", NOT in a quorum"
+            }
+        );
+        let mut members = Table::new();
+        members.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+            "node",
+            "id",
+            "address",
+            "role",
+            "matched log",
+        ]);
+        for m in cluster.members {
+            members.add_row(vec![
+                m.name,
+                m.node_id.to_string(),
+                m.address,
+                match (m.leader, m.voter) {
+                    (true, _) => "leader",
+                    (false, true) => "voter",
+                    (false, false) => "learner",
+                }
+                .to_string(),
+                if m.has_matched_index {
+                    m.matched_index.to_string()
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+        println!("{members}");
+    }
     let consumers = client
         .consumer_status(ConsumerStatusRequest::default())
         .await

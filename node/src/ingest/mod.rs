@@ -15,6 +15,17 @@ use rdkafka::error::KafkaError;
 
 use status::ConsumerKey;
 
+use crate::table::{ApplyOutcome, Block};
+
+/// What ingestion needs from the cluster: where a consumer runs, and the write path of its
+/// blocks (replicated, acknowledged once a majority applied them).
+#[async_trait::async_trait]
+pub trait Replica: Send + Sync {
+    /// Whether this node runs the consumer of `key`.
+    fn owns(&self, key: &ConsumerKey) -> bool;
+    async fn write_block(&self, block: Block) -> Result<ApplyOutcome, String>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{}/{}/{}: kafka: {source}", key.table, key.topic, key.partition)]

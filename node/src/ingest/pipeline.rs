@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::block_cutter::{BlockCutter, BlockLimits};
 use super::status::{ConsumerKey, ConsumerStatus};
-use super::IngestError;
+use super::{IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
 use crate::format::{decode_block, RawMessage};
 use crate::query::views::run_view;
@@ -39,6 +39,7 @@ pub struct PartitionJob {
     pub table: TableDef,
     pub views: Vec<(ViewDef, TableDef)>,
     pub state: Arc<NodeState>,
+    pub replica: Arc<dyn Replica>,
     pub status: Arc<ConsumerStatus>,
 }
 
@@ -306,11 +307,11 @@ impl PartitionJob {
                 &rows,
             )
             .map_err(|e| IngestError::State(e.to_string()))?;
-            let state = self.state.clone();
-            let outcome = tokio::task::spawn_blocking(move || state.apply_block(&block))
+            let outcome = self
+                .replica
+                .write_block(block)
                 .await
-                .map_err(|e| IngestError::State(e.to_string()))?
-                .map_err(|e| IngestError::State(e.to_string()))?;
+                .map_err(IngestError::State)?;
             match outcome {
                 ApplyOutcome::Stored { rows, .. } => rows_written += rows,
                 ApplyOutcome::Skipped(Decision::Overlap { next_offset }) => {

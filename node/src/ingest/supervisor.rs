@@ -15,6 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use super::consumer::{ConsumerActor, ConsumerExited, StopConsumer};
 use super::pipeline::PartitionJob;
 use super::status::{ConsumerKey, ConsumerRegistry};
+use super::Replica;
 use crate::catalog::{KafkaSettings, TableDef, ViewDef};
 use crate::state::NodeState;
 
@@ -61,6 +62,7 @@ struct Backoff {
 pub struct Supervisor {
     node_id: String,
     state: Arc<NodeState>,
+    replica: Arc<dyn Replica>,
     registry: Arc<ConsumerRegistry>,
     runtime: tokio::runtime::Handle,
     running: BTreeMap<ConsumerKey, Running>,
@@ -75,12 +77,14 @@ impl Supervisor {
     pub fn new(
         node_id: String,
         state: Arc<NodeState>,
+        replica: Arc<dyn Replica>,
         registry: Arc<ConsumerRegistry>,
         runtime: tokio::runtime::Handle,
     ) -> Supervisor {
         Supervisor {
             node_id,
             state,
+            replica,
             registry,
             runtime,
             running: BTreeMap::new(),
@@ -91,8 +95,8 @@ impl Supervisor {
         }
     }
 
-    /// Consumers that should run: every partition of every attached Kafka table that has
-    /// at least one view.
+    /// Consumers that should run here: every partition placed on this node of every
+    /// attached Kafka table that has at least one view.
     fn desired(&self) -> BTreeMap<ConsumerKey, (TableDef, Vec<ViewDef>)> {
         let catalog = self.state.catalog();
         let mut out = BTreeMap::new();
@@ -111,14 +115,14 @@ impl Supervisor {
                     .copied()
                     .unwrap_or(0);
                 for partition in 0..count {
-                    out.insert(
-                        ConsumerKey {
-                            table: table.name.clone(),
-                            topic: topic.clone(),
-                            partition,
-                        },
-                        (table.clone(), views.clone()),
-                    );
+                    let key = ConsumerKey {
+                        table: table.name.clone(),
+                        topic: topic.clone(),
+                        partition,
+                    };
+                    if self.replica.owns(&key) {
+                        out.insert(key, (table.clone(), views.clone()));
+                    }
                 }
             }
         }
@@ -173,6 +177,7 @@ impl Supervisor {
                 table: table.clone(),
                 views: targets,
                 state: self.state.clone(),
+                replica: self.replica.clone(),
                 status: status.clone(),
             };
             self.next_generation += 1;

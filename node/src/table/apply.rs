@@ -5,7 +5,7 @@
 
 use super::block::Block;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Decision {
     /// Store the rows and advance the source position.
     Apply,

@@ -54,6 +54,7 @@ pub struct Block {
     pub hash: BlockHash,
     /// Arrow IPC stream, LZ4-compressed; empty when the block has no rows (it then only
     /// advances its source position).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

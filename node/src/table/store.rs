@@ -17,7 +17,7 @@ const NEXT_SEQ: &[u8] = b"m/next_seq";
 const ROWS: &[u8] = b"m/rows";
 
 /// What applying a block did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ApplyOutcome {
     Stored { seq: Option<u64>, rows: u64 },
     Skipped(Decision),
@@ -218,6 +218,15 @@ impl Tables {
         let t = Arc::new(TableStore::open(&self.db, name)?);
         open.insert(name.to_string(), t.clone());
         Ok(t)
+    }
+
+    /// Forgets open handles, before the trees underneath are replaced by a snapshot.
+    pub fn forget_all(&self) -> Result<(), TableError> {
+        self.open
+            .lock()
+            .map_err(|_| TableError::Poisoned("*".to_string()))?
+            .clear();
+        Ok(())
     }
 
     /// Removes a table's data for good.

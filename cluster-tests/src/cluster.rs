@@ -1,0 +1,119 @@
+//! N real nodes on fixed loopback ports that form one cluster: each lists every node as a
+//! peer, the first is initialized through the `Initialize` call (as a deploy hook would),
+//! and the others join by themselves.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice::proto::{ClusterStatusRequest, ClusterStatusResponse, InitializeRequest};
+
+use crate::node::{free_port, Node};
+use crate::wait_for;
+
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    pub peers: String,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes and waits until all of them are voters of one cluster.
+    pub async fn start(prefix: &str, n: usize) -> anyhow::Result<TestCluster> {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let peers = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            nodes.push(
+                Node::start_on(
+                    &format!("{prefix}-{i}"),
+                    *port,
+                    vec!["--peers".to_string(), peers.clone()],
+                )
+                .await?,
+            );
+        }
+        let mut client = nodes[0].client().await?;
+        client
+            .initialize(InitializeRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("initialize: {}", s.message()))?;
+        let cluster = TestCluster { nodes, peers };
+        cluster.wait_for_voters(n).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every running node sees `n` voters and a leader.
+    pub async fn wait_for_voters(&self, n: usize) -> anyhow::Result<()> {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            wait_for(
+                &format!("{} to see {n} voters and a leader", node.name),
+                Duration::from_secs(60),
+                || async {
+                    let s = status(node).await.ok()?;
+                    let voters = s.members.iter().filter(|m| m.voter).count();
+                    (voters == n && s.leader_id != 0 && s.in_quorum).then_some(())
+                },
+            )
+            .await
+            .with_context(|| node.log_tail())?;
+        }
+        Ok(())
+    }
+
+    /// The index of the node that is the leader, as the first running node sees it.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        wait_for("a leader", Duration::from_secs(30), || async {
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                let Ok(s) = status(node).await else { continue };
+                if s.role == "leader" && s.in_quorum {
+                    return self.nodes.iter().position(|n| n.name == node.name);
+                }
+            }
+            None
+        })
+        .await
+    }
+}
+
+pub async fn status(node: &Node) -> anyhow::Result<ClusterStatusResponse> {
+    let mut client = node.client().await?;
+    Ok(client
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner())
+}
+
+/// Row count and an order-independent digest of every column of every row of a table,
+/// read in slices of `created_at` so no single reply is huge.
+pub async fn table_digest(node: &Node, table: &str) -> anyhow::Result<(u64, u64)> {
+    let mut count = 0u64;
+    let mut digest = 0u64;
+    let bounds = [
+        "1970-01-01 00:00:00",
+        "2011-02-15 00:00:00",
+        "2011-02-18 00:00:00",
+        "2011-02-21 00:00:00",
+        "2100-01-01 00:00:00",
+    ];
+    for w in bounds.windows(2) {
+        let rows = node
+            .rows(&format!(
+                "SELECT * FROM {table} WHERE created_at >= '{}' AND created_at < '{}'",
+                w[0], w[1]
+            ))
+            .await?;
+        for row in rows {
+            let mut h = DefaultHasher::new();
+            row.hash(&mut h);
+            digest = digest.wrapping_add(h.finish());
+            count += 1;
+        }
+    }
+    Ok((count, digest))
+}

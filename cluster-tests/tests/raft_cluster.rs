@@ -1,0 +1,266 @@
+//! Three and four real nodes in one Raft cluster, against a real Kafka broker: DDL
+//! anywhere is seen everywhere, replicas hold identical rows, and killed members, a killed
+//! leader, a lagging member and membership changes lose and duplicate nothing.
+
+use std::time::{Duration, Instant};
+
+use cluster_tests::cluster::{status, table_digest};
+use cluster_tests::{quickstart_sql, unique, wait_for, Kafka, Node, TestCluster};
+use sluice::cli::produce::{self, ProduceArgs};
+use sluice::proto::RemoveNodeRequest;
+
+async fn produce_events(
+    kafka: &Kafka,
+    topic: &str,
+    count: u64,
+    start_index: u64,
+) -> anyhow::Result<()> {
+    kafka.create_topic_if_missing(topic, 3).await?;
+    produce::run(ProduceArgs {
+        brokers: kafka.bootstrap.clone(),
+        topic: topic.to_string(),
+        count,
+        partitions: 3,
+        seed: 7,
+        start_index,
+        malformed_every: None,
+        quiet: true,
+    })
+    .await?;
+    Ok(())
+}
+
+async fn count(node: &Node, table: &str) -> u64 {
+    node.number(&format!("SELECT count() FROM {table}"))
+        .await
+        .unwrap_or(0)
+}
+
+/// Waits until every running node holds exactly `expected` rows, then checks that their
+/// rows are the same (count and digest of every column) and that no row is there twice.
+async fn assert_replicas_equal(
+    cluster: &TestCluster,
+    table: &str,
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        let reached = wait_for(
+            &format!("{expected} rows in {table} on {}", node.name),
+            timeout,
+            || async { (count(node, table).await == expected).then_some(()) },
+        )
+        .await;
+        if reached.is_err() {
+            let consumers = node.rows("SELECT node, assignments.partition_id, assignments.current_offset, exceptions.text FROM system.kafka_consumers").await;
+            anyhow::bail!(
+                "{} holds {} rows of {table}, expected {expected}; its consumers: {consumers:?}\n{}",
+                node.name,
+                count(node, table).await,
+                node.log_tail()
+            );
+        }
+    }
+    let mut digests = Vec::new();
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        let digest = table_digest(node, table).await?;
+        assert_eq!(
+            digest.0, expected,
+            "{} read back {} rows",
+            node.name, digest.0
+        );
+        assert_eq!(
+            node.number(&format!("SELECT count(DISTINCT created_at) FROM {table}"))
+                .await?,
+            expected,
+            "{}: a row is stored twice",
+            node.name
+        );
+        digests.push((node.name.clone(), digest));
+    }
+    let first = digests[0].1;
+    for (name, d) in &digests {
+        assert_eq!(*d, first, "replica {name} differs from {}", digests[0].0);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_on_any_node_is_visible_on_every_node() -> anyhow::Result<()> {
+    let cluster = TestCluster::start("ddl", 3).await?;
+    cluster.nodes[1]
+        .script("CREATE TABLE events (id UInt64, name String) ENGINE = MergeTree() ORDER BY id")
+        .await?;
+    for node in &cluster.nodes {
+        wait_for(
+            &format!("the table on {}", node.name),
+            Duration::from_secs(10),
+            || async {
+                let rows = node.rows("SHOW TABLES").await.ok()?;
+                (rows == vec![vec!["events".to_string()]]).then_some(())
+            },
+        )
+        .await?;
+    }
+    // A refused statement on another node names the problem and changes nothing.
+    let err = cluster.nodes[2]
+        .sql("CREATE TABLE events (id UInt64) ENGINE = MergeTree() ORDER BY id")
+        .await
+        .err()
+        .map(|s| s.message().to_string())
+        .unwrap_or_default();
+    assert!(err.contains("events already exists"), "{err}");
+    cluster.nodes[0].script("DROP TABLE events").await?;
+    for node in &cluster.nodes {
+        wait_for(
+            &format!("the drop on {}", node.name),
+            Duration::from_secs(10),
+            || async {
+                node.rows("SHOW TABLES")
+                    .await
+                    .ok()?
+                    .is_empty()
+                    .then_some(())
+            },
+        )
+        .await?;
+    }
+    // Initialize again: already initialized, the same cluster.
+    let mut client = cluster.nodes[2].client().await?;
+    let again = client
+        .initialize(sluice::proto::InitializeRequest {})
+        .await?
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(
+        again.cluster_id,
+        status(&cluster.nodes[0]).await?.cluster_id
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_hold_identical_rows_through_a_killed_member() -> anyhow::Result<()> {
+    const EVENTS: u64 = 200_000;
+    let kafka = Kafka::shared()?;
+    let topic = unique("github");
+    produce_events(kafka, &topic, EVENTS, 0).await?;
+    let mut cluster = TestCluster::start("replicas", 3).await?;
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
+        "kafka_num_consumers = 1",
+        "kafka_num_consumers = 1, kafka_max_block_size = 5000",
+    );
+    cluster.nodes[1].script(&ddl).await?;
+    let first = &cluster.nodes[0];
+    wait_for("ingestion to start", Duration::from_secs(120), || async {
+        (count(first, "github").await > 0).then_some(())
+    })
+    .await?;
+    // Every node owns one of the three partitions; kill one mid-stream and bring it back.
+    let victim = 2;
+    cluster.nodes[victim].kill9()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nodes[victim].spawn().await?;
+    assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(300)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_nothing_is_lost() -> anyhow::Result<()> {
+    const EVENTS: u64 = 60_000;
+    let kafka = Kafka::shared()?;
+    let topic = unique("github");
+    produce_events(kafka, &topic, EVENTS / 2, 0).await?;
+    let mut cluster = TestCluster::start("leader", 3).await?;
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
+        "kafka_num_consumers = 1",
+        "kafka_num_consumers = 1, kafka_max_block_size = 2000",
+    );
+    cluster.nodes[0].script(&ddl).await?;
+    let old = cluster.leader().await?;
+    let old_id = status(&cluster.nodes[old]).await?.node_id;
+    cluster.nodes[old].kill9()?;
+    let killed_at = Instant::now();
+    let new = cluster.leader().await?;
+    let elected_in = killed_at.elapsed();
+    assert_ne!(status(&cluster.nodes[new]).await?.node_id, old_id);
+    println!("new leader elected {elected_in:?} after the old one was killed");
+    assert!(
+        elected_in < Duration::from_secs(10),
+        "election took {elected_in:?}"
+    );
+    // Writes go on through the new leader while the old one is down.
+    produce_events(kafka, &topic, EVENTS / 2, EVENTS / 2).await?;
+    cluster.nodes[new]
+        .script("CREATE TABLE during_outage (a UInt8) ENGINE = MergeTree() ORDER BY a")
+        .await?;
+    cluster.nodes[old].spawn().await?;
+    assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(300)).await?;
+    let tables = cluster.nodes[old].rows("SHOW TABLES").await?;
+    assert!(tables.iter().any(|r| r[0] == "during_outage"), "{tables:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_catches_up_from_a_snapshot() -> anyhow::Result<()> {
+    const EVENTS: u64 = 45_000;
+    let kafka = Kafka::shared()?;
+    let topic = unique("github");
+    produce_events(kafka, &topic, EVENTS, 0).await?;
+    let mut cluster = TestCluster::start("snapshot", 3).await?;
+    let lagging = 2;
+    cluster.nodes[lagging].kill9()?;
+    // Tiny blocks: thousands of log entries, more than the log keeps after a snapshot.
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
+        "kafka_num_consumers = 1",
+        "kafka_num_consumers = 1, kafka_max_block_size = 10",
+    );
+    cluster.nodes[0].script(&ddl).await?;
+    // The two live nodes own two of the three partitions; the third waits for its owner.
+    let leader = cluster.leader().await?;
+    let leader_node = &cluster.nodes[leader];
+    wait_for(
+        "the log to be purged behind a snapshot",
+        Duration::from_secs(300),
+        || async { leader_node.log_contains("built a snapshot").then_some(()) },
+    )
+    .await?;
+    cluster.nodes[lagging].spawn().await?;
+    assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(300)).await?;
+    assert!(
+        cluster.nodes[lagging].log_contains("installed a snapshot"),
+        "the lagging member should catch up from a snapshot\n{}",
+        cluster.nodes[lagging].log_tail()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_and_a_removed_member_hands_over() -> anyhow::Result<()> {
+    const EVENTS: u64 = 30_000;
+    let kafka = Kafka::shared()?;
+    let topic = unique("github");
+    produce_events(kafka, &topic, EVENTS / 2, 0).await?;
+    let mut cluster = TestCluster::start("members", 3).await?;
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?;
+    cluster.nodes[0].script(&ddl).await?;
+    assert_replicas_equal(&cluster, "github", EVENTS / 2, Duration::from_secs(180)).await?;
+
+    let fourth =
+        Node::start_with("members-3", vec!["--peers".into(), cluster.peers.clone()]).await?;
+    cluster.nodes.push(fourth);
+    cluster.wait_for_voters(4).await?;
+    assert_replicas_equal(&cluster, "github", EVENTS / 2, Duration::from_secs(120)).await?;
+
+    let mut client = cluster.nodes[3].client().await?;
+    client
+        .remove_node(RemoveNodeRequest {
+            node: "members-1".into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("remove: {}", s.message()))?;
+    let removed = cluster.nodes.remove(1);
+    cluster.wait_for_voters(3).await?;
+    drop(removed);
+    produce_events(kafka, &topic, EVENTS / 2, EVENTS / 2).await?;
+    assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(180)).await
+}

@@ -1,0 +1,551 @@
+//! The cluster: this node's identity, forming and joining a cluster, membership, the write
+//! path through Raft (forwarded to the leader), and where each partition consumer runs.
+//!
+//! A node's Raft id is drawn at random the first time its data dir is used, so a node
+//! whose data dir was wiped comes back as a new member (and never votes twice under an
+//! old identity); its name (a pod name) is what people see.
+
+pub mod placement;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{self, call, ClusterIdCell, Method, Network};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{raft_config, Command, Member, NodeId, Raft, Response, META_GROUP};
+use crate::raft_proto::raft_client::RaftClient;
+use crate::state::NodeState;
+use crate::table::{ApplyOutcome, Block};
+
+/// How long a write waits for a leader before it fails.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a node that is not a member yet asks its peers to let it in.
+const JOIN_INTERVAL: Duration = Duration::from_secs(2);
+
+const IDENTITY_TREE: &str = "node";
+const RAFT_ID_KEY: &[u8] = b"raft_id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("state: {0}")]
+    State(#[from] crate::state::StateError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error(
+        "no leader answered within {0:?}; is a majority of the cluster up? (see `sluice status`)"
+    )]
+    NoLeader(Duration),
+    #[error("write refused: {0}")]
+    Write(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("this node is not part of an initialized cluster yet: run `sluice init` on one node, or start it with --bootstrap")]
+    NotInitialized,
+    #[error("{0}")]
+    Membership(String),
+}
+
+/// Why a proposal did not apply here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposeFailure {
+    /// Not the leader; the leader if one is known.
+    ForwardToLeader(Option<Member>),
+    Failed(String),
+}
+
+/// A node asks to become a member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub node_id: NodeId,
+    pub member: Member,
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node_id: NodeId,
+    pub member: Member,
+    pub cluster_id: Option<String>,
+    pub initialized: bool,
+    pub leader: Option<Member>,
+}
+
+/// The outcome of `Initialize`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitOutcome {
+    Initialized(String),
+    AlreadyInitialized(String),
+}
+
+/// One member as seen from this node.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub node_id: NodeId,
+    pub member: Member,
+    pub voter: bool,
+    pub is_leader: bool,
+    /// Log index the leader knows this member holds (on the leader only).
+    pub matched_index: Option<u64>,
+}
+
+/// This node's Raft view.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub cluster_id: Option<String>,
+    pub node_id: NodeId,
+    pub member: Member,
+    pub role: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub leader: Option<NodeId>,
+    pub members: Vec<MemberStatus>,
+    pub in_quorum: bool,
+}
+
+pub struct Cluster {
+    pub node_id: NodeId,
+    pub member: Member,
+    pub peers: Vec<String>,
+    pub raft: Raft,
+    pub state: Arc<NodeState>,
+    pub cluster_id: ClusterIdCell,
+    log_store: LogStore,
+    clients: Mutex<BTreeMap<String, RaftClient<Channel>>>,
+}
+
+impl Cluster {
+    /// Opens this node's Raft state and starts its `meta` group.
+    pub async fn start(
+        db: &sled::Db,
+        state: Arc<NodeState>,
+        member: Member,
+        peers: Vec<String>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let identity = db.open_tree(IDENTITY_TREE)?;
+        let node_id = match identity.get(RAFT_ID_KEY)? {
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| ClusterError::Raft("stored node id is unreadable".into()))?,
+            None => {
+                let id = rand::rng().random_range(1..u64::MAX / 2);
+                identity.insert(RAFT_ID_KEY, &id.to_be_bytes())?;
+                identity.flush()?;
+                id
+            }
+        };
+        let cluster_id: ClusterIdCell = Arc::new(std::sync::RwLock::new(
+            state.cluster_id()?.unwrap_or_default(),
+        ));
+        let log_store = LogStore::open(db, META_GROUP)?;
+        let sm = StateMachine::open(db, META_GROUP, state.clone(), cluster_id.clone())?;
+        let network = Network {
+            group: META_GROUP.to_string(),
+            cluster_id: cluster_id.clone(),
+        };
+        let config = raft_config("sluice").map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(node_id, Arc::new(config), network, log_store.clone(), sm)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let peers = peers
+            .into_iter()
+            .filter(|p| !p.is_empty() && *p != member.addr)
+            .collect();
+        Ok(Arc::new(Cluster {
+            node_id,
+            member,
+            peers,
+            raft,
+            state,
+            cluster_id,
+            log_store,
+            clients: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        Some(network::cluster_id_of(&self.cluster_id)).filter(|id| !id.is_empty())
+    }
+
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    async fn client(&self, addr: &str) -> Result<RaftClient<Channel>, ClusterError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let c =
+            network::client(addr).map_err(|e| ClusterError::Raft(format!("peer {addr}: {e}")))?;
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// One call to a peer's Raft service.
+    pub async fn call_peer<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        method: Method,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClusterError> {
+        let mut client = self.client(addr).await?;
+        let cluster_id = network::cluster_id_of(&self.cluster_id);
+        call(
+            &mut client,
+            addr,
+            &cluster_id,
+            META_GROUP,
+            method,
+            request,
+            Some(timeout),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))
+    }
+
+    pub async fn info(&self) -> NodeInfo {
+        let leader = self.leader_member();
+        NodeInfo {
+            node_id: self.node_id,
+            member: self.member.clone(),
+            cluster_id: self.cluster_id(),
+            initialized: self.is_initialized().await,
+            leader,
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    fn leader_member(&self) -> Option<Member> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+    }
+
+    /// Forms a new cluster with this node as its only member, exactly once: a node that has
+    /// Raft state, or whose peers belong to a cluster, never does.
+    pub async fn initialize(&self) -> Result<InitOutcome, ClusterError> {
+        if self.is_initialized().await || self.log_store.has_state()? {
+            return Ok(InitOutcome::AlreadyInitialized(
+                self.cluster_id().unwrap_or_else(|| "(joining)".into()),
+            ));
+        }
+        for peer in &self.peers {
+            let info: Result<NodeInfo, _> = self
+                .call_peer(peer, Method::Info, &(), Duration::from_secs(2))
+                .await;
+            if let Ok(info) = info {
+                if info.initialized {
+                    return Ok(InitOutcome::AlreadyInitialized(
+                        info.cluster_id.unwrap_or_else(|| "(forming)".into()),
+                    ));
+                }
+            }
+        }
+        let members = BTreeMap::from([(self.node_id, self.member.clone())]);
+        match self.raft.initialize(members).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                return Ok(InitOutcome::AlreadyInitialized(
+                    self.cluster_id().unwrap_or_else(|| "(forming)".into()),
+                ))
+            }
+            Err(e) => return Err(ClusterError::Raft(e.to_string())),
+        }
+        let cluster_id = format!(
+            "{:016x}{:016x}",
+            rand::rng().random::<u64>(),
+            rand::rng().random::<u64>()
+        );
+        self.write(Command::InitCluster {
+            cluster_id: cluster_id.clone(),
+        })
+        .await?;
+        tracing::info!(%cluster_id, "initialized a new cluster");
+        Ok(InitOutcome::Initialized(
+            self.cluster_id().unwrap_or(cluster_id),
+        ))
+    }
+
+    /// Applies a command through Raft on the leader, wherever that is; returns once a
+    /// majority has it and the leader applied it.
+    pub async fn write(&self, command: Command) -> Result<Response, ClusterError> {
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let failure = match self.propose_local(command.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(f) => f,
+            };
+            match failure {
+                ProposeFailure::Failed(reason) => return Err(ClusterError::Write(reason)),
+                ProposeFailure::ForwardToLeader(Some(leader))
+                    if leader.addr != self.member.addr =>
+                {
+                    let forwarded: Result<Result<Response, ProposeFailure>, _> = self
+                        .call_peer(&leader.addr, Method::Propose, &command, WRITE_TIMEOUT)
+                        .await;
+                    match forwarded {
+                        Ok(Ok(response)) => return Ok(response),
+                        Ok(Err(ProposeFailure::Failed(reason))) => {
+                            return Err(ClusterError::Write(reason))
+                        }
+                        Ok(Err(ProposeFailure::ForwardToLeader(_))) | Err(_) => {}
+                    }
+                }
+                ProposeFailure::ForwardToLeader(_) => {
+                    if !self.is_initialized().await {
+                        return Err(ClusterError::NotInitialized);
+                    }
+                }
+            }
+            if Instant::now() + pause > deadline {
+                return Err(ClusterError::NoLeader(WRITE_TIMEOUT));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Proposes on this node; succeeds only on the leader.
+    pub async fn propose_local(&self, command: Command) -> Result<Response, ProposeFailure> {
+        match self.raft.client_write(command).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeFailure::ForwardToLeader(f.leader_node))
+            }
+            Err(e) => Err(ProposeFailure::Failed(e.to_string())),
+        }
+    }
+
+    pub async fn write_catalog(
+        &self,
+        command: CatalogCommand,
+    ) -> Result<CatalogOutcome, ClusterError> {
+        match self.write(Command::Catalog(command)).await? {
+            Response::Catalog(result) => Ok(result?),
+            other => Err(ClusterError::Write(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub async fn write_block(&self, block: Block) -> Result<ApplyOutcome, ClusterError> {
+        match self.write(Command::Block(block)).await? {
+            Response::Block(result) => result.map_err(ClusterError::Write),
+            other => Err(ClusterError::Write(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// On the leader: makes a node a voter (learner first, so it catches up before it
+    /// counts). A member of the same name under another id is a former incarnation whose
+    /// data dir was lost: it is replaced. Elsewhere: forwarded to the leader.
+    pub async fn join(&self, request: JoinRequest) -> Result<String, ClusterError> {
+        if !self.is_leader() {
+            let leader = self
+                .leader_member()
+                .ok_or_else(|| ClusterError::Membership("no leader is known yet; retry".into()))?;
+            if leader.addr == self.member.addr {
+                return Err(ClusterError::Membership(
+                    "leadership is changing; retry".into(),
+                ));
+            }
+            let reply: Result<String, String> = self
+                .call_peer(&leader.addr, Method::Join, &request, WRITE_TIMEOUT)
+                .await?;
+            return reply.map_err(ClusterError::Membership);
+        }
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.contains(&request.node_id) {
+            return Ok(format!("{} is already a member", request.member));
+        }
+        self.raft
+            .add_learner(request.node_id, request.member.clone(), true)
+            .await
+            .map_err(|e| {
+                ClusterError::Membership(format!("adding {} as a learner: {e}", request.member))
+            })?;
+        let replaced: BTreeSet<NodeId> = membership
+            .nodes()
+            .filter(|(id, m)| **id != request.node_id && m.name == request.member.name)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut next = voters;
+        next.retain(|id| !replaced.contains(id));
+        next.insert(request.node_id);
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(next), false)
+            .await
+            .map_err(|e| ClusterError::Membership(format!("promoting {}: {e}", request.member)))?;
+        tracing::info!(member = %request.member, id = request.node_id, ?replaced, "member joined");
+        Ok(format!("{} joined", request.member))
+    }
+
+    /// On the leader: takes a member (by name or id) out of the cluster.
+    pub async fn leave(&self, who: String) -> Result<String, ClusterError> {
+        if !self.is_leader() {
+            let leader = self
+                .leader_member()
+                .ok_or_else(|| ClusterError::Membership("no leader is known yet; retry".into()))?;
+            let reply: Result<String, String> = self
+                .call_peer(&leader.addr, Method::Leave, &who, WRITE_TIMEOUT)
+                .await?;
+            return reply.map_err(ClusterError::Membership);
+        }
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let ids: BTreeSet<NodeId> = membership
+            .nodes()
+            .filter(|(id, m)| m.name == who || id.to_string() == who || m.addr == who)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return Err(ClusterError::Membership(format!(
+                "no member is named {who}"
+            )));
+        }
+        let voters: BTreeSet<NodeId> = membership
+            .voter_ids()
+            .filter(|id| !ids.contains(id))
+            .collect();
+        if voters.is_empty() {
+            return Err(ClusterError::Membership(format!(
+                "{who} is the last voter; a cluster cannot remove its last member"
+            )));
+        }
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| ClusterError::Membership(format!("removing {who}: {e}")))?;
+        tracing::info!(%who, "member removed");
+        Ok(format!("{who} removed"))
+    }
+
+    /// Until this node is a member, asks its peers to let it in.
+    pub fn spawn_join_loop(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if this.is_initialized().await || this.log_store.has_state().unwrap_or(true) {
+                    return;
+                }
+                for peer in &this.peers {
+                    let info: Result<NodeInfo, _> = this
+                        .call_peer(peer, Method::Info, &(), Duration::from_secs(2))
+                        .await;
+                    let Ok(info) = info else { continue };
+                    if !info.initialized {
+                        continue;
+                    }
+                    let request = JoinRequest {
+                        node_id: this.node_id,
+                        member: this.member.clone(),
+                    };
+                    let reply: Result<Result<String, String>, _> = this
+                        .call_peer(peer, Method::Join, &request, WRITE_TIMEOUT)
+                        .await;
+                    match reply {
+                        Ok(Ok(message)) => {
+                            tracing::info!(%peer, %message, "joined the cluster");
+                            return;
+                        }
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "join refused; retrying"),
+                        Err(e) => tracing::debug!(%peer, error = %e, "join failed; retrying"),
+                    }
+                    break;
+                }
+                tokio::time::sleep(JOIN_INTERVAL).await;
+            }
+        });
+    }
+
+    /// This node's view of the cluster.
+    pub fn view(&self) -> ClusterView {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, m)| MemberStatus {
+                node_id: *id,
+                member: m.clone(),
+                voter: voters.contains(id),
+                is_leader: metrics.current_leader == Some(*id),
+                matched_index: replication.get(id).and_then(|l| l.map(|l| l.index)),
+            })
+            .collect();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let in_quorum = match metrics.state {
+            ServerState::Leader => metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 5_000),
+            ServerState::Follower | ServerState::Learner => metrics.current_leader.is_some(),
+            _ => false,
+        };
+        ClusterView {
+            cluster_id: self.cluster_id(),
+            node_id: self.node_id,
+            member: self.member.clone(),
+            role: role.to_string(),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            leader: metrics.current_leader,
+            members,
+            in_quorum,
+        }
+    }
+
+    /// The voters, in a stable order: where consumers are placed.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let mut v: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Hands leadership over and stops Raft, for a clean shutdown.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping raft");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ingest::Replica for Cluster {
+    fn owns(&self, key: &crate::ingest::status::ConsumerKey) -> bool {
+        placement::owner(key, &self.voters()) == Some(self.node_id)
+    }
+
+    async fn write_block(&self, block: Block) -> Result<ApplyOutcome, String> {
+        Cluster::write_block(self, block)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

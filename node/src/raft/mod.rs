@@ -1,0 +1,129 @@
+//! openraft wiring: the type config, the replicated commands, the log store and state
+//! machine on sled, and the tonic transport.
+//!
+//! One group exists today, `meta`: it carries the catalog, the cluster id and every table
+//! block. Every message names its group so tables can later get groups of their own
+//! without a change of the wire format.
+
+pub mod log_store;
+pub mod network;
+pub mod service;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
+use crate::table::{ApplyOutcome, Block};
+
+/// The group that holds the catalog, the membership and (today) every table.
+pub const META_GROUP: &str = "meta";
+
+pub type NodeId = u64;
+
+/// A member as the others see it: its name (stable across restarts, e.g. a pod name) and
+/// the gRPC address it serves on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
+
+/// A write to the replicated state; applied in log order on every member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// The first entry of a new cluster: its id, kept in every data dir.
+    InitCluster {
+        cluster_id: String,
+    },
+    Catalog(CatalogCommand),
+    Block(Block),
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::InitCluster { cluster_id } => write!(f, "init cluster {cluster_id}"),
+            Command::Catalog(c) => write!(f, "catalog {c:?}"),
+            Command::Block(b) => write!(f, "block of {} rows for {}", b.rows, b.table),
+        }
+    }
+}
+
+/// What applying a command did, returned to the writer once a quorum has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Done,
+    Catalog(Result<CatalogOutcome, CatalogError>),
+    Block(Result<ApplyOutcome, String>),
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = Member,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// MessagePack, with field names: entries outlive a version, so they stay readable.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(value)
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
+/// The timing of the cluster; the election timeout bounds how long a leader's death stalls
+/// writes.
+pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, Box<openraft::ConfigError>> {
+    Ok(openraft::Config {
+        cluster_name: cluster_name.to_string(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
+        max_in_snapshot_log_to_keep: 500,
+        max_payload_entries: 64,
+        ..Default::default()
+    }
+    .validate()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_roundtrip_through_the_codec() {
+        let cmd = Command::Block(Block {
+            table: "t".into(),
+            source: None,
+            rows: 2,
+            hash: [7; 32],
+            data: vec![1, 2, 3],
+        });
+        let bytes = encode(&cmd).unwrap_or_default();
+        // Block bytes travel as a byte string, not as an array of numbers.
+        assert!(bytes.len() < 120, "{}", bytes.len());
+        let back: Command = decode(&bytes).unwrap_or(Command::InitCluster {
+            cluster_id: String::new(),
+        });
+        assert_eq!(back, cmd);
+    }
+}

@@ -1,0 +1,102 @@
+//! The server side of the Raft transport: decodes a peer's message, checks that it comes
+//! from this node's cluster and names a known group, and hands it to openraft or to the
+//! cluster's membership logic.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::network::cluster_id_of;
+use super::{decode, encode, Command, TypeConfig, META_GROUP};
+use crate::cluster::{Cluster, JoinRequest};
+use crate::raft_proto::raft_server::Raft as RaftRpc;
+use crate::raft_proto::{RaftReply, RaftRequest};
+
+pub struct RaftService {
+    pub cluster: Arc<Cluster>,
+}
+
+impl RaftService {
+    /// Refuses peers of another cluster and unknown groups; returns the decoded payload.
+    fn accept<T: DeserializeOwned>(&self, request: Request<RaftRequest>) -> Result<T, Status> {
+        let request = request.into_inner();
+        if request.group != META_GROUP {
+            return Err(Status::not_found(format!(
+                "no raft group {}",
+                request.group
+            )));
+        }
+        let ours = cluster_id_of(&self.cluster.cluster_id);
+        if !ours.is_empty() && !request.cluster_id.is_empty() && ours != request.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "this node belongs to cluster {ours}, the sender to cluster {}",
+                request.cluster_id
+            )));
+        }
+        decode(&request.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+    }
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
+    let payload = encode(value).map_err(|e| Status::internal(format!("encoding a reply: {e}")))?;
+    Ok(Response::new(RaftReply { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = self.accept(request)?;
+        reply(&self.cluster.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc: openraft::raft::VoteRequest<super::NodeId> = self.accept(request)?;
+        reply(&self.cluster.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = self.accept(request)?;
+        reply(&self.cluster.raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let command: Command = self.accept(request)?;
+        reply(&self.cluster.propose_local(command).await)
+    }
+
+    async fn join(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let join: JoinRequest = self.accept(request)?;
+        let result: Result<String, String> =
+            self.cluster.join(join).await.map_err(|e| e.to_string());
+        reply(&result)
+    }
+
+    async fn leave(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let who: String = self.accept(request)?;
+        let result: Result<String, String> =
+            self.cluster.leave(who).await.map_err(|e| e.to_string());
+        reply(&result)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let _: () = self.accept(request)?;
+        reply(&())
+    }
+
+    async fn info(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let _: () = self.accept(request)?;
+        reply(&self.cluster.info().await)
+    }
+}
