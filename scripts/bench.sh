@@ -38,7 +38,7 @@ echo "$base_line"
 base_rate=$(sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$base_line")
 
 echo "== (b) Sluice: one node, the guide's tables"
-"$SLUICE" node --data-dir "$WORK/node" --grpc-addr 127.0.0.1:0 --log warn >"$WORK/node.out" 2>"$WORK/node.log" &
+"$SLUICE" node --bootstrap --data-dir "$WORK/node" --grpc-addr 127.0.0.1:0 --log warn >"$WORK/node.out" 2>"$WORK/node.log" &
 NODE_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/node/grpc-address" ] && break; sleep 0.1; done
 export SLUICE_HOST="http://$(cat "$WORK/node/grpc-address")"

@@ -41,7 +41,7 @@ bash scripts/kafka.sh start
 
 echo "== starting a Sluice node on ${SLUICE_HOST#http://}"
 rm -rf "$QS_DIR" && mkdir -p "$QS_DIR"
-nohup "$SLUICE" node --node-id quickstart --data-dir "$QS_DIR/data" \
+nohup "$SLUICE" node --bootstrap --node-id quickstart --data-dir "$QS_DIR/data" \
   --grpc-addr "${SLUICE_HOST#http://}" >"$QS_DIR/node.out" 2>"$QS_DIR/node.log" &
 echo $! >"$QS_DIR/node.pid"
 for _ in $(seq 1 100); do [ -s "$QS_DIR/data/grpc-address" ] && break; sleep 0.2; done

@@ -12,6 +12,9 @@ use sluice::proto::{ClusterStatusRequest, ClusterStatusResponse, InitializeReque
 use crate::node::{free_port, Node};
 use crate::wait_for;
 
+/// Shorter than the default, so a dead node's partitions move quickly in tests.
+pub const NODE_TIMEOUT_MS: u64 = 3000;
+
 pub struct TestCluster {
     pub nodes: Vec<Node>,
     pub peers: String,
@@ -32,7 +35,12 @@ impl TestCluster {
                 Node::start_on(
                     &format!("{prefix}-{i}"),
                     *port,
-                    vec!["--peers".to_string(), peers.clone()],
+                    vec![
+                        "--peers".to_string(),
+                        peers.clone(),
+                        "--node-timeout-ms".to_string(),
+                        NODE_TIMEOUT_MS.to_string(),
+                    ],
                 )
                 .await?,
             );
@@ -78,6 +86,16 @@ impl TestCluster {
         })
         .await
     }
+}
+
+/// Which node id owns each partition, as `node` sees the replicated assignment.
+pub async fn owners(node: &Node) -> anyhow::Result<std::collections::BTreeMap<(String, i32), u64>> {
+    Ok(status(node)
+        .await?
+        .assignments
+        .into_iter()
+        .map(|a| ((a.topic, a.partition), a.node_id))
+        .collect())
 }
 
 pub async fn status(node: &Node) -> anyhow::Result<ClusterStatusResponse> {

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use cluster_tests::cluster::{status, table_digest};
+use anyhow::Context as _;
+use cluster_tests::cluster::{owners, status, table_digest, NODE_TIMEOUT_MS};
 use cluster_tests::{quickstart_sql, unique, wait_for, Kafka, Node, TestCluster};
 use sluice::cli::produce::{self, ProduceArgs};
 use sluice::proto::RemoveNodeRequest;
@@ -151,15 +152,56 @@ async fn three_replicas_hold_identical_rows_through_a_killed_member() -> anyhow:
         "kafka_num_consumers = 1, kafka_max_block_size = 5000",
     );
     cluster.nodes[1].script(&ddl).await?;
-    let first = &cluster.nodes[0];
     wait_for("ingestion to start", Duration::from_secs(120), || async {
-        (count(first, "github").await > 0).then_some(())
+        (count(&cluster.nodes[0], "github").await > 0).then_some(())
     })
     .await?;
-    // Every node owns one of the three partitions; kill one mid-stream and bring it back.
+    // Every node owns one of the three partitions. Kill one mid-stream: after the node
+    // timeout its partition moves to a survivor and resumes from the table's offsets.
+    let before = owners(&cluster.nodes[0]).await?;
+    assert_eq!(before.len(), 3, "{before:?}");
     let victim = 2;
+    let victim_id = status(&cluster.nodes[victim]).await?.node_id;
+    let victim_slots = before.values().filter(|n| **n == victim_id).count();
+    assert_eq!(
+        victim_slots, 1,
+        "balanced: one partition per node, {before:?}"
+    );
     cluster.nodes[victim].kill9()?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = Instant::now();
+    let first = &cluster.nodes[0];
+    let moved = wait_for(
+        "the dead node's partition to move",
+        Duration::from_secs(60),
+        || async {
+            let now = owners(first).await.ok()?;
+            (now.len() == 3 && now.values().all(|n| *n != victim_id)).then_some(now)
+        },
+    )
+    .await?;
+    let moved_in = killed_at.elapsed();
+    println!("the dead node's partition moved {moved_in:?} after the kill (node timeout {NODE_TIMEOUT_MS} ms)");
+    // Only the dead node's partition moved.
+    let changed = before
+        .iter()
+        .filter(|(k, n)| moved.get(*k) != Some(*n))
+        .count();
+    assert_eq!(changed, 1, "{before:?} -> {moved:?}");
+    // The survivors alone finish the topic...
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        wait_for(
+            &format!("all rows on {}", node.name),
+            Duration::from_secs(300),
+            || async { (count(node, "github").await == EVENTS).then_some(()) },
+        )
+        .await
+        .with_context(|| node.log_tail())?;
+    }
+    println!(
+        "ingestion finished {:?} after the kill",
+        killed_at.elapsed()
+    );
+    // ...and the dead node, back, catches up to identical rows.
     cluster.nodes[victim].spawn().await?;
     assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(300)).await
 }
@@ -236,21 +278,81 @@ async fn a_stopped_member_catches_up_from_a_snapshot() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_and_a_removed_member_hands_over() -> anyhow::Result<()> {
-    const EVENTS: u64 = 30_000;
+    const EVENTS: u64 = 32_000;
     let kafka = Kafka::shared()?;
     let topic = unique("github");
-    produce_events(kafka, &topic, EVENTS / 2, 0).await?;
+    // Eight partitions: three nodes hold 3, 3 and 2; four hold 2 each.
+    kafka.create_topic(&topic, 8).await?;
+    produce::run(ProduceArgs {
+        brokers: kafka.bootstrap.clone(),
+        topic: topic.clone(),
+        count: EVENTS / 2,
+        partitions: 8,
+        seed: 7,
+        start_index: 0,
+        malformed_every: None,
+        quiet: true,
+    })
+    .await?;
     let mut cluster = TestCluster::start("members", 3).await?;
     let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?;
     cluster.nodes[0].script(&ddl).await?;
     assert_replicas_equal(&cluster, "github", EVENTS / 2, Duration::from_secs(180)).await?;
+    let three = wait_for(
+        "eight partitions assigned",
+        Duration::from_secs(30),
+        || async {
+            owners(&cluster.nodes[0])
+                .await
+                .ok()
+                .filter(|o| o.len() == 8)
+        },
+    )
+    .await?;
 
-    let fourth =
-        Node::start_with("members-3", vec!["--peers".into(), cluster.peers.clone()]).await?;
+    let fourth = Node::start_with(
+        "members-3",
+        vec![
+            "--peers".into(),
+            cluster.peers.clone(),
+            "--node-timeout-ms".into(),
+            NODE_TIMEOUT_MS.to_string(),
+        ],
+    )
+    .await?;
     cluster.nodes.push(fourth);
     cluster.wait_for_voters(4).await?;
+    let fourth_id = status(&cluster.nodes[3]).await?.node_id;
+    let four = wait_for(
+        "a partition on the new node",
+        Duration::from_secs(30),
+        || async {
+            owners(&cluster.nodes[0])
+                .await
+                .ok()
+                .filter(|o| o.values().filter(|n| **n == fourth_id).count() == 2)
+        },
+    )
+    .await?;
+    // Balanced, and sticky: only the two partitions the new node takes moved.
+    let mut per_node = std::collections::BTreeMap::new();
+    for n in four.values() {
+        *per_node.entry(*n).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2, 2],
+        "{four:?}"
+    );
+    let moved = three
+        .iter()
+        .filter(|(k, n)| four.get(*k) != Some(*n))
+        .count();
+    assert_eq!(moved, 2, "{three:?} -> {four:?}");
     assert_replicas_equal(&cluster, "github", EVENTS / 2, Duration::from_secs(120)).await?;
 
+    // A member removed cleanly: its partitions go to the others, and ingestion goes on.
+    let removed_id = status(&cluster.nodes[1]).await?.node_id;
     let mut client = cluster.nodes[3].client().await?;
     client
         .remove_node(RemoveNodeRequest {
@@ -260,7 +362,28 @@ async fn a_fourth_node_joins_and_a_removed_member_hands_over() -> anyhow::Result
         .map_err(|s| anyhow::anyhow!("remove: {}", s.message()))?;
     let removed = cluster.nodes.remove(1);
     cluster.wait_for_voters(3).await?;
+    wait_for(
+        "the removed node's partitions to move",
+        Duration::from_secs(30),
+        || async {
+            owners(&cluster.nodes[0])
+                .await
+                .ok()
+                .filter(|o| o.len() == 8 && o.values().all(|n| *n != removed_id))
+        },
+    )
+    .await?;
     drop(removed);
-    produce_events(kafka, &topic, EVENTS / 2, EVENTS / 2).await?;
+    produce::run(ProduceArgs {
+        brokers: kafka.bootstrap.clone(),
+        topic: topic.clone(),
+        count: EVENTS / 2,
+        partitions: 8,
+        seed: 7,
+        start_index: EVENTS / 2,
+        malformed_every: None,
+        quiet: true,
+    })
+    .await?;
     assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(180)).await
 }

@@ -48,6 +48,10 @@ pub struct NodeArgs {
     /// shortcut for `sluice init`; ignored when the data dir holds Raft state).
     #[arg(long, env = "SLUICE_BOOTSTRAP")]
     pub bootstrap: bool,
+    /// A member silent this long (milliseconds) loses its partitions to the others.
+    /// Default: 10000.
+    #[arg(long, env = "SLUICE_NODE_TIMEOUT_MS")]
+    pub node_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -60,6 +64,7 @@ struct FileConfig {
     advertise_addr: Option<String>,
     peers: Option<Vec<String>>,
     bootstrap: Option<bool>,
+    node_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -72,9 +77,11 @@ pub struct NodeConfig {
     pub advertise_addr: Option<String>,
     pub peers: Vec<String>,
     pub bootstrap: bool,
+    pub node_timeout: std::time::Duration,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
+pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 10_000;
 
 impl NodeConfig {
     pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
@@ -121,12 +128,24 @@ impl NodeConfig {
                 args.peers.clone()
             },
             bootstrap: args.bootstrap || file.bootstrap.unwrap_or(false),
+            node_timeout: std::time::Duration::from_millis(
+                args.node_timeout_ms
+                    .or(file.node_timeout_ms)
+                    .unwrap_or(DEFAULT_NODE_TIMEOUT_MS),
+            ),
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_timeout < std::time::Duration::from_millis(2_000) {
+            return Err(ConfigError::Invalid {
+                name: "node_timeout_ms",
+                value: self.node_timeout.as_millis().to_string(),
+                reason: "must be at least 2000: shorter than an election, it would move partitions on every leader change".into(),
+            });
+        }
         for peer in self.peers.iter().chain(&self.advertise_addr) {
             let valid = peer
                 .rsplit_once(':')

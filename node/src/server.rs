@@ -66,6 +66,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             state.clone(),
             member,
             config.peers.clone(),
+            config.node_timeout,
         ))
         .context("starting raft")?;
 
@@ -132,6 +133,8 @@ async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     spawn_health(cluster.clone(), health.clone());
     cluster.spawn_join_loop();
+    cluster.spawn_heartbeats();
+    cluster.spawn_assigner();
     let executor = Arc::new(Executor {
         state: state.clone(),
         cluster: cluster.clone(),

@@ -5,15 +5,19 @@
 //! it returns. On a single node writes apply directly; in a cluster the same functions are
 //! what each replica runs, in log order.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogOutcome};
+use crate::cluster::assignment::{Assignments, Slot};
+use crate::raft::NodeId;
 use crate::table::{ApplyOutcome, Block, PositionKey, TableError, Tables};
 
 const CATALOG_KEY: &[u8] = b"catalog";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
+const ASSIGNMENTS_KEY: &[u8] = b"assignments";
 const META_TREE: &str = "meta";
 const TABLE_TREE_PREFIX: &str = "table/";
 
@@ -76,9 +80,18 @@ pub struct NodeState {
     db: sled::Db,
     meta: sled::Tree,
     catalog: RwLock<Arc<Catalog>>,
+    assignments: RwLock<Arc<Assignments>>,
     pub tables: Tables,
     /// Bumped on every catalog change; the ingest supervisor watches it.
     catalog_version: watch::Sender<u64>,
+}
+
+fn load_assignments(meta: &sled::Tree) -> Result<Assignments, StateError> {
+    match meta.get(ASSIGNMENTS_KEY)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| StateError::CorruptCatalog(format!("assignments: {e}"))),
+        None => Ok(Assignments::default()),
+    }
 }
 
 impl NodeState {
@@ -89,12 +102,14 @@ impl NodeState {
                 .map_err(|e| StateError::CorruptCatalog(e.to_string()))?,
             None => Catalog::default(),
         };
+        let assignments = load_assignments(&meta)?;
         let (catalog_version, _) = watch::channel(0);
         Ok(NodeState {
             tables: Tables::new(db.clone()),
             db,
             meta,
             catalog: RwLock::new(Arc::new(catalog)),
+            assignments: RwLock::new(Arc::new(assignments)),
             catalog_version,
         })
     }
@@ -200,6 +215,33 @@ impl NodeState {
             None => Catalog::default(),
         };
         *guard = Arc::new(catalog);
+        let assignments = load_assignments(&self.meta)?;
+        match self.assignments.write() {
+            Ok(mut a) => *a = Arc::new(assignments),
+            Err(_) => return Err(StateError::Poisoned),
+        }
+        self.catalog_version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The replicated partition assignment.
+    pub fn assignments(&self) -> Arc<Assignments> {
+        match self.assignments.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Applies an `Assign` entry at log index `epoch`.
+    pub fn apply_assign(&self, owners: &[(Slot, NodeId)], epoch: u64) -> Result<(), StateError> {
+        let mut guard = self.assignments.write().map_err(|_| StateError::Poisoned)?;
+        let owners: BTreeMap<Slot, NodeId> = owners.iter().cloned().collect();
+        let next = guard.next(&owners, epoch);
+        let bytes =
+            serde_json::to_vec(&next).map_err(|e| StateError::CorruptCatalog(e.to_string()))?;
+        self.meta.insert(ASSIGNMENTS_KEY, bytes)?;
+        self.db.flush()?;
+        *guard = Arc::new(next);
         self.catalog_version.send_modify(|v| *v += 1);
         Ok(())
     }

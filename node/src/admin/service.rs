@@ -428,7 +428,22 @@ impl Admin for AdminService {
         _request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         let view = self.executor.cluster.view();
+        let assignments = self
+            .executor
+            .state
+            .assignments()
+            .slots
+            .iter()
+            .map(|(slot, owner)| PartitionAssignment {
+                table: slot.table.clone(),
+                topic: slot.topic.clone(),
+                partition: slot.partition,
+                node_id: owner.node,
+                epoch: owner.epoch,
+            })
+            .collect();
         Ok(Response::new(ClusterStatusResponse {
+            assignments,
             cluster_id: view.cluster_id.unwrap_or_default(),
             node_id: view.node_id,
             name: view.member.name,

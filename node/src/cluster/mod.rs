@@ -5,7 +5,7 @@
 //! whose data dir was wiped comes back as a new member (and never votes twice under an
 //! old identity); its name (a pod name) is what people see.
 
-pub mod placement;
+pub mod assignment;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,18 +19,28 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
+use crate::ingest::status::ConsumerKey;
+use crate::ingest::supervisor::partition_count;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, call, ClusterIdCell, Method, Network};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::{raft_config, Command, Member, NodeId, Raft, Response, META_GROUP};
+use crate::raft::{raft_config, Command, Fence, Member, NodeId, Raft, Response, META_GROUP};
 use crate::raft_proto::raft_client::RaftClient;
 use crate::state::NodeState;
 use crate::table::{ApplyOutcome, Block};
+use assignment::Slot;
 
 /// How long a write waits for a leader before it fails.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a node that is not a member yet asks its peers to let it in.
 const JOIN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often a member tells the leader it is alive.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the leader looks at liveness and partitions.
+const ASSIGN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the leader asks Kafka for partition counts.
+const METADATA_INTERVAL: Duration = Duration::from_secs(10);
 
 const IDENTITY_TREE: &str = "node";
 const RAFT_ID_KEY: &[u8] = b"raft_id";
@@ -124,6 +134,12 @@ pub struct Cluster {
     pub cluster_id: ClusterIdCell,
     log_store: LogStore,
     clients: Mutex<BTreeMap<String, RaftClient<Channel>>>,
+    /// A member silent for longer loses its partitions.
+    node_timeout: Duration,
+    /// On the leader: when each member was last heard from.
+    last_seen: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
+    /// On the leader: the term it leads and since when (members get a grace period).
+    leading_since: std::sync::Mutex<Option<(u64, Instant)>>,
 }
 
 impl Cluster {
@@ -133,6 +149,7 @@ impl Cluster {
         state: Arc<NodeState>,
         member: Member,
         peers: Vec<String>,
+        node_timeout: Duration,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let identity = db.open_tree(IDENTITY_TREE)?;
         let node_id = match identity.get(RAFT_ID_KEY)? {
@@ -172,6 +189,9 @@ impl Cluster {
             cluster_id,
             log_store,
             clients: Mutex::new(BTreeMap::new()),
+            node_timeout,
+            last_seen: std::sync::Mutex::new(BTreeMap::new()),
+            leading_since: std::sync::Mutex::new(None),
         }))
     }
 
@@ -348,8 +368,12 @@ impl Cluster {
         }
     }
 
-    pub async fn write_block(&self, block: Block) -> Result<ApplyOutcome, ClusterError> {
-        match self.write(Command::Block(block)).await? {
+    pub async fn write_block(
+        &self,
+        block: Block,
+        fence: Option<Fence>,
+    ) -> Result<ApplyOutcome, ClusterError> {
+        match self.write(Command::Block { block, fence }).await? {
             Response::Block(result) => result.map_err(ClusterError::Write),
             other => Err(ClusterError::Write(format!("unexpected reply {other:?}"))),
         }
@@ -521,12 +545,175 @@ impl Cluster {
         }
     }
 
-    /// The voters, in a stable order: where consumers are placed.
-    pub fn voters(&self) -> Vec<NodeId> {
+    /// The voters: the nodes consumers are assigned to.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
         let metrics = self.raft.metrics().borrow().clone();
-        let mut v: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-        v.sort_unstable();
-        v
+        let voters = metrics.membership_config.membership().voter_ids().collect();
+        voters
+    }
+
+    /// On the leader: a member's heartbeat.
+    pub fn heard_from(&self, node: NodeId) {
+        if let Ok(mut seen) = self.last_seen.lock() {
+            seen.insert(node, Instant::now());
+        }
+    }
+
+    /// On the leader: the voters that were heard from within the node timeout. A leader
+    /// new to its term gives every member one timeout to check in.
+    fn live_voters(&self) -> BTreeSet<NodeId> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let now = Instant::now();
+        let since = match self.leading_since.lock() {
+            Ok(mut guard) => match *guard {
+                Some((term, at)) if term == metrics.current_term => at,
+                _ => {
+                    *guard = Some((metrics.current_term, now));
+                    now
+                }
+            },
+            Err(_) => now,
+        };
+        let seen = self.last_seen.lock().map(|s| s.clone()).unwrap_or_default();
+        self.voters()
+            .into_iter()
+            .filter(|id| {
+                *id == self.node_id
+                    || match seen.get(id) {
+                        Some(at) => now.duration_since(*at) < self.node_timeout,
+                        None => now.duration_since(since) < self.node_timeout,
+                    }
+            })
+            .collect()
+    }
+
+    /// Every node tells the leader it is alive, once a second.
+    pub fn spawn_heartbeats(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                if this.is_leader() {
+                    continue;
+                }
+                let Some(leader) = this.leader_member() else {
+                    continue;
+                };
+                let sent: Result<(), _> = this
+                    .call_peer(
+                        &leader.addr,
+                        Method::Heartbeat,
+                        &this.node_id,
+                        HEARTBEAT_INTERVAL,
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "heartbeat to the leader failed");
+                }
+            }
+        });
+    }
+
+    /// On the leader: keeps the partition assignment balanced over the live voters, and
+    /// proposes a new one when a member joins, leaves or falls silent, or partitions appear.
+    pub fn spawn_assigner(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut partitions: BTreeMap<(String, String), i32> = BTreeMap::new();
+            let mut metadata_at: Option<Instant> = None;
+            let mut catalog_seen = 0u64;
+            let mut changes = this.state.watch_catalog();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(ASSIGN_INTERVAL) => {}
+                    _ = changes.changed() => {}
+                }
+                if !this.is_leader() {
+                    metadata_at = None;
+                    continue;
+                }
+                let version = *changes.borrow();
+                if metadata_at.is_none_or(|t| t.elapsed() > METADATA_INTERVAL)
+                    || version != catalog_seen
+                {
+                    partitions = this.discover_partitions(&partitions).await;
+                    metadata_at = Some(Instant::now());
+                    catalog_seen = version;
+                }
+                let slots = this.slots(&partitions);
+                let live = this.live_voters();
+                let current = this.state.assignments().nodes();
+                let next = assignment::rebalance(&current, &slots, &live);
+                if next != current {
+                    tracing::info!(live = ?live, slots = slots.len(), "proposing a new partition assignment");
+                    let owners = next.into_iter().collect();
+                    if let Err(e) = this.write(Command::Assign { owners }).await {
+                        tracing::warn!(error = %e, "proposing the assignment failed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Every partition of every attached Kafka table that feeds a view.
+    fn slots(&self, partitions: &BTreeMap<(String, String), i32>) -> BTreeSet<Slot> {
+        let catalog = self.state.catalog();
+        let mut out = BTreeSet::new();
+        for table in catalog.tables.values() {
+            let Some(settings) = table.kafka() else {
+                continue;
+            };
+            if table.detached || catalog.views_of(&table.name).is_empty() {
+                continue;
+            }
+            for topic in &settings.topic_list {
+                let count = partitions
+                    .get(&(table.name.clone(), topic.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                for partition in 0..count {
+                    out.insert(Slot {
+                        table: table.name.clone(),
+                        topic: topic.clone(),
+                        partition,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Partition counts from Kafka; a topic that cannot be read keeps its last count.
+    async fn discover_partitions(
+        &self,
+        known: &BTreeMap<(String, String), i32>,
+    ) -> BTreeMap<(String, String), i32> {
+        let catalog = self.state.catalog();
+        let mut out = BTreeMap::new();
+        for table in catalog.tables.values() {
+            let Some(settings) = table.kafka() else {
+                continue;
+            };
+            for topic in &settings.topic_list {
+                let key = (table.name.clone(), topic.clone());
+                let (s, t) = (settings.clone(), topic.clone());
+                let found = tokio::task::spawn_blocking(move || partition_count(&s, &t))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                match found {
+                    Ok(n) => {
+                        out.insert(key, n);
+                    }
+                    Err(error) => {
+                        tracing::debug!(table = %key.0, topic = %key.1, %error, "partition discovery failed");
+                        if let Some(n) = known.get(&key) {
+                            out.insert(key, *n);
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Hands leadership over and stops Raft, for a clean shutdown.
@@ -539,13 +726,166 @@ impl Cluster {
 
 #[async_trait::async_trait]
 impl crate::ingest::Replica for Cluster {
-    fn owns(&self, key: &crate::ingest::status::ConsumerKey) -> bool {
-        placement::owner(key, &self.voters()) == Some(self.node_id)
+    fn assigned_epoch(&self, key: &ConsumerKey) -> Option<u64> {
+        self.state
+            .assignments()
+            .owner(&Slot::of(key))
+            .filter(|o| o.node == self.node_id)
+            .map(|o| o.epoch)
     }
 
-    async fn write_block(&self, block: Block) -> Result<ApplyOutcome, String> {
-        Cluster::write_block(self, block)
+    async fn write_block(
+        &self,
+        key: &ConsumerKey,
+        epoch: u64,
+        block: Block,
+    ) -> Result<ApplyOutcome, String> {
+        let fence = Fence {
+            slot: Slot::of(key),
+            node: self.node_id,
+            epoch,
+        };
+        Cluster::write_block(self, block, Some(fence))
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::types::ChType;
+    use crate::catalog::{Column, Engine, MergeTreeSettings, TableDef};
+    use crate::ingest::Replica;
+    use crate::table::{Decision, SourceRange};
+    use arrow::array::{RecordBatch, UInt32Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn block(first: i64, last: i64) -> Block {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::UInt32, false)]));
+        let values: Vec<u32> = (first..=last).map(|v| v as u32).collect();
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(UInt32Array::from(values))]).expect("batch");
+        Block::new(
+            "t",
+            Some(SourceRange {
+                source: "mv".into(),
+                topic: "topic".into(),
+                partition: 0,
+                first_offset: first,
+                last_offset: last,
+            }),
+            &batch,
+        )
+        .expect("block")
+    }
+
+    async fn one_node(dir: &std::path::Path) -> Arc<Cluster> {
+        let db = sled::Config::new().path(dir).open().expect("sled");
+        let state = Arc::new(NodeState::open(db.clone()).expect("state"));
+        let member = Member {
+            name: "solo".into(),
+            addr: "127.0.0.1:1".into(),
+        };
+        let cluster = Cluster::start(&db, state, member, vec![], Duration::from_secs(10))
+            .await
+            .expect("cluster");
+        let created = cluster.initialize().await.expect("initialize");
+        assert!(matches!(created, InitOutcome::Initialized(_)));
+        // Once is enough: the second time is a no-op success.
+        let again = cluster.initialize().await.expect("initialize again");
+        assert!(matches!(again, InitOutcome::AlreadyInitialized(_)));
+        cluster
+            .write_catalog(CatalogCommand::CreateTable {
+                def: TableDef {
+                    name: "t".into(),
+                    columns: vec![Column {
+                        name: "a".into(),
+                        ty: ChType::UInt32,
+                    }],
+                    engine: Engine::MergeTree {
+                        engine_name: "MergeTree".into(),
+                        order_by: vec!["a".into()],
+                        settings: MergeTreeSettings::default(),
+                    },
+                    detached: false,
+                },
+                if_not_exists: false,
+            })
+            .await
+            .expect("create table");
+        cluster
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_block_twice_or_rewound_is_applied_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = one_node(dir.path()).await;
+        let first = cluster.write_block(block(0, 9), None).await.expect("write");
+        assert_eq!(
+            first,
+            ApplyOutcome::Stored {
+                seq: Some(0),
+                rows: 10
+            }
+        );
+        let again = cluster.write_block(block(0, 9), None).await.expect("write");
+        assert_eq!(
+            again,
+            ApplyOutcome::Skipped(Decision::AlreadyApplied { next_offset: 10 })
+        );
+        // A consumer rewound to an older offset re-reads a range that straddles the stored
+        // position: refused, so it re-reads from there; nothing is stored twice.
+        let rewound = cluster
+            .write_block(block(5, 14), None)
+            .await
+            .expect("write");
+        assert_eq!(
+            rewound,
+            ApplyOutcome::Skipped(Decision::Overlap { next_offset: 10 })
+        );
+        cluster
+            .write_block(block(10, 14), None)
+            .await
+            .expect("write");
+        assert_eq!(cluster.state.row_count("t").expect("count"), 15);
+        cluster.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_epoch_is_fenced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = one_node(dir.path()).await;
+        let key = ConsumerKey {
+            table: "q".into(),
+            topic: "topic".into(),
+            partition: 0,
+        };
+        let slot = Slot::of(&key);
+        cluster
+            .write(Command::Assign {
+                owners: vec![(slot.clone(), cluster.node_id)],
+            })
+            .await
+            .expect("assign");
+        let epoch = cluster.assigned_epoch(&key).expect("assigned here");
+        Replica::write_block(&*cluster, &key, epoch, block(0, 4))
+            .await
+            .expect("the owner writes");
+        // The partition moves to another node: the old owner's next block is refused.
+        cluster
+            .write(Command::Assign {
+                owners: vec![(slot, cluster.node_id + 1)],
+            })
+            .await
+            .expect("reassign");
+        assert_eq!(cluster.assigned_epoch(&key), None);
+        let refused = Replica::write_block(&*cluster, &key, epoch, block(5, 9)).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("fenced")),
+            "{refused:?}"
+        );
+        assert_eq!(cluster.state.row_count("t").expect("count"), 5);
+        cluster.shutdown().await;
     }
 }

@@ -21,9 +21,16 @@ use crate::table::{ApplyOutcome, Block};
 /// blocks (replicated, acknowledged once a majority applied them).
 #[async_trait::async_trait]
 pub trait Replica: Send + Sync {
-    /// Whether this node runs the consumer of `key`.
-    fn owns(&self, key: &ConsumerKey) -> bool;
-    async fn write_block(&self, block: Block) -> Result<ApplyOutcome, String>;
+    /// The epoch at which this node was given `key`, if it runs that consumer.
+    fn assigned_epoch(&self, key: &ConsumerKey) -> Option<u64>;
+    /// Writes a block read under the assignment of `key` at `epoch`; refused once the
+    /// partition was given to another node or epoch.
+    async fn write_block(
+        &self,
+        key: &ConsumerKey,
+        epoch: u64,
+        block: Block,
+    ) -> Result<ApplyOutcome, String>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,8 @@ pub struct PartitionJob {
     pub views: Vec<(ViewDef, TableDef)>,
     pub state: Arc<NodeState>,
     pub replica: Arc<dyn Replica>,
+    /// The assignment epoch this consumer runs under; its blocks carry it.
+    pub epoch: u64,
     pub status: Arc<ConsumerStatus>,
 }
 
@@ -309,7 +311,7 @@ impl PartitionJob {
             .map_err(|e| IngestError::State(e.to_string()))?;
             let outcome = self
                 .replica
-                .write_block(block)
+                .write_block(&self.key, self.epoch, block)
                 .await
                 .map_err(IngestError::State)?;
             match outcome {

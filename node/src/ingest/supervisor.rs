@@ -49,7 +49,7 @@ struct Running {
     addr: Addr<ConsumerActor>,
     generation: u64,
     /// The table and views the consumer was started with; a change restarts it.
-    fingerprint: (TableDef, Vec<ViewDef>),
+    fingerprint: (TableDef, Vec<ViewDef>, u64),
     commits_at_start: u64,
 }
 
@@ -97,7 +97,7 @@ impl Supervisor {
 
     /// Consumers that should run here: every partition placed on this node of every
     /// attached Kafka table that has at least one view.
-    fn desired(&self) -> BTreeMap<ConsumerKey, (TableDef, Vec<ViewDef>)> {
+    fn desired(&self) -> BTreeMap<ConsumerKey, (TableDef, Vec<ViewDef>, u64)> {
         let catalog = self.state.catalog();
         let mut out = BTreeMap::new();
         for table in catalog.tables.values() {
@@ -120,8 +120,8 @@ impl Supervisor {
                         topic: topic.clone(),
                         partition,
                     };
-                    if self.replica.owns(&key) {
-                        out.insert(key, (table.clone(), views.clone()));
+                    if let Some(epoch) = self.replica.assigned_epoch(&key) {
+                        out.insert(key, (table.clone(), views.clone(), epoch));
                     }
                 }
             }
@@ -152,7 +152,7 @@ impl Supervisor {
         }
         let catalog = self.state.catalog();
         let now = Instant::now();
-        for (key, (table, views)) in desired {
+        for (key, (table, views, epoch)) in desired {
             if self.running.contains_key(&key) {
                 continue;
             }
@@ -178,6 +178,7 @@ impl Supervisor {
                 views: targets,
                 state: self.state.clone(),
                 replica: self.replica.clone(),
+                epoch,
                 status: status.clone(),
             };
             self.next_generation += 1;
@@ -194,7 +195,7 @@ impl Supervisor {
                 Running {
                     addr: actor.start(),
                     generation,
-                    fingerprint: (table, views),
+                    fingerprint: (table, views, epoch),
                     commits_at_start: status.snapshot().num_commits,
                 },
             );
@@ -233,7 +234,7 @@ impl Supervisor {
     }
 }
 
-fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i32, String> {
+pub fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i32, String> {
     let mut config = ClientConfig::new();
     for (k, v) in settings.client_properties() {
         config.set(k, v);

@@ -16,6 +16,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
+use crate::cluster::assignment::Slot;
 use crate::table::{ApplyOutcome, Block};
 
 /// The group that holds the catalog, the membership and (today) every table.
@@ -45,7 +46,23 @@ pub enum Command {
         cluster_id: String,
     },
     Catalog(CatalogCommand),
-    Block(Block),
+    /// A block for a table; from a consumer, fenced by its assignment.
+    Block {
+        block: Block,
+        fence: Option<Fence>,
+    },
+    /// A new partition assignment from the meta leader.
+    Assign {
+        owners: Vec<(Slot, NodeId)>,
+    },
+}
+
+/// Who may write a slot's blocks: its owner at the epoch it was given the slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub slot: Slot,
+    pub node: NodeId,
+    pub epoch: u64,
 }
 
 impl fmt::Display for Command {
@@ -53,7 +70,10 @@ impl fmt::Display for Command {
         match self {
             Command::InitCluster { cluster_id } => write!(f, "init cluster {cluster_id}"),
             Command::Catalog(c) => write!(f, "catalog {c:?}"),
-            Command::Block(b) => write!(f, "block of {} rows for {}", b.rows, b.table),
+            Command::Block { block, .. } => {
+                write!(f, "block of {} rows for {}", block.rows, block.table)
+            }
+            Command::Assign { owners } => write!(f, "assignment of {} partitions", owners.len()),
         }
     }
 }
@@ -111,16 +131,19 @@ mod tests {
 
     #[test]
     fn commands_roundtrip_through_the_codec() {
-        let cmd = Command::Block(Block {
-            table: "t".into(),
-            source: None,
-            rows: 2,
-            hash: [7; 32],
-            data: vec![1, 2, 3],
-        });
+        let cmd = Command::Block {
+            block: Block {
+                table: "t".into(),
+                source: None,
+                rows: 2,
+                hash: [7; 32],
+                data: vec![1, 2, 3],
+            },
+            fence: None,
+        };
         let bytes = encode(&cmd).unwrap_or_default();
         // Block bytes travel as a byte string, not as an array of numbers.
-        assert!(bytes.len() < 120, "{}", bytes.len());
+        assert!(bytes.len() < 140, "{}", bytes.len());
         let back: Command = decode(&bytes).unwrap_or(Command::InitCluster {
             cluster_id: String::new(),
         });

@@ -91,7 +91,8 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let _: () = self.accept(request)?;
+        let node: super::NodeId = self.accept(request)?;
+        self.cluster.heard_from(node);
         reply(&())
     }
 

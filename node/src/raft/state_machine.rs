@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::network::ClusterIdCell;
 use super::{decode, encode, Command, Member, NodeId, Response, StorageError, TypeConfig};
+use crate::cluster::assignment::Owner;
 use crate::state::{NodeState, StateImage};
 
 const APPLIED: &[u8] = b"applied";
@@ -92,7 +93,7 @@ impl StateMachine {
         Ok(())
     }
 
-    fn apply_command(&self, command: &Command) -> Result<Response, StorageError> {
+    fn apply_command(&self, command: &Command, index: u64) -> Result<Response, StorageError> {
         let state = &self.state;
         Ok(match command {
             Command::InitCluster { cluster_id } => {
@@ -107,7 +108,31 @@ impl StateMachine {
                 Err(crate::state::StateError::Catalog(e)) => Response::Catalog(Err(e)),
                 Err(e) => return Err(sm_write(e)),
             },
-            Command::Block(block) => match state.apply_block(block) {
+            Command::Assign { owners } => {
+                state.apply_assign(owners, index).map_err(sm_write)?;
+                Response::Done
+            }
+            Command::Block {
+                fence: Some(fence), ..
+            } if state.assignments().owner(&fence.slot)
+                != Some(Owner {
+                    node: fence.node,
+                    epoch: fence.epoch,
+                }) =>
+            {
+                let current = state.assignments().owner(&fence.slot);
+                Response::Block(Err(format!(
+                    "fenced: {} belongs to {} now, not to node {} at epoch {}",
+                    fence.slot,
+                    current.map_or("nobody".to_string(), |o| format!(
+                        "node {} at epoch {}",
+                        o.node, o.epoch
+                    )),
+                    fence.node,
+                    fence.epoch
+                )))
+            }
+            Command::Block { block, .. } => match state.apply_block(block) {
                 Ok(outcome) => Response::Block(Ok(outcome)),
                 // The table was dropped after the block was proposed: refused, like any
                 // write to a missing table.
@@ -197,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(command) => {
-                    tokio::task::block_in_place(|| self.apply_command(command))?
+                    tokio::task::block_in_place(|| self.apply_command(command, entry.log_id.index))?
                 }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
