@@ -92,6 +92,27 @@ async fn ddl_on_any_node_is_visible_on_every_node() -> anyhow::Result<()> {
     cluster.nodes[1]
         .script("CREATE TABLE events (id UInt64, name String) ENGINE = MergeTree() ORDER BY id")
         .await?;
+    // A sequentially consistent read on another node sees the table at once.
+    assert_eq!(
+        cluster.nodes[2]
+            .number("SELECT count() FROM events SETTINGS select_sequential_consistency = 1")
+            .await?,
+        0
+    );
+    // Every member, its role and how far behind it is.
+    let replicas = cluster.nodes[0]
+        .rows("SELECT node, role, lag, error FROM system.replicas ORDER BY node")
+        .await?;
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    assert_eq!(
+        replicas.iter().filter(|r| r[1] == "leader").count(),
+        1,
+        "{replicas:?}"
+    );
+    assert!(
+        replicas.iter().all(|r| r[3].is_empty() && r[2] != "NULL"),
+        "{replicas:?}"
+    );
     for node in &cluster.nodes {
         wait_for(
             &format!("the table on {}", node.name),
@@ -167,6 +188,14 @@ async fn three_replicas_hold_identical_rows_through_a_killed_member() -> anyhow:
         victim_slots, 1,
         "balanced: one partition per node, {before:?}"
     );
+    // system.kafka_consumers is cluster-wide: any node lists every partition's consumer
+    // and the node that runs it.
+    let consumers = cluster.nodes[0]
+        .rows("SELECT node, assignments.partition_id FROM system.kafka_consumers WHERE is_currently_used ORDER BY node")
+        .await?;
+    let nodes: std::collections::BTreeSet<&str> = consumers.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(consumers.len(), 3, "{consumers:?}");
+    assert_eq!(nodes.len(), 3, "{consumers:?}");
     cluster.nodes[victim].kill9()?;
     let killed_at = Instant::now();
     let first = &cluster.nodes[0];

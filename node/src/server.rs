@@ -138,7 +138,7 @@ async fn serve(
     let executor = Arc::new(Executor {
         state: state.clone(),
         cluster: cluster.clone(),
-        queries: QueryEngine::new(config.node_id.clone(), state, registry.clone()),
+        queries: QueryEngine::new(state, registry.clone(), cluster.clone()),
     });
     let admin = AdminService {
         executor,

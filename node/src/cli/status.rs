@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest, NodeStatusRequest};
+use crate::proto::{ClusterStatusRequest, ExecuteRequest, NodeStatusRequest};
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -81,17 +81,28 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
         println!("{members}");
     }
-    let consumers = client
-        .consumer_status(ConsumerStatusRequest::default())
+    // Cluster-wide: every member's consumers, with the node that runs each.
+    let result = client
+        .execute(ExecuteRequest {
+            sql: "SELECT node, `table`, assignments.topic, assignments.partition_id, \
+                  assignments.current_offset, num_messages_read, num_rows_written, \
+                  num_skipped_messages, num_restarts, is_currently_used, exceptions.text \
+                  FROM system.kafka_consumers"
+                .into(),
+        })
         .await
-        .context("asking the node for its consumers")?
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .context("asking for the consumers")?
         .into_inner()
-        .consumers;
-    if consumers.is_empty() {
+        .result
+        .map(|r| r.rows)
+        .unwrap_or_default();
+    if result.is_empty() {
         return Ok(());
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "node",
         "table",
         "topic",
         "partition",
@@ -103,21 +114,34 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         "active",
         "last error",
     ]);
-    for c in consumers {
+    let unlist = |v: &str| {
+        v.trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_matches('\'')
+            .to_string()
+    };
+    for row in result {
+        let v = |i: usize| row.values.get(i).cloned().unwrap_or_default();
+        let last_error = v(10)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .rsplit("','")
+            .next()
+            .unwrap_or_default()
+            .trim_matches('\'')
+            .to_string();
         table.add_row(vec![
-            c.table,
-            c.topic,
-            c.partition.to_string(),
-            c.current_offset.to_string(),
-            c.num_messages_read.to_string(),
-            c.num_rows_written.to_string(),
-            c.num_skipped_messages.to_string(),
-            c.num_restarts.to_string(),
-            if c.is_currently_used { "yes" } else { "no" }.to_string(),
-            c.exceptions
-                .last()
-                .map(|e| e.text.clone())
-                .unwrap_or_default(),
+            v(0),
+            v(1),
+            unlist(&v(2)),
+            unlist(&v(3)),
+            unlist(&v(4)),
+            v(5),
+            v(6),
+            v(7),
+            v(8),
+            if v(9) == "true" { "yes" } else { "no" }.to_string(),
+            last_error,
         ]);
     }
     println!("{table}");

@@ -19,8 +19,11 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
-use crate::ingest::status::ConsumerKey;
+use crate::ingest::status::{ConsumerKey, ConsumerSnapshot};
 use crate::ingest::supervisor::partition_count;
+use crate::proto::admin_client::AdminClient;
+use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest};
+use crate::query::system_tables::{NodeConsumer, ReplicaRow};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, call, ClusterIdCell, Method, Network};
 use crate::raft::state_machine::StateMachine;
@@ -714,6 +717,188 @@ impl Cluster {
             }
         }
         out
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index a
+    /// linearizable read must see applied.
+    pub async fn read_index_here(&self) -> Result<u64, ClusterError> {
+        let read = self
+            .raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(read.map(|l| l.index).unwrap_or(0))
+    }
+
+    /// Waits until this node has applied every write committed before the call, so a
+    /// local read that follows sees them (`select_sequential_consistency = 1`).
+    pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let index = loop {
+            if self.is_leader() {
+                if let Ok(i) = self.read_index_here().await {
+                    break i;
+                }
+            } else if let Some(leader) = self.leader_member() {
+                let asked: Result<Result<u64, String>, _> = self
+                    .call_peer(&leader.addr, Method::ReadIndex, &(), Duration::from_secs(5))
+                    .await;
+                if let Ok(Ok(i)) = asked {
+                    break i;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::NoLeader(WRITE_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.raft
+            .wait(Some(WRITE_TIMEOUT))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map_err(|e| ClusterError::Raft(format!("catching up to the leader: {e}")))?;
+        Ok(())
+    }
+
+    /// An admin client of another member, with short timeouts: a dead member must not
+    /// stall a query about the cluster.
+    async fn admin_client(&self, addr: &str) -> Result<AdminClient<Channel>, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(3));
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        Ok(AdminClient::new(channel).max_decoding_message_size(crate::server::GRPC_MESSAGE_MAX))
+    }
+
+    fn other_members(&self) -> Vec<(NodeId, Member)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let members: Vec<(NodeId, Member)> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, m)| (*id, m.clone()))
+            .collect();
+        members
+    }
+
+    /// The consumers of every member that answers, for `system.kafka_consumers`.
+    pub async fn consumers_everywhere(
+        &self,
+        local: Vec<(ConsumerKey, ConsumerSnapshot)>,
+    ) -> Vec<NodeConsumer> {
+        let mut out: Vec<NodeConsumer> = local
+            .into_iter()
+            .map(|(k, s)| (self.member.name.clone(), k, s))
+            .collect();
+        let asks = self
+            .other_members()
+            .into_iter()
+            .map(|(_, member)| async move {
+                let mut client = self.admin_client(&member.addr).await.ok()?;
+                let reply = client
+                    .consumer_status(ConsumerStatusRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                Some((member.name, reply.consumers))
+            });
+        for (node, consumers) in futures::future::join_all(asks).await.into_iter().flatten() {
+            for c in consumers {
+                let key = ConsumerKey {
+                    table: c.table.clone(),
+                    topic: c.topic.clone(),
+                    partition: c.partition,
+                };
+                let snapshot = ConsumerSnapshot {
+                    current_offset: c.current_offset,
+                    exceptions: c
+                        .exceptions
+                        .into_iter()
+                        .map(|e| (e.time_unix, e.text))
+                        .collect(),
+                    last_poll_time: c.last_poll_time_unix,
+                    num_messages_read: c.num_messages_read,
+                    last_commit_time: c.last_commit_time_unix,
+                    num_commits: c.num_commits,
+                    is_currently_used: c.is_currently_used,
+                    num_skipped_messages: c.num_skipped_messages,
+                    num_rows_written: c.num_rows_written,
+                    num_restarts: c.num_restarts,
+                };
+                out.push((node.clone(), key, snapshot));
+            }
+        }
+        out.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        out
+    }
+
+    /// Every member with its Raft position as it reports it, for `system.replicas`.
+    pub async fn replica_rows(&self) -> Vec<ReplicaRow> {
+        let me = self.view();
+        let mut rows = vec![ReplicaRow {
+            node_id: me.node_id,
+            node: me.member.name.clone(),
+            address: me.member.addr.clone(),
+            role: me.role.clone(),
+            is_leader: me.leader == Some(me.node_id),
+            term: Some(me.term),
+            last_log_index: Some(me.last_log_index),
+            applied_index: Some(me.applied_index),
+            lag: None,
+            error: String::new(),
+        }];
+        let asks = self
+            .other_members()
+            .into_iter()
+            .map(|(id, member)| async move {
+                let answer = async {
+                    let mut client = self.admin_client(&member.addr).await?;
+                    client
+                        .cluster_status(ClusterStatusRequest {})
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|s| s.message().to_string())
+                }
+                .await;
+                match answer {
+                    Ok(s) => ReplicaRow {
+                        node_id: id,
+                        node: member.name.clone(),
+                        address: member.addr.clone(),
+                        role: s.role,
+                        is_leader: s.leader_id == id,
+                        term: Some(s.term),
+                        last_log_index: Some(s.last_log_index),
+                        applied_index: Some(s.applied_index),
+                        lag: None,
+                        error: String::new(),
+                    },
+                    Err(error) => ReplicaRow {
+                        node_id: id,
+                        node: member.name.clone(),
+                        address: member.addr.clone(),
+                        role: "unreachable".into(),
+                        error,
+                        ..ReplicaRow::default()
+                    },
+                }
+            });
+        rows.extend(futures::future::join_all(asks).await);
+        // Lag: how many entries a member has yet to apply of what the leader holds.
+        let leader_last = rows
+            .iter()
+            .find(|r| r.is_leader)
+            .and_then(|r| r.last_log_index);
+        for r in &mut rows {
+            r.lag = match (leader_last, r.applied_index) {
+                (Some(l), Some(a)) => Some(l.saturating_sub(a)),
+                _ => None,
+            };
+        }
+        rows.sort_by_key(|r| r.node.clone());
+        rows
     }
 
     /// Hands leadership over and stops Raft, for a clean shutdown.

@@ -23,6 +23,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use sqlparser::ast::Statement as SqlStatement;
 
 use crate::catalog::Engine;
+use crate::cluster::Cluster;
 use crate::ingest::status::ConsumerRegistry;
 use crate::sql::DEFAULT_DATABASE;
 use crate::state::NodeState;
@@ -63,32 +64,41 @@ pub struct QueryResult {
 }
 
 pub struct QueryEngine {
-    node_id: String,
     state: Arc<NodeState>,
     consumers: Arc<ConsumerRegistry>,
+    cluster: Arc<Cluster>,
 }
 
 impl QueryEngine {
     pub fn new(
-        node_id: String,
         state: Arc<NodeState>,
         consumers: Arc<ConsumerRegistry>,
+        cluster: Arc<Cluster>,
     ) -> QueryEngine {
         QueryEngine {
-            node_id,
             state,
             consumers,
+            cluster,
         }
     }
 
     pub async fn execute(&self, mut statement: SqlStatement) -> Result<QueryResult, QueryError> {
         let dotted: BTreeSet<String> = system_tables::dotted_columns().into_iter().collect();
-        rewrite::rewrite_query(&mut statement, &dotted);
+        let settings = rewrite::rewrite_query(&mut statement, &dotted);
+        if settings.iter().any(|s| {
+            s.key.to_string() == "select_sequential_consistency" && s.value.to_string() == "1"
+        }) {
+            self.cluster
+                .read_barrier()
+                .await
+                .map_err(|e| QueryError::Internal(e.to_string()))?;
+        }
+        let referenced = rewrite::referenced_tables(&mut statement);
         let catalog = self.state.catalog();
-        for name in rewrite::referenced_tables(&mut statement) {
+        for name in &referenced {
             let plain = name
                 .strip_prefix(&format!("{DEFAULT_DATABASE}."))
-                .unwrap_or(&name);
+                .unwrap_or(name);
             if let Some(t) = catalog.table(plain) {
                 if t.kafka().is_some() {
                     return Err(QueryError::KafkaTable(plain.to_string()));
@@ -109,7 +119,8 @@ impl QueryEngine {
                 )?;
             }
         }
-        self.register_system_tables(&ctx, &catalog)?;
+        self.register_system_tables(&ctx, &catalog, &referenced)
+            .await?;
         let plan = ctx
             .state()
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
@@ -122,19 +133,39 @@ impl QueryEngine {
         Ok(QueryResult { schema, batches })
     }
 
-    fn register_system_tables(
+    /// `system.*` tables; those that ask every member are built only when queried.
+    async fn register_system_tables(
         &self,
         ctx: &SessionContext,
         catalog: &crate::catalog::Catalog,
+        referenced: &[String],
     ) -> Result<(), QueryError> {
+        let wants = |t: &str| referenced.iter().any(|r| r.ends_with(t));
         let system = Arc::new(MemorySchemaProvider::new());
         ctx.catalog(CATALOG_NAME)
             .ok_or_else(|| QueryError::Internal("default catalog missing".into()))?
             .register_schema("system", system)?;
-        let consumers = system_tables::kafka_consumers(&self.node_id, &self.consumers.snapshot())?;
+        let consumers = if wants("kafka_consumers") {
+            self.cluster
+                .consumers_everywhere(self.consumers.snapshot())
+                .await
+        } else {
+            Vec::new()
+        };
+        let consumers = system_tables::kafka_consumers(&consumers)?;
+        let replicas = if wants("replicas") {
+            self.cluster.replica_rows().await
+        } else {
+            Vec::new()
+        };
+        let replicas = system_tables::replicas(&replicas)?;
         let state = self.state.clone();
         let tables = system_tables::tables(catalog, &|name| state.row_count(name).ok())?;
-        for (name, batch) in [("kafka_consumers", consumers), ("tables", tables)] {
+        for (name, batch) in [
+            ("kafka_consumers", consumers),
+            ("tables", tables),
+            ("replicas", replicas),
+        ] {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;
         }

@@ -57,24 +57,28 @@ pub fn dotted_columns() -> Vec<String> {
         .collect()
 }
 
-pub fn kafka_consumers(
-    node: &str,
-    consumers: &[(ConsumerKey, ConsumerSnapshot)],
-) -> Result<RecordBatch, ArrowError> {
+/// One consumer somewhere in the cluster: the node that runs it, and its state.
+pub type NodeConsumer = (String, ConsumerKey, ConsumerSnapshot);
+
+/// `system.kafka_consumers` over the consumers of every reachable node.
+pub fn kafka_consumers(consumers: &[NodeConsumer]) -> Result<RecordBatch, ArrowError> {
     let n = consumers.len();
-    let text = |f: &dyn Fn(&ConsumerKey, &ConsumerSnapshot) -> String| -> ArrayRef {
+    let text = |f: &dyn Fn(&str, &ConsumerKey, &ConsumerSnapshot) -> String| -> ArrayRef {
         Arc::new(StringArray::from(
-            consumers.iter().map(|(k, s)| f(k, s)).collect::<Vec<_>>(),
+            consumers
+                .iter()
+                .map(|(node, k, s)| f(node, k, s))
+                .collect::<Vec<_>>(),
         ))
     };
     let count = |f: &dyn Fn(&ConsumerSnapshot) -> u64| -> ArrayRef {
         Arc::new(UInt64Array::from(
-            consumers.iter().map(|(_, s)| f(s)).collect::<Vec<_>>(),
+            consumers.iter().map(|(_, _, s)| f(s)).collect::<Vec<_>>(),
         ))
     };
     let time = |f: &dyn Fn(&ConsumerSnapshot) -> i64| -> ArrayRef {
         Arc::new(TimestampSecondArray::from(
-            consumers.iter().map(|(_, s)| f(s)).collect::<Vec<_>>(),
+            consumers.iter().map(|(_, _, s)| f(s)).collect::<Vec<_>>(),
         ))
     };
     let mut topics = ListBuilder::new(StringBuilder::new());
@@ -82,7 +86,7 @@ pub fn kafka_consumers(
     let mut offsets = ListBuilder::new(Int64Builder::new());
     let mut ex_time = ListBuilder::new(TimestampSecondBuilder::new());
     let mut ex_text = ListBuilder::new(StringBuilder::new());
-    for (k, s) in consumers {
+    for (_, k, s) in consumers {
         topics.values().append_value(&k.topic);
         topics.append(true);
         partitions.values().append_value(k.partition);
@@ -98,9 +102,9 @@ pub fn kafka_consumers(
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![DEFAULT_DATABASE; n])),
-        text(&|k, _| k.table.clone()),
-        text(&|k, _| k.consumer_id(node)),
-        Arc::new(StringArray::from(vec![node; n])),
+        text(&|_, k, _| k.table.clone()),
+        text(&|node, k, _| k.consumer_id(node)),
+        text(&|node, _, _| node.to_string()),
         Arc::new(topics.finish()),
         Arc::new(partitions.finish()),
         Arc::new(offsets.finish()),
@@ -113,7 +117,7 @@ pub fn kafka_consumers(
         Arc::new(BooleanArray::from(
             consumers
                 .iter()
-                .map(|(_, s)| s.is_currently_used)
+                .map(|(_, _, s)| s.is_currently_used)
                 .collect::<Vec<_>>(),
         )),
         count(&|s| s.num_skipped_messages),
@@ -166,6 +170,75 @@ pub fn tables(
             Arc::new(StringArray::from(engines)),
             Arc::new(UInt64Array::from(counts)),
             Arc::new(BooleanArray::from(detached)),
+        ],
+    )
+}
+
+pub fn replicas_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("node_id", DataType::UInt64, false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("address", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("is_leader", DataType::Boolean, false),
+        Field::new("term", DataType::UInt64, true),
+        Field::new("last_log_index", DataType::UInt64, true),
+        Field::new("applied_index", DataType::UInt64, true),
+        Field::new("lag", DataType::UInt64, true),
+        Field::new("error", DataType::Utf8, false),
+    ]))
+}
+
+/// One member as `system.replicas` shows it; the numbers are missing when it did not answer.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaRow {
+    pub node_id: u64,
+    pub node: String,
+    pub address: String,
+    pub role: String,
+    pub is_leader: bool,
+    pub term: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub lag: Option<u64>,
+    pub error: String,
+}
+
+/// `system.replicas`: every member of the cluster and how far behind the leader it is.
+pub fn replicas(rows: &[ReplicaRow]) -> Result<RecordBatch, ArrowError> {
+    RecordBatch::try_new(
+        replicas_schema(),
+        vec![
+            Arc::new(UInt64Array::from(
+                rows.iter().map(|r| r.node_id).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.node.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.role.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| r.is_leader).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                rows.iter().map(|r| r.term).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                rows.iter().map(|r| r.last_log_index).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                rows.iter().map(|r| r.applied_index).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                rows.iter().map(|r| r.lag).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
+            )),
         ],
     )
 }

@@ -96,6 +96,7 @@ where
         Method::Leave => client.leave(req).await,
         Method::Heartbeat => client.heartbeat(req).await,
         Method::Info => client.info(req).await,
+        Method::ReadIndex => client.read_index(req).await,
     }
     .map_err(|status| TransportError::Status {
         addr: addr.to_string(),
@@ -118,6 +119,7 @@ pub enum Method {
     Leave,
     Heartbeat,
     Info,
+    ReadIndex,
 }
 
 /// Makes connections to peers for one Raft group.

@@ -96,6 +96,19 @@ impl RaftRpc for RaftService {
         reply(&())
     }
 
+    async fn read_index(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let _: () = self.accept(request)?;
+        let result: Result<u64, String> = self
+            .cluster
+            .read_index_here()
+            .await
+            .map_err(|e| e.to_string());
+        reply(&result)
+    }
+
     async fn info(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let _: () = self.accept(request)?;
         reply(&self.cluster.info().await)
