@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Ingestion benchmark. In one run, on one broker and one topic:
 #   (a) baseline: a plain librdkafka consumer drains the topic and discards it;
-#   (b) Sluice: one node ingests the same topic through the guide's tables until
-#       count() = N.
-# Prints both rates, the ratio b/a and the node's peak RSS. Release build.
+#   (b) Sluice, one node: ingests the topic through the guide's tables until count() = N;
+#   (c) Sluice, three nodes, three replicas: the same, until every replica holds N rows.
+# Prints the rates, the ratios against (a) and the nodes' peak RSS. Release build.
 #   scripts/bench.sh [N]        (default 1,000,000 events)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -16,9 +16,14 @@ export SLUICE_KAFKA_DIR="$SLUICE_CACHE/kafka-bench"
 BROKERS="127.0.0.1:$KAFKA_PORT"
 WORK="$(mktemp -d /tmp/sluice-bench.XXXXXX)"
 SLUICE="$CARGO_TARGET_DIR/release/sluice"
-NODE_PID=""
+PIDS=()
+stop_nodes() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
 cleanup() {
-  [ -n "$NODE_PID" ] && kill -TERM "$NODE_PID" 2>/dev/null && wait "$NODE_PID" 2>/dev/null || true
+  stop_nodes
   bash scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -37,26 +42,73 @@ base_line=$("$SLUICE" drain --brokers "$BROKERS" --topic bench --count "$N")
 echo "$base_line"
 base_rate=$(sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$base_line")
 
-echo "== (b) Sluice: one node, the guide's tables"
-"$SLUICE" node --bootstrap --data-dir "$WORK/node" --grpc-addr 127.0.0.1:0 --log warn >"$WORK/node.out" 2>"$WORK/node.log" &
-NODE_PID=$!
-for _ in $(seq 1 100); do [ -s "$WORK/node/grpc-address" ] && break; sleep 0.1; done
-export SLUICE_HOST="http://$(cat "$WORK/node/grpc-address")"
-sed -e "s/\${KAFKA_BROKERS}/$BROKERS/" -e "s/\${KAFKA_TOPIC}/bench/" -e "s/\${KAFKA_GROUP}/bench/" \
-  scripts/sql/quickstart.sql >"$WORK/ddl.sql"
-start=$(date +%s.%N)
-"$SLUICE" sql -f "$WORK/ddl.sql" >/dev/null
-while :; do
-  n=$("$SLUICE" sql --format tsv "SELECT count() FROM github")
-  [ "$n" -ge "$N" ] && break
-  kill -0 "$NODE_PID" || { tail -20 "$WORK/node.log"; exit 1; }
+# start_node NAME PORT EXTRA_ARGS...
+start_node() {
+  local name=$1 port=$2; shift 2
+  "$SLUICE" node --node-id "$name" --data-dir "$WORK/$name" --grpc-addr "127.0.0.1:$port" \
+    --log warn "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do [ -s "$WORK/$name/grpc-address" ] && break; sleep 0.1; done
+}
+
+# ingest GROUP HOSTS...: creates the guide's tables through the first host, waits until every
+# host counts N rows, prints seconds taken.
+ingest() {
+  local group=$1; shift
+  sed -e "s/\${KAFKA_BROKERS}/$BROKERS/" -e "s/\${KAFKA_TOPIC}/bench/" -e "s/\${KAFKA_GROUP}/$group/" \
+    scripts/sql/quickstart.sql >"$WORK/ddl-$group.sql"
+  local start end n
+  start=$(date +%s.%N)
+  "$SLUICE" sql --host "$1" -f "$WORK/ddl-$group.sql" >/dev/null
+  for host in "$@"; do
+    while :; do
+      n=$("$SLUICE" sql --host "$host" --format tsv "SELECT count() FROM github")
+      [ "$n" -ge "$N" ] && break
+      for pid in "${PIDS[@]}"; do kill -0 "$pid" || { tail -20 "$WORK"/*.log; exit 1; }; done
+      sleep 0.2
+    done
+  done
+  end=$(date +%s.%N)
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }'
+}
+
+peak_rss_mib() {
+  local max=0 kib
+  for pid in "${PIDS[@]}"; do
+    kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    [ "$kib" -gt "$max" ] && max=$kib
+  done
+  echo $((max / 1024))
+}
+
+report() {
+  local label=$1 secs=$2 rss=$3
+  awk -v n="$N" -v s="$secs" -v base="$base_rate" -v rss="$rss" -v label="$label" 'BEGIN {
+    rate = n / s
+    printf "%s: %d rows in %.2f s = %.0f rows/s; ratio to baseline %.2f; peak RSS per node %d MiB\n", label, n, s, rate, rate / base, rss
+  }'
+}
+
+echo "== (b) Sluice, one node"
+start_node solo 27070 --bootstrap
+secs=$(ingest bench-1 http://127.0.0.1:27070)
+one=$(report "sluice 1 node" "$secs" "$(peak_rss_mib)")
+stop_nodes
+
+echo "== (c) Sluice, three nodes, three replicas"
+peers="127.0.0.1:27171,127.0.0.1:27172,127.0.0.1:27173"
+for i in 1 2 3; do start_node "n$i" "2717$i" --peers "$peers"; done
+"$SLUICE" init --host http://127.0.0.1:27171 >/dev/null
+for _ in $(seq 1 150); do
+  m=$("$SLUICE" sql --host http://127.0.0.1:27171 --format tsv "SELECT count() FROM system.replicas WHERE error = ''" 2>/dev/null || echo 0)
+  [ "$m" = 3 ] && break
   sleep 0.2
 done
-end=$(date +%s.%N)
-rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$NODE_PID/status")
-awk -v n="$N" -v s="$start" -v e="$end" -v base="$base_rate" -v rss="$rss_kib" 'BEGIN {
-  secs = e - s; rate = n / secs
-  printf "sluice:   %d rows in %.2f s = %.0f rows/s\n", n, secs, rate
-  printf "ratio sluice/baseline: %.2f\n", rate / base
-  printf "node peak RSS: %.0f MiB\n", rss / 1024
-}'
+secs=$(ingest bench-3 http://127.0.0.1:27171 http://127.0.0.1:27172 http://127.0.0.1:27173)
+three=$(report "sluice 3 nodes, 3 replicas" "$secs" "$(peak_rss_mib)")
+stop_nodes
+
+echo
+echo "$base_line"
+echo "$one"
+echo "$three"

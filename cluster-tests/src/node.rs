@@ -113,6 +113,23 @@ impl Node {
         Ok(())
     }
 
+    /// Deletes the node's data (it must be stopped), as a lost volume would.
+    pub fn wipe(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.is_running(), "stop {} before wiping it", self.name);
+        for entry in std::fs::read_dir(&self.data_dir)? {
+            let path = entry?.path();
+            if path == self.log {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -160,11 +177,23 @@ impl Node {
             .unwrap_or(false)
     }
 
+    /// The last lines of the node's log, and any panic or error before them.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        format!("last lines of {}:\n{tail}", self.log.display())
+        let start = lines.len().saturating_sub(40);
+        let earlier: Vec<&str> = lines[..start]
+            .iter()
+            .filter(|l| l.contains("panicked") || l.contains("ERROR"))
+            .take(10)
+            .copied()
+            .collect();
+        let tail = lines[start..].join("\n");
+        format!(
+            "first errors in {}:\n{}\nlast lines:\n{tail}",
+            self.log.display(),
+            earlier.join("\n")
+        )
     }
 
     pub async fn client(&self) -> anyhow::Result<AdminClient<Channel>> {

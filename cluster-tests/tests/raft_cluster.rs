@@ -416,3 +416,62 @@ async fn a_fourth_node_joins_and_a_removed_member_hands_over() -> anyhow::Result
     .await?;
     assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(180)).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_member_rejoins_as_new_and_a_removed_one_stays_out() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start("wiped", 3).await?;
+    cluster.nodes[0]
+        .script("CREATE TABLE kept (a UInt8) ENGINE = MergeTree() ORDER BY a")
+        .await?;
+    let cluster_id = status(&cluster.nodes[0]).await?.cluster_id;
+    let old_id = status(&cluster.nodes[2]).await?.node_id;
+    cluster.nodes[2].kill9()?;
+    cluster.nodes[2].wipe()?;
+    cluster.nodes[2].spawn().await?;
+    cluster.wait_for_voters(3).await?;
+    let rejoined = status(&cluster.nodes[2]).await?;
+    assert_ne!(
+        rejoined.node_id, old_id,
+        "a wiped node comes back under a new id"
+    );
+    assert_eq!(
+        rejoined.cluster_id, cluster_id,
+        "it joined the cluster, it did not form one"
+    );
+    let node0 = &cluster.nodes[0];
+    wait_for(
+        "the former self to be dropped",
+        Duration::from_secs(20),
+        || async {
+            let members = status(node0).await.ok()?.members;
+            (members.len() == 3 && members.iter().all(|m| m.node_id != old_id)).then_some(())
+        },
+    )
+    .await
+    .with_context(|| node0.log_tail())?;
+    wait_for(
+        "the catalog on the wiped node",
+        Duration::from_secs(30),
+        || async {
+            let tables = cluster.nodes[2].rows("SHOW TABLES").await.ok()?;
+            (tables == vec![vec!["kept".to_string()]]).then_some(())
+        },
+    )
+    .await?;
+
+    // Removed cleanly, restarted: it stays out.
+    let mut client = cluster.nodes[0].client().await?;
+    client
+        .remove_node(RemoveNodeRequest {
+            node: "wiped-2".into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("remove: {}", s.message()))?;
+    cluster.nodes[2].kill9()?;
+    cluster.wait_for_voters(2).await?;
+    cluster.nodes[2].spawn().await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let members = status(&cluster.nodes[0]).await?.members;
+    assert_eq!(members.len(), 2, "{members:?}");
+    Ok(())
+}

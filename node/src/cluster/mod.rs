@@ -25,7 +25,7 @@ use crate::proto::admin_client::AdminClient;
 use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest};
 use crate::query::system_tables::{NodeConsumer, ReplicaRow};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{self, call, ClusterIdCell, Method, Network};
+use crate::raft::network::{self, call, ClusterIdCell, Method, Network, Route};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{raft_config, Command, Fence, Member, NodeId, Raft, Response, META_GROUP};
 use crate::raft_proto::raft_client::RaftClient;
@@ -47,6 +47,9 @@ const METADATA_INTERVAL: Duration = Duration::from_secs(10);
 
 const IDENTITY_TREE: &str = "node";
 const RAFT_ID_KEY: &[u8] = b"raft_id";
+/// Set once this node has been a voter: from then on it never asks to join again (a
+/// removed member stays out; a wiped one has a new identity and joins anew).
+const JOINED_KEY: &[u8] = b"joined";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -136,6 +139,9 @@ pub struct Cluster {
     pub state: Arc<NodeState>,
     pub cluster_id: ClusterIdCell,
     log_store: LogStore,
+    identity: sled::Tree,
+    /// Membership changes one at a time: each is computed from the one before.
+    membership_lock: Mutex<()>,
     clients: Mutex<BTreeMap<String, RaftClient<Channel>>>,
     /// A member silent for longer loses its partitions.
     node_timeout: Duration,
@@ -191,6 +197,8 @@ impl Cluster {
             state,
             cluster_id,
             log_store,
+            identity,
+            membership_lock: Mutex::new(()),
             clients: Mutex::new(BTreeMap::new()),
             node_timeout,
             last_seen: std::sync::Mutex::new(BTreeMap::new()),
@@ -227,17 +235,15 @@ impl Cluster {
     ) -> Result<Resp, ClusterError> {
         let mut client = self.client(addr).await?;
         let cluster_id = network::cluster_id_of(&self.cluster_id);
-        call(
-            &mut client,
+        let route = Route {
             addr,
-            &cluster_id,
-            META_GROUP,
-            method,
-            request,
-            Some(timeout),
-        )
-        .await
-        .map_err(|e| ClusterError::Raft(e.to_string()))
+            cluster_id: &cluster_id,
+            group: META_GROUP,
+            target: None,
+        };
+        call(&mut client, &route, method, request, Some(timeout))
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))
     }
 
     pub async fn info(&self) -> NodeInfo {
@@ -400,9 +406,8 @@ impl Cluster {
                 .await?;
             return reply.map_err(ClusterError::Membership);
         }
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let _one_at_a_time = self.membership_lock.lock().await;
+        let voters: BTreeSet<NodeId> = self.voters();
         if voters.contains(&request.node_id) {
             return Ok(format!("{} is already a member", request.member));
         }
@@ -412,18 +417,35 @@ impl Cluster {
             .map_err(|e| {
                 ClusterError::Membership(format!("adding {} as a learner: {e}", request.member))
             })?;
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
         let replaced: BTreeSet<NodeId> = membership
             .nodes()
             .filter(|(id, m)| **id != request.node_id && m.name == request.member.name)
             .map(|(id, _)| *id)
             .collect();
-        let mut next = voters;
-        next.retain(|id| !replaced.contains(id));
-        next.insert(request.node_id);
+        let change = if replaced.is_empty() {
+            ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id]))
+        } else {
+            let mut next: BTreeSet<NodeId> = membership.voter_ids().collect();
+            next.retain(|id| !replaced.contains(id));
+            next.insert(request.node_id);
+            ChangeMembers::ReplaceAllVoters(next)
+        };
+        // retain = false drops the replaced former selves; other learners are not touched
+        // by an AddVoterIds.
         self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(next), false)
+            .change_membership(change, replaced.is_empty())
             .await
             .map_err(|e| ClusterError::Membership(format!("promoting {}: {e}", request.member)))?;
+        if !replaced.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(replaced.clone()), false)
+                .await
+                .map_err(|e| {
+                    ClusterError::Membership(format!("dropping the former {}: {e}", request.member))
+                })?;
+        }
         tracing::info!(member = %request.member, id = request.node_id, ?replaced, "member joined");
         Ok(format!("{} joined", request.member))
     }
@@ -439,6 +461,7 @@ impl Cluster {
                 .await?;
             return reply.map_err(ClusterError::Membership);
         }
+        let _one_at_a_time = self.membership_lock.lock().await;
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
         let ids: BTreeSet<NodeId> = membership
@@ -461,9 +484,26 @@ impl Cluster {
             )));
         }
         self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
             .await
             .map_err(|e| ClusterError::Membership(format!("removing {who}: {e}")))?;
+        // A learner is not a voter: RemoveVoters leaves it; take it out too.
+        let still: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| ids.contains(id))
+            .collect();
+        if !still.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(still), false)
+                .await
+                .map_err(|e| ClusterError::Membership(format!("removing {who}: {e}")))?;
+        }
         tracing::info!(%who, "member removed");
         Ok(format!("{who} removed"))
     }
@@ -473,7 +513,20 @@ impl Cluster {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                if this.is_initialized().await || this.log_store.has_state().unwrap_or(true) {
+                if this.voters().contains(&this.node_id) {
+                    if let Err(e) = this
+                        .identity
+                        .insert(JOINED_KEY, b"1")
+                        .and_then(|_| this.identity.flush())
+                    {
+                        tracing::warn!(error = %e, "recording that this node joined");
+                    }
+                    return;
+                }
+                if this.identity.get(JOINED_KEY).ok().flatten().is_some() {
+                    tracing::info!(
+                        "this node was a member and was removed; it does not ask to join again"
+                    );
                     return;
                 }
                 for peer in &this.peers {
@@ -493,8 +546,8 @@ impl Cluster {
                         .await;
                     match reply {
                         Ok(Ok(message)) => {
+                            // The next turn sees this node as a voter and records it.
                             tracing::info!(%peer, %message, "joined the cluster");
-                            return;
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "join refused; retrying"),
                         Err(e) => tracing::debug!(%peer, error = %e, "join failed; retrying"),
@@ -917,6 +970,10 @@ impl crate::ingest::Replica for Cluster {
             .owner(&Slot::of(key))
             .filter(|o| o.node == self.node_id)
             .map(|o| o.epoch)
+    }
+
+    async fn catch_up(&self) -> Result<(), String> {
+        self.read_barrier().await.map_err(|e| e.to_string())
     }
 
     async fn write_block(

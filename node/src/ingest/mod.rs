@@ -23,6 +23,8 @@ use crate::table::{ApplyOutcome, Block};
 pub trait Replica: Send + Sync {
     /// The epoch at which this node was given `key`, if it runs that consumer.
     fn assigned_epoch(&self, key: &ConsumerKey) -> Option<u64>;
+    /// Waits until this node has applied every write acknowledged so far.
+    async fn catch_up(&self) -> Result<(), String>;
     /// Writes a block read under the assignment of `key` at `epoch`; refused once the
     /// partition was given to another node or epoch.
     async fn write_block(

@@ -87,6 +87,9 @@ impl PartitionJob {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
         let settings = self.settings()?.clone();
         let consumer = Arc::new(self.create_consumer()?);
+        // The stored positions must include every block the previous owner of this
+        // partition got acknowledged, or the first block would overlap them.
+        self.replica.catch_up().await.map_err(IngestError::State)?;
         let mut positions = Vec::new();
         for (view, target) in &self.views {
             let next_offset = self

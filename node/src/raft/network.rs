@@ -61,12 +61,19 @@ pub enum TransportError {
     Codec { addr: String, reason: String },
 }
 
+/// Where a call goes: a peer's address, and whom it is for there.
+pub struct Route<'a> {
+    pub addr: &'a str,
+    pub cluster_id: &'a str,
+    pub group: &'a str,
+    /// The Raft id the message is for, when it is a Raft message.
+    pub target: Option<NodeId>,
+}
+
 /// One call of the Raft service: encode, send, decode.
 pub async fn call<Req, Resp>(
     client: &mut RaftClient<Channel>,
-    addr: &str,
-    cluster_id: &str,
-    group: &str,
+    route: &Route<'_>,
     method: Method,
     request: &Req,
     timeout: Option<Duration>,
@@ -75,14 +82,16 @@ where
     Req: Serialize,
     Resp: DeserializeOwned,
 {
+    let addr = route.addr;
     let payload = encode(request).map_err(|e| TransportError::Codec {
         addr: addr.to_string(),
         reason: e.to_string(),
     })?;
     let mut req = tonic::Request::new(RaftRequest {
-        cluster_id: cluster_id.to_string(),
-        group: group.to_string(),
+        cluster_id: route.cluster_id.to_string(),
+        group: route.group.to_string(),
         payload,
+        target: route.target.unwrap_or(0),
     });
     if let Some(t) = timeout {
         req.set_timeout(t);
@@ -172,16 +181,14 @@ impl Connection {
             }
         };
         let cluster_id = cluster_id_of(&self.cluster_id);
-        let result: Result<Result<Resp, RaftError<NodeId, E>>, TransportError> = call(
-            client,
-            &self.addr,
-            &cluster_id,
-            &self.group,
-            method,
-            request,
-            Some(option.hard_ttl()),
-        )
-        .await;
+        let route = Route {
+            addr: &self.addr,
+            cluster_id: &cluster_id,
+            group: &self.group,
+            target: Some(self.target),
+        };
+        let result: Result<Result<Resp, RaftError<NodeId, E>>, TransportError> =
+            call(client, &route, method, request, Some(option.hard_ttl())).await;
         match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),

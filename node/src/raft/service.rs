@@ -28,6 +28,12 @@ impl RaftService {
                 request.group
             )));
         }
+        if request.target != 0 && request.target != self.cluster.node_id {
+            return Err(Status::failed_precondition(format!(
+                "message for raft node {}, but this is node {}: the address changed hands",
+                request.target, self.cluster.node_id
+            )));
+        }
         let ours = cluster_id_of(&self.cluster.cluster_id);
         if !ours.is_empty() && !request.cluster_id.is_empty() && ours != request.cluster_id {
             return Err(Status::failed_precondition(format!(
