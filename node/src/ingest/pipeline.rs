@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
+use futures::FutureExt as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -49,6 +50,15 @@ struct ViewPosition {
     view: ViewDef,
     target: TableDef,
     next_offset: Option<i64>,
+}
+
+fn raw_message(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
+    RawMessage {
+        payload: m.payload().map(<[u8]>::to_vec),
+        key: m.key().map(<[u8]>::to_vec),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+    }
 }
 
 impl PartitionJob {
@@ -139,14 +149,27 @@ impl PartitionJob {
                     }
                     received = tokio::time::timeout(wait, consumer.recv()) => match received {
                         Ok(Ok(m)) => {
-                            let raw = RawMessage {
-                                payload: m.payload().map(<[u8]>::to_vec),
-                                key: m.key().map(<[u8]>::to_vec),
-                                offset: m.offset(),
-                                timestamp_ms: m.timestamp().to_millis(),
-                            };
-                            cutter.push(raw.len_bytes().max(1), Instant::now());
+                            let now = Instant::now();
+                            let raw = raw_message(&m);
+                            cutter.push(raw.len_bytes().max(1), now);
                             messages.push(raw);
+                            // Take what librdkafka already holds without a timer or a select
+                            // per message: those cost more than the message itself.
+                            while !cutter.is_due(now) {
+                                match consumer.recv().now_or_never() {
+                                    Some(Ok(m)) => {
+                                        let raw = raw_message(&m);
+                                        cutter.push(raw.len_bytes().max(1), now);
+                                        messages.push(raw);
+                                    }
+                                    Some(Err(e)) => {
+                                        tracing::warn!(table = %self.key.table, partition = self.key.partition, error = %e, "consume error");
+                                        self.status.error(format!("consume: {e}"));
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
                         }
                         Ok(Err(e)) => {
                             // Broker errors are transient for librdkafka, which retries;
@@ -155,6 +178,10 @@ impl PartitionJob {
                             self.status.error(format!("consume: {e}"));
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
+                        // A poll that brings nothing ends the block, as in ClickHouse: a
+                        // partial block does not wait for the flush interval when the
+                        // partition is drained.
+                        Err(_) if !messages.is_empty() => break,
                         Err(_) => {}
                     }
                 }
@@ -258,6 +285,8 @@ impl PartitionJob {
             return Ok(());
         };
         let (first_offset, last_offset) = (first.offset, last.offset);
+        let started = Instant::now();
+        let count = messages.len();
         let table = self.table.clone();
         let (topic, partition) = (self.key.topic.clone(), self.key.partition);
         let decoded =
@@ -281,6 +310,7 @@ impl PartitionJob {
         for b in &decoded.broken {
             tracing::warn!(table = %self.key.table, partition = self.key.partition, offset = b.offset, error = %b.error, "skipped broken message");
         }
+        let decoded_in = started.elapsed();
         let mut rows_written = 0;
         for position in positions.iter_mut() {
             let from = match position.next_offset {
@@ -312,11 +342,21 @@ impl PartitionJob {
                 &rows,
             )
             .map_err(|e| IngestError::State(e.to_string()))?;
+            let built = started.elapsed();
             let outcome = self
                 .replica
                 .write_block(&self.key, self.epoch, block)
                 .await
                 .map_err(IngestError::State)?;
+            tracing::debug!(
+                table = %self.key.table,
+                partition = self.key.partition,
+                messages = count,
+                decode_ms = decoded_in.as_millis() as u64,
+                build_ms = (built - decoded_in).as_millis() as u64,
+                write_ms = (started.elapsed() - built).as_millis() as u64,
+                "block written"
+            );
             match outcome {
                 ApplyOutcome::Stored { rows, .. } => rows_written += rows,
                 ApplyOutcome::Skipped(Decision::Overlap { next_offset }) => {

@@ -237,8 +237,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.state.notify();
         }
         if last.is_some() {
+            // Not flushed: the next log append flushes it (sled flushes everything), and a
+            // lost applied index only means entries are applied again, which is a no-op.
             self.put(APPLIED, &last)?;
-            self.tree.flush_async().await.map_err(sm_write)?;
         }
         Ok(responses)
     }

@@ -1,8 +1,8 @@
 //! A table's replica on sled: blocks, the dedup window, and per-partition positions.
 //!
 //! The only sled code for tables. One apply is one atomic sled batch (rows, position,
-//! window, counters) followed by a flush, so a crash leaves either all of a block or none
-//! of it, and never rows without the position that covers them.
+//! window, counters), so a crash leaves either all of a block or none of it, and never
+//! rows without the position that covers them.
 
 use std::sync::{Arc, Mutex};
 
@@ -98,8 +98,10 @@ impl TableStore {
         ))
     }
 
-    /// Applies a block: decides, then writes everything in one atomic batch and flushes
-    /// before returning, so an acknowledged block survives a crash.
+    /// Applies a block: decides, then writes everything in one atomic batch. No flush here:
+    /// a block is acknowledged once its Raft entry is flushed, and after a crash the log
+    /// applies it again (sled recovers a prefix of its writes, and a repeated block is a
+    /// no-op), so one fsync per write is enough.
     pub fn apply(&self, block: &Block, dedup_window: u64) -> Result<ApplyOutcome, TableError> {
         let _guard = self
             .apply_lock
@@ -149,7 +151,6 @@ impl TableStore {
             );
         }
         self.tree.apply_batch(batch).map_err(storage)?;
-        self.tree.flush().map_err(storage)?;
         Ok(ApplyOutcome::Stored {
             seq: stored_seq,
             rows: block.rows,
