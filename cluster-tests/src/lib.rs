@@ -4,6 +4,7 @@
 //! Processes are tracked by pid and killed when their handle drops; nothing is killed by
 //! name. Waits poll a condition with a deadline; no sleep stands in for synchronization.
 
+pub mod checker;
 pub mod cluster;
 pub mod kafka;
 pub mod node;

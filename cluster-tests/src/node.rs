@@ -138,6 +138,20 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends a signal by name (STOP, CONT, ...) to the running process.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("node {} is not running", self.name))?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .context("sending a signal")?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+        Ok(())
+    }
+
     /// SIGKILL: no chance to flush or drain.
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,154 @@
+//! Faults against a live cluster, checked by `cluster_tests::checker`: after the fault
+//! heals, every produced (partition, offset) is stored exactly once on every replica.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cluster_tests::checker::{check, Position};
+use cluster_tests::cluster::{owners, status, NODE_TIMEOUT_MS};
+use cluster_tests::{unique, wait_for, Kafka, Node, TestCluster};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sluice::cli::produce::{self, ProduceArgs};
+
+const PARTITIONS: i32 = 3;
+
+async fn produce_batch(
+    kafka: &Kafka,
+    topic: &str,
+    count: u64,
+    start_index: u64,
+) -> anyhow::Result<()> {
+    produce::run(ProduceArgs {
+        brokers: kafka.bootstrap.clone(),
+        topic: topic.to_string(),
+        count,
+        partitions: PARTITIONS,
+        seed: 11,
+        start_index,
+        malformed_every: None,
+        quiet: true,
+    })
+    .await?;
+    Ok(())
+}
+
+/// Every (partition, offset) the topic holds: offsets of a fresh topic without
+/// transactions run from 0 to the high watermark.
+fn produced(kafka: &Kafka, topic: &str) -> anyhow::Result<BTreeSet<Position>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .create()
+        .context("a Kafka client")?;
+    let mut out = BTreeSet::new();
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .context("watermarks")?;
+        out.extend((low..high).map(|o| (p, o)));
+    }
+    Ok(out)
+}
+
+async fn stored(node: &Node) -> anyhow::Result<Vec<Position>> {
+    let rows = node.rows("SELECT part, off FROM seen").await?;
+    rows.iter()
+        .map(|r| Ok((r[0].parse::<i32>()?, r[1].parse::<i64>()?)))
+        .collect()
+}
+
+fn ddl(kafka: &Kafka, topic: &str) -> String {
+    format!(
+        "CREATE TABLE q (number UInt32) ENGINE = Kafka() SETTINGS kafka_broker_list = '{}', kafka_topic_list = '{topic}', kafka_group_name = '{}', kafka_format = 'JSONEachRow', kafka_max_block_size = 500;
+         CREATE TABLE seen (part Int32, off Int64) ENGINE = MergeTree() ORDER BY (part, off);
+         CREATE MATERIALIZED VIEW seen_mv TO seen AS SELECT _partition AS part, _offset AS off FROM q;",
+        kafka.bootstrap,
+        unique("chaos")
+    )
+}
+
+/// Waits until every running node stored everything, then runs the checker.
+async fn heal_and_check(
+    cluster: &TestCluster,
+    kafka: &Kafka,
+    topic: &str,
+    history: &[String],
+) -> anyhow::Result<()> {
+    let expected = produced(kafka, topic)?;
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        let n = expected.len() as u64;
+        wait_for(
+            &format!("{n} rows on {}", node.name),
+            Duration::from_secs(180),
+            || async { (node.number("SELECT count() FROM seen").await.ok()? >= n).then_some(()) },
+        )
+        .await
+        .with_context(|| format!("history: {history:?}\n{}", node.log_tail()))?;
+    }
+    // Nothing late: a zombie's block would land now if fencing failed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut replicas = Vec::new();
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        replicas.push((node.name.clone(), stored(node).await?));
+    }
+    let report = check(&expected, &replicas);
+    println!("{report}history: {history:?}");
+    anyhow::ensure!(
+        report.ok(),
+        "invariants broken:\n{report}history: {history:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_loses_its_partition_and_nothing_is_lost_or_doubled() -> anyhow::Result<()> {
+    let kafka = Kafka::shared()?;
+    let topic = unique("chaos-pause");
+    kafka.create_topic(&topic, PARTITIONS).await?;
+    produce_batch(kafka, &topic, 15_000, 0).await?;
+    let cluster = TestCluster::start("pause", 3).await?;
+    cluster.nodes[0].script(&ddl(kafka, &topic)).await?;
+    let mut history = vec!["ddl".to_string()];
+    wait_for("ingestion to start", Duration::from_secs(60), || async {
+        (cluster.nodes[0]
+            .number("SELECT count() FROM seen")
+            .await
+            .ok()?
+            > 0)
+        .then_some(())
+    })
+    .await?;
+    // Pause the owner of partition 0 past the node timeout: the partition moves while the
+    // paused node still believes it owns it.
+    let before = owners(&cluster.nodes[0]).await?;
+    let owner_id = *before
+        .get(&(topic.clone(), 0))
+        .context("partition 0 is assigned")?;
+    let mut victim = 0;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if status(node).await?.node_id == owner_id {
+            victim = i;
+        }
+    }
+    cluster.nodes[victim].signal("STOP")?;
+    history.push(format!("SIGSTOP {}", cluster.nodes[victim].name));
+    produce_batch(kafka, &topic, 15_000, 15_000).await?;
+    history.push("produced 15000 more".into());
+    let observer = (victim + 1) % 3;
+    wait_for("partition 0 to move", Duration::from_secs(60), || async {
+        let now = owners(&cluster.nodes[observer]).await.ok()?;
+        (now.get(&(topic.clone(), 0)).is_some_and(|n| *n != owner_id)).then_some(())
+    })
+    .await?;
+    history.push("partition 0 moved".into());
+    tokio::time::sleep(Duration::from_millis(NODE_TIMEOUT_MS)).await;
+    cluster.nodes[victim].signal("CONT")?;
+    history.push(format!("SIGCONT {}", cluster.nodes[victim].name));
+    heal_and_check(&cluster, kafka, &topic, &history).await?;
+    println!(
+        "stale writes of the woken node refused by fencing: {}",
+        cluster.nodes[victim].log_contains("fenced")
+    );
+    Ok(())
+}
