@@ -317,13 +317,27 @@ impl Cluster {
     }
 
     /// Applies a command through Raft on the leader, wherever that is; returns once a
-    /// majority has it and the leader applied it.
+    /// majority has it and both the leader and this node applied it, so the writer reads
+    /// its own write here (a view created right after its target table finds it).
     pub async fn write(&self, command: Command) -> Result<Response, ClusterError> {
+        let (response, index) = self.write_at(command).await?;
+        if let Err(e) = self
+            .raft
+            .wait(Some(WRITE_TIMEOUT))
+            .applied_index_at_least(Some(index), "read your write")
+            .await
+        {
+            tracing::warn!(index, error = %e, "this node did not apply its own write in time");
+        }
+        Ok(response)
+    }
+
+    async fn write_at(&self, command: Command) -> Result<(Response, u64), ClusterError> {
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {
             let failure = match self.propose_local(command.clone()).await {
-                Ok(response) => return Ok(response),
+                Ok(written) => return Ok(written),
                 Err(f) => f,
             };
             match failure {
@@ -331,11 +345,11 @@ impl Cluster {
                 ProposeFailure::ForwardToLeader(Some(leader))
                     if leader.addr != self.member.addr =>
                 {
-                    let forwarded: Result<Result<Response, ProposeFailure>, _> = self
+                    let forwarded: Result<Result<(Response, u64), ProposeFailure>, _> = self
                         .call_peer(&leader.addr, Method::Propose, &command, WRITE_TIMEOUT)
                         .await;
                     match forwarded {
-                        Ok(Ok(response)) => return Ok(response),
+                        Ok(Ok(written)) => return Ok(written),
                         Ok(Err(ProposeFailure::Failed(reason))) => {
                             return Err(ClusterError::Write(reason))
                         }
@@ -356,10 +370,10 @@ impl Cluster {
         }
     }
 
-    /// Proposes on this node; succeeds only on the leader.
-    pub async fn propose_local(&self, command: Command) -> Result<Response, ProposeFailure> {
+    /// Proposes on this node; succeeds only on the leader, with the entry's log index.
+    pub async fn propose_local(&self, command: Command) -> Result<(Response, u64), ProposeFailure> {
         match self.raft.client_write(command).await {
-            Ok(r) => Ok(r.data),
+            Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeFailure::ForwardToLeader(f.leader_node))
             }
