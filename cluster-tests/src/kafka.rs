@@ -15,9 +15,41 @@ const TEST_PORT: &str = "19092";
 
 pub struct Kafka {
     pub bootstrap: String,
+    /// Set for a broker of one test's own, which it may stop and restart.
+    dedicated: Option<(String, String)>,
 }
 
 static KAFKA: OnceLock<Result<Kafka, String>> = OnceLock::new();
+
+fn cache_dir() -> String {
+    std::env::var("SLUICE_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/sluice",
+            std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())
+        )
+    })
+}
+
+fn kafka_sh(action: &str, port: &str, dir: &str) -> anyhow::Result<()> {
+    let script = super::repo_root().join("scripts/kafka.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .args(action.split(' '))
+        .env("KAFKA_PORT", port)
+        .env("SLUICE_KAFKA_DIR", dir)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(status.success(), "kafka.sh {action} failed: {status}");
+    Ok(())
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        if let Some((port, dir)) = &self.dedicated {
+            let _ = kafka_sh("stop --wipe", port, dir);
+        }
+    }
+}
 
 impl Kafka {
     /// The shared test broker, started on first use.
@@ -30,28 +62,42 @@ impl Kafka {
 
     fn start() -> anyhow::Result<Kafka> {
         let port = std::env::var("SLUICE_TEST_KAFKA_PORT").unwrap_or_else(|_| TEST_PORT.into());
-        let cache = std::env::var("SLUICE_CACHE").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/sluice",
-                std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())
-            )
-        });
-        let script = super::repo_root().join("scripts/kafka.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .env("KAFKA_PORT", &port)
-            .env("SLUICE_KAFKA_DIR", format!("{cache}/kafka-test-{port}"))
-            .status()
-            .with_context(|| format!("running {}", script.display()))?;
-        anyhow::ensure!(
-            status.success(),
-            "{} start failed: {status}",
-            script.display()
-        );
+        let dir = format!("{}/kafka-test-{port}", cache_dir());
+        kafka_sh("start", &port, &dir)?;
         Ok(Kafka {
             bootstrap: format!("127.0.0.1:{port}"),
+            dedicated: None,
         })
+    }
+
+    /// A broker of this test's own (on a free port pair), for faults of the broker itself;
+    /// stopped and wiped when dropped.
+    pub fn dedicated() -> anyhow::Result<Kafka> {
+        // The controller listens on port + 1: find two free ports in a row.
+        let port = loop {
+            let p = crate::node::free_port()?;
+            if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        let port = port.to_string();
+        let dir = format!("{}/kafka-dedicated-{port}", cache_dir());
+        kafka_sh("start", &port, &dir)?;
+        Ok(Kafka {
+            bootstrap: format!("127.0.0.1:{port}"),
+            dedicated: Some((port, dir)),
+        })
+    }
+
+    /// Stops a dedicated broker (its data kept) and starts it again.
+    pub fn restart(&self, down_for: std::time::Duration) -> anyhow::Result<()> {
+        let (port, dir) = self
+            .dedicated
+            .as_ref()
+            .context("only a dedicated broker can be restarted")?;
+        kafka_sh("stop", port, dir)?;
+        std::thread::sleep(down_for);
+        kafka_sh("start", port, dir)
     }
 
     /// Creates a topic; one that exists already is fine.

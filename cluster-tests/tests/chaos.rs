@@ -228,3 +228,30 @@ async fn random_kills_and_a_rolling_restart_lose_and_double_nothing() -> anyhow:
     history.push("rolling restart done".into());
     heal_and_check(&cluster, kafka, &topic, &history).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_broker_restart_mid_stream_is_ridden_out() -> anyhow::Result<()> {
+    // A broker of this test's own: the shared one serves tests running beside this one.
+    let kafka = std::sync::Arc::new(tokio::task::spawn_blocking(Kafka::dedicated).await??);
+    let topic = unique("chaos-broker");
+    kafka.create_topic(&topic, PARTITIONS).await?;
+    produce_batch(&kafka, &topic, 10_000, 0).await?;
+    let cluster = TestCluster::start("broker", 3).await?;
+    cluster.nodes[0].script(&ddl(&kafka, &topic)).await?;
+    let mut history = vec!["ddl".to_string()];
+    wait_for("ingestion to start", Duration::from_secs(60), || async {
+        (cluster.nodes[0]
+            .number("SELECT count() FROM seen")
+            .await
+            .ok()?
+            > 0)
+        .then_some(())
+    })
+    .await?;
+    let broker = kafka.clone();
+    tokio::task::spawn_blocking(move || broker.restart(Duration::from_secs(3))).await??;
+    history.push("broker stopped for 3 s and restarted".into());
+    produce_batch(&kafka, &topic, 10_000, 10_000).await?;
+    history.push("produced 10000 more".into());
+    heal_and_check(&cluster, &kafka, &topic, &history).await
+}
