@@ -58,21 +58,58 @@ async fn stored(node: &Node) -> anyhow::Result<Vec<Position>> {
         .collect()
 }
 
-fn ddl(kafka: &Kafka, topic: &str) -> String {
+fn ddl(kafka: &Kafka, topic: &str, group: &str) -> String {
     format!(
         "CREATE TABLE q (number UInt32) ENGINE = Kafka() SETTINGS kafka_broker_list = '{}', kafka_topic_list = '{topic}', kafka_group_name = '{}', kafka_format = 'JSONEachRow', kafka_max_block_size = 500;
          CREATE TABLE seen (part Int32, off Int64) ENGINE = MergeTree() ORDER BY (part, off);
          CREATE MATERIALIZED VIEW seen_mv TO seen AS SELECT _partition AS part, _offset AS off FROM q;",
-        kafka.bootstrap,
-        unique("chaos")
+        kafka.bootstrap, group
     )
 }
 
-/// Waits until every running node stored everything, then runs the checker.
+/// The group's committed offset of every partition reaches the end of the partition.
+async fn group_offsets_reach_the_end(
+    kafka: &Kafka,
+    topic: &str,
+    group: &str,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", group)
+        .create()
+        .context("a Kafka client")?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    wait_for(
+        "the group offsets to reach the end",
+        Duration::from_secs(60),
+        || {
+            let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5));
+            let done = committed.ok().is_some_and(|c| {
+                c.elements().iter().all(|e| {
+                    let high = consumer
+                        .fetch_watermarks(topic, e.partition(), Duration::from_secs(5))
+                        .map(|(_, h)| h)
+                        .unwrap_or(i64::MAX);
+                    e.offset().to_raw() == Some(high)
+                })
+            });
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+}
+
+/// Waits until every running node stored everything, then checks the invariants: exactly
+/// once per (partition, offset) on every replica, identical replicas, every DDL everywhere,
+/// the group offsets at the end, and ingestion still going.
 async fn heal_and_check(
     cluster: &TestCluster,
     kafka: &Kafka,
     topic: &str,
+    group: &str,
     history: &[String],
 ) -> anyhow::Result<()> {
     let expected = produced(kafka, topic)?;
@@ -98,6 +135,32 @@ async fn heal_and_check(
         report.ok(),
         "invariants broken:\n{report}history: {history:?}"
     );
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        let tables = node.rows("SHOW TABLES").await?;
+        let names: Vec<&str> = tables.iter().map(|r| r[0].as_str()).collect();
+        anyhow::ensure!(
+            names == ["q", "seen", "seen_mv"],
+            "{}: acknowledged DDL missing: {names:?}; history: {history:?}",
+            node.name
+        );
+    }
+    group_offsets_reach_the_end(kafka, topic, group)
+        .await
+        .with_context(|| format!("history: {history:?}"))?;
+    // Healthy and still ingesting.
+    let before = expected.len() as u64;
+    produce_batch(kafka, topic, 300, 1_000_000).await?;
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        wait_for(
+            &format!("new rows on {} after heal", node.name),
+            Duration::from_secs(60),
+            || async {
+                (node.number("SELECT count() FROM seen").await.ok()? == before + 300).then_some(())
+            },
+        )
+        .await
+        .with_context(|| format!("history: {history:?}"))?;
+    }
     Ok(())
 }
 
@@ -108,7 +171,8 @@ async fn a_paused_owner_loses_its_partition_and_nothing_is_lost_or_doubled() -> 
     kafka.create_topic(&topic, PARTITIONS).await?;
     produce_batch(kafka, &topic, 15_000, 0).await?;
     let cluster = TestCluster::start("pause", 3).await?;
-    cluster.nodes[0].script(&ddl(kafka, &topic)).await?;
+    let group = unique("chaos");
+    cluster.nodes[0].script(&ddl(kafka, &topic, &group)).await?;
     let mut history = vec!["ddl".to_string()];
     wait_for("ingestion to start", Duration::from_secs(60), || async {
         (cluster.nodes[0]
@@ -145,7 +209,7 @@ async fn a_paused_owner_loses_its_partition_and_nothing_is_lost_or_doubled() -> 
     tokio::time::sleep(Duration::from_millis(NODE_TIMEOUT_MS)).await;
     cluster.nodes[victim].signal("CONT")?;
     history.push(format!("SIGCONT {}", cluster.nodes[victim].name));
-    heal_and_check(&cluster, kafka, &topic, &history).await?;
+    heal_and_check(&cluster, kafka, &topic, &group, &history).await?;
     println!(
         "stale writes of the woken node refused by fencing: {}",
         cluster.nodes[victim].log_contains("fenced")
@@ -172,7 +236,8 @@ async fn random_kills_and_a_rolling_restart_lose_and_double_nothing() -> anyhow:
     let topic = unique("chaos-kill");
     kafka.create_topic(&topic, PARTITIONS).await?;
     let mut cluster = TestCluster::start("kill", 3).await?;
-    cluster.nodes[0].script(&ddl(kafka, &topic)).await?;
+    let group = unique("chaos");
+    cluster.nodes[0].script(&ddl(kafka, &topic, &group)).await?;
     let mut history = vec!["ddl".to_string()];
     let mut produced_so_far = 0;
     // Three rounds: produce, kill -9 a random node mid-stream, bring it back.
@@ -226,7 +291,7 @@ async fn random_kills_and_a_rolling_restart_lose_and_double_nothing() -> anyhow:
     }
     producing.await??;
     history.push("rolling restart done".into());
-    heal_and_check(&cluster, kafka, &topic, &history).await
+    heal_and_check(&cluster, kafka, &topic, &group, &history).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +302,10 @@ async fn a_kafka_broker_restart_mid_stream_is_ridden_out() -> anyhow::Result<()>
     kafka.create_topic(&topic, PARTITIONS).await?;
     produce_batch(&kafka, &topic, 10_000, 0).await?;
     let cluster = TestCluster::start("broker", 3).await?;
-    cluster.nodes[0].script(&ddl(&kafka, &topic)).await?;
+    let group = unique("chaos");
+    cluster.nodes[0]
+        .script(&ddl(&kafka, &topic, &group))
+        .await?;
     let mut history = vec!["ddl".to_string()];
     wait_for("ingestion to start", Duration::from_secs(60), || async {
         (cluster.nodes[0]
@@ -253,5 +321,5 @@ async fn a_kafka_broker_restart_mid_stream_is_ridden_out() -> anyhow::Result<()>
     history.push("broker stopped for 3 s and restarted".into());
     produce_batch(&kafka, &topic, 10_000, 10_000).await?;
     history.push("produced 10000 more".into());
-    heal_and_check(&cluster, &kafka, &topic, &history).await
+    heal_and_check(&cluster, &kafka, &topic, &group, &history).await
 }
