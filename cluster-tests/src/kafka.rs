@@ -100,6 +100,30 @@ impl Kafka {
         kafka_sh("start", port, dir)
     }
 
+    /// Produces the sample events `range` (seeded) round-robin over `partitions`, with a
+    /// malformed message after every `malformed_every` events if given.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partitions: i32,
+        seed: u64,
+        range: std::ops::Range<u64>,
+        malformed_every: Option<u64>,
+    ) -> anyhow::Result<()> {
+        sluice::cli::produce::run(sluice::cli::produce::ProduceArgs {
+            brokers: self.bootstrap.clone(),
+            topic: topic.to_string(),
+            count: range.end - range.start,
+            partitions,
+            seed,
+            start_index: range.start,
+            malformed_every,
+            quiet: true,
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Creates a topic; one that exists already is fine.
     pub async fn create_topic_if_missing(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
         match self.create_topic(name, partitions).await {

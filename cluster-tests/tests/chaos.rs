@@ -10,7 +10,6 @@ use cluster_tests::cluster::{owners, status, NODE_TIMEOUT_MS};
 use cluster_tests::{unique, wait_for, Kafka, Node, TestCluster};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use sluice::cli::produce::{self, ProduceArgs};
 
 const PARTITIONS: i32 = 3;
 
@@ -20,18 +19,15 @@ async fn produce_batch(
     count: u64,
     start_index: u64,
 ) -> anyhow::Result<()> {
-    produce::run(ProduceArgs {
-        brokers: kafka.bootstrap.clone(),
-        topic: topic.to_string(),
-        count,
-        partitions: PARTITIONS,
-        seed: 11,
-        start_index,
-        malformed_every: None,
-        quiet: true,
-    })
-    .await?;
-    Ok(())
+    kafka
+        .produce(
+            topic,
+            PARTITIONS,
+            11,
+            start_index..start_index + count,
+            None,
+        )
+        .await
 }
 
 /// Every (partition, offset) the topic holds: offsets of a fresh topic without
@@ -263,21 +259,11 @@ async fn random_kills_and_a_rolling_restart_lose_and_double_nothing() -> anyhow:
     // A rolling restart with SIGTERM, while messages keep coming: each node drains and
     // stops within the deadline (a hang fails the test), then comes back.
     let producing = {
-        let (bootstrap, topic) = (kafka.bootstrap.clone(), topic.clone());
+        let topic = topic.clone();
         let start = produced_so_far;
         tokio::spawn(async move {
             for i in 0..4 {
-                produce::run(ProduceArgs {
-                    brokers: bootstrap.clone(),
-                    topic: topic.clone(),
-                    count: 2_000,
-                    partitions: PARTITIONS,
-                    seed: 11,
-                    start_index: start + i * 2_000,
-                    malformed_every: None,
-                    quiet: true,
-                })
-                .await?;
+                produce_batch(kafka, &topic, 2_000, start + i * 2_000).await?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             anyhow::Ok(())

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use cluster_tests::cluster::{owners, status, table_digest, NODE_TIMEOUT_MS};
 use cluster_tests::{quickstart_sql, unique, wait_for, Kafka, Node, TestCluster};
-use sluice::cli::produce::{self, ProduceArgs};
 use sluice::proto::RemoveNodeRequest;
 
 async fn produce_events(
@@ -17,18 +16,9 @@ async fn produce_events(
     start_index: u64,
 ) -> anyhow::Result<()> {
     kafka.create_topic_if_missing(topic, 3).await?;
-    produce::run(ProduceArgs {
-        brokers: kafka.bootstrap.clone(),
-        topic: topic.to_string(),
-        count,
-        partitions: 3,
-        seed: 7,
-        start_index,
-        malformed_every: None,
-        quiet: true,
-    })
-    .await?;
-    Ok(())
+    kafka
+        .produce(topic, 3, 7, start_index..start_index + count, None)
+        .await
 }
 
 async fn count(node: &Node, table: &str) -> u64 {
@@ -312,17 +302,7 @@ async fn a_fourth_node_joins_and_a_removed_member_hands_over() -> anyhow::Result
     let topic = unique("github");
     // Eight partitions: three nodes hold 3, 3 and 2; four hold 2 each.
     kafka.create_topic(&topic, 8).await?;
-    produce::run(ProduceArgs {
-        brokers: kafka.bootstrap.clone(),
-        topic: topic.clone(),
-        count: EVENTS / 2,
-        partitions: 8,
-        seed: 7,
-        start_index: 0,
-        malformed_every: None,
-        quiet: true,
-    })
-    .await?;
+    kafka.produce(&topic, 8, 7, 0..EVENTS / 2, None).await?;
     let mut cluster = TestCluster::start("members", 3).await?;
     let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?;
     cluster.nodes[0].script(&ddl).await?;
@@ -403,17 +383,9 @@ async fn a_fourth_node_joins_and_a_removed_member_hands_over() -> anyhow::Result
     )
     .await?;
     drop(removed);
-    produce::run(ProduceArgs {
-        brokers: kafka.bootstrap.clone(),
-        topic: topic.clone(),
-        count: EVENTS / 2,
-        partitions: 8,
-        seed: 7,
-        start_index: EVENTS / 2,
-        malformed_every: None,
-        quiet: true,
-    })
-    .await?;
+    kafka
+        .produce(&topic, 8, 7, EVENTS / 2..EVENTS, None)
+        .await?;
     assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(180)).await
 }
 

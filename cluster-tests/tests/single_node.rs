@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use cluster_tests::{quickstart_sql, unique, wait_for, Kafka, Node};
-use sluice::cli::produce::{self, ProduceArgs};
 use sluice::sample::github::{self, GITHUB_COLUMNS};
 
 const EVENTS: u64 = 200_000;
@@ -17,18 +16,9 @@ async fn produce_events(
     malformed_every: Option<u64>,
 ) -> anyhow::Result<()> {
     kafka.create_topic(topic, 3).await?;
-    produce::run(ProduceArgs {
-        brokers: kafka.bootstrap.clone(),
-        topic: topic.to_string(),
-        count,
-        partitions: 3,
-        seed: SEED,
-        start_index: 0,
-        malformed_every,
-        quiet: true,
-    })
-    .await?;
-    Ok(())
+    kafka
+        .produce(topic, 3, SEED, 0..count, malformed_every)
+        .await
 }
 
 async fn count(node: &Node, table: &str) -> u64 {

@@ -244,6 +244,16 @@ impl Catalog {
         self.tables.get(name)
     }
 
+    /// The Kafka tables that consume: attached, with at least one view reading them.
+    pub fn consuming_kafka_tables(&self) -> impl Iterator<Item = (&TableDef, &KafkaSettings)> {
+        self.tables.values().filter_map(|t| match t.kafka() {
+            Some(settings) if !t.detached && self.views.values().any(|v| v.source == t.name) => {
+                Some((t, settings))
+            }
+            _ => None,
+        })
+    }
+
     /// Views reading the given Kafka table, in name order.
     pub fn views_of(&self, source: &str) -> Vec<&ViewDef> {
         self.views.values().filter(|v| v.source == source).collect()

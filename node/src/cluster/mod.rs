@@ -729,13 +729,7 @@ impl Cluster {
     fn slots(&self, partitions: &BTreeMap<(String, String), i32>) -> BTreeSet<Slot> {
         let catalog = self.state.catalog();
         let mut out = BTreeSet::new();
-        for table in catalog.tables.values() {
-            let Some(settings) = table.kafka() else {
-                continue;
-            };
-            if table.detached || catalog.views_of(&table.name).is_empty() {
-                continue;
-            }
+        for (table, settings) in catalog.consuming_kafka_tables() {
             for topic in &settings.topic_list {
                 let count = partitions
                     .get(&(table.name.clone(), topic.clone()))
@@ -760,10 +754,8 @@ impl Cluster {
     ) -> BTreeMap<(String, String), i32> {
         let catalog = self.state.catalog();
         let mut out = BTreeMap::new();
-        for table in catalog.tables.values() {
-            let Some(settings) = table.kafka() else {
-                continue;
-            };
+        // Only what `slots` assigns: a table without views has no consumers to place.
+        for (table, settings) in catalog.consuming_kafka_tables() {
             for topic in &settings.topic_list {
                 let key = (table.name.clone(), topic.clone());
                 let (s, t) = (settings.clone(), topic.clone());

@@ -100,14 +100,8 @@ impl Supervisor {
     fn desired(&self) -> BTreeMap<ConsumerKey, (TableDef, Vec<ViewDef>, u64)> {
         let catalog = self.state.catalog();
         let mut out = BTreeMap::new();
-        for table in catalog.tables.values() {
-            let Some(settings) = table.kafka() else {
-                continue;
-            };
+        for (table, settings) in catalog.consuming_kafka_tables() {
             let views: Vec<ViewDef> = catalog.views_of(&table.name).into_iter().cloned().collect();
-            if table.detached || views.is_empty() {
-                continue;
-            }
             for topic in &settings.topic_list {
                 let count = self
                     .partitions
@@ -207,13 +201,7 @@ impl Supervisor {
 
     fn refresh_metadata(&mut self, ctx: &mut Context<Self>) {
         let catalog = self.state.catalog();
-        for table in catalog.tables.values() {
-            let Some(settings) = table.kafka() else {
-                continue;
-            };
-            if table.detached || catalog.views_of(&table.name).is_empty() {
-                continue;
-            }
+        for (table, settings) in catalog.consuming_kafka_tables() {
             for topic in &settings.topic_list {
                 let (name, topic, settings) = (table.name.clone(), topic.clone(), settings.clone());
                 let addr = ctx.address();
