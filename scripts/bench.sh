@@ -38,7 +38,7 @@ bash scripts/kafka.sh start >/dev/null
 "$SLUICE" produce --brokers "$BROKERS" --topic bench --partitions 3 --count "$N" --quiet
 
 echo "== (a) baseline: librdkafka consumer, discarding"
-base_line=$("$SLUICE" drain --brokers "$BROKERS" --topic bench --count "$N")
+base_line=$("$SLUICE" baseline --brokers "$BROKERS" --topic bench --count "$N")
 echo "$base_line"
 base_rate=$(sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$base_line")
 

@@ -6,14 +6,20 @@ SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export SLUICE_ROOT
 
 # Installs the system tools the scripts use when a machine lacks them (Debian packages):
-# Java runs Kafka, Maven resolves it, a C toolchain builds librdkafka. Rust itself comes
-# from the machine's rustup (Debian's rustc is too old for the crates).
+# Java runs Kafka, Maven resolves it, a C toolchain and OpenSSL's headers build librdkafka
+# (with TLS and SCRAM), iproute2 and iptables make the network partitions of the chaos
+# tests, fiu-utils their failing fsync. Rust itself comes from the machine's rustup (Debian's rustc is too old).
 ensure_tools() {
   local missing=()
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
   command -v awk >/dev/null 2>&1 || missing+=(gawk)
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  command -v fiu-run >/dev/null 2>&1 || missing+=(fiu-utils)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null

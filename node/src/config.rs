@@ -1,10 +1,13 @@
 //! Node configuration: command line, environment (what Helm sets), and an optional TOML
 //! file, in that order of precedence. Each field's default is documented where declared.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::ingest::client::{ClientPropertyError, KafkaClientDefaults};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -16,6 +19,8 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error(transparent)]
+    Kafka(#[from] ClientPropertyError),
 }
 
 /// `sluice node` flags; every one can also come from `SLUICE_*` or the config file.
@@ -65,6 +70,10 @@ struct FileConfig {
     peers: Option<Vec<String>>,
     bootstrap: Option<bool>,
     node_timeout_ms: Option<u64>,
+    /// librdkafka properties for every Kafka client of the node, ClickHouse-style names
+    /// (`sasl_mechanisms`, `ssl_ca_location`); `SLUICE_RDKAFKA_*` variables override them.
+    #[serde(default)]
+    kafka: BTreeMap<String, String>,
 }
 
 /// The resolved configuration of a node.
@@ -78,6 +87,7 @@ pub struct NodeConfig {
     pub peers: Vec<String>,
     pub bootstrap: bool,
     pub node_timeout: std::time::Duration,
+    pub kafka: KafkaClientDefaults,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
@@ -104,7 +114,9 @@ impl NodeConfig {
                     reason: format!("{e}"),
                 })?,
         };
+        let kafka = KafkaClientDefaults::resolve(&file.kafka, std::env::vars())?;
         let config = NodeConfig {
+            kafka,
             node_id: args
                 .node_id
                 .clone()

@@ -32,8 +32,11 @@ enum Command {
     RemoveNode(cli::cluster::RemoveNodeArgs),
     /// Show a table's row count as a progress bar until it reaches a target.
     Progress(cli::progress::ProgressArgs),
-    /// Benchmark baseline: read a topic with a plain librdkafka consumer and discard it.
+    /// Prepare a node to stop: stop its consumers, move its partitions and Raft leadership
+    /// to other nodes (Kubernetes' preStop).
     Drain(cli::drain::DrainArgs),
+    /// Benchmark baseline: read a topic with a plain librdkafka consumer and discard it.
+    Baseline(cli::baseline::BaselineArgs),
     /// Produce sample GitHub events (the guide's schema) to a Kafka topic.
     Produce(cli::produce::ProduceArgs),
 }
@@ -72,6 +75,7 @@ fn main() -> std::process::ExitCode {
                         Command::RemoveNode(args) => cli::cluster::remove_node(args).await,
                         Command::Progress(args) => cli::progress::run(args).await,
                         Command::Drain(args) => cli::drain::run(args).await,
+                        Command::Baseline(args) => cli::baseline::run(args).await,
                         Command::Produce(args) => cli::produce::run(args).await.map(|_| ()),
                         Command::Node(_) => Ok(()),
                     }

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::executor::Executor;
-use crate::admin::service::AdminService;
-use crate::cluster::Cluster;
+use crate::admin::service::{drain_node, AdminService};
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::NodeConfig;
 use crate::ingest::status::ConsumerRegistry;
 use crate::ingest::supervisor::{StopAll, Supervisor};
@@ -41,8 +41,9 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let sled_dir = config.data_dir.join("sled");
     let db = sled::Config::new()
-        .path(config.data_dir.join("sled"))
+        .path(&sled_dir)
         .open()
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
     let state = Arc::new(NodeState::open(db.clone()).context("loading the catalog")?);
@@ -60,13 +61,23 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| local.to_string()),
     };
+    let kafka = Arc::new(config.kafka.clone());
+    if !kafka.names().is_empty() {
+        tracing::info!(properties = ?kafka.names(), "node-wide Kafka client properties");
+    }
     let cluster = runtime
         .block_on(Cluster::start(
             &db,
             state.clone(),
             member,
-            config.peers.clone(),
-            config.node_timeout,
+            ClusterOptions {
+                peers: config.peers.clone(),
+                node_timeout: config.node_timeout,
+                kafka: kafka.clone(),
+                // Bound to one address: leave from it too. Bound to all (a pod): any.
+                source_ip: Some(local.ip()).filter(|ip| !ip.is_unspecified()),
+                sled_data_file: Some(sled_dir.join("db")),
+            },
         ))
         .context("starting raft")?;
 
@@ -77,15 +88,16 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         state.clone(),
         replica,
         registry.clone(),
+        kafka,
         runtime.handle().clone(),
     );
     let actors = std::thread::Builder::new()
         .name("sluice-actors".into())
         .spawn(move || -> std::io::Result<()> {
             let system = actix::System::new();
-            let (node_id, state, replica, registry, handle) = supervisor_parts;
+            let (node_id, state, replica, registry, kafka, handle) = supervisor_parts;
             let addr = system.block_on(async {
-                Supervisor::new(node_id, state, replica, registry, handle).start()
+                Supervisor::new(node_id, state, replica, registry, kafka, handle).start()
             });
             let _ = tx.send((addr, actix::System::current()));
             system.run()
@@ -108,6 +120,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("stopped");
     served
 }
+
+/// How long SIGTERM waits for partitions and leadership to move before stopping anyway,
+/// within Kubernetes' default 30 s grace period.
+const SHUTDOWN_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn serve(
     config: &NodeConfig,
@@ -147,12 +163,33 @@ async fn serve(
         grpc_address: local.to_string(),
         data_dir: config.data_dir.display().to_string(),
         started: Instant::now(),
+        supervisor: supervisor.clone(),
     };
+    let draining = cluster.clone();
+    let mut raft_metrics = cluster.raft.metrics();
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let failure = failed.clone();
     let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining consumers");
-        health.set_not_serving::<AdminServer<AdminService>>().await;
-        let _ = supervisor.send(StopAll).await;
+        tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down: draining");
+                health.set_not_serving::<AdminServer<AdminService>>().await;
+                let drained = drain_node(&draining, &supervisor, SHUTDOWN_DRAIN_TIMEOUT).await;
+                tracing::info!("{}", drained.message);
+            }
+            fatal = raft_failure(&mut raft_metrics) => {
+                // Crash-only: after a storage error (a full disk, a failed fsync) nothing
+                // in memory can be trusted to match the disk. Stop acknowledging at once
+                // and exit non-zero, so the supervisor restarts the node from its disk
+                // once the fault clears; the rest of the cluster goes on without it.
+                tracing::error!(error = %fatal, "raft stopped: storage failed; exiting");
+                health.set_not_serving::<AdminServer<AdminService>>().await;
+                let _ = supervisor.send(StopAll).await;
+                if let Ok(mut f) = failure.lock() {
+                    *f = Some(fatal);
+                }
+            }
+        }
     };
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -169,7 +206,27 @@ async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("serving gRPC")?;
-    Ok(())
+    let fatal = failed.lock().ok().and_then(|mut f| f.take());
+    match fatal {
+        Some(reason) => Err(anyhow::anyhow!("raft stopped: {reason}")),
+        None => Ok(()),
+    }
+}
+
+/// Resolves when this node's Raft stops with a fatal error (a storage failure).
+async fn raft_failure(
+    metrics: &mut tokio::sync::watch::Receiver<
+        openraft::RaftMetrics<crate::raft::NodeId, crate::raft::Member>,
+    >,
+) -> String {
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "raft metrics closed".into();
+        }
+    }
 }
 
 /// The gRPC health service: the whole server (service "") answers SERVING while the
@@ -179,14 +236,15 @@ fn spawn_health(cluster: Arc<Cluster>, health: tonic_health::server::HealthRepor
     tokio::spawn(async move {
         let mut serving = None;
         loop {
-            let in_quorum = cluster.view().in_quorum;
-            if serving != Some(in_quorum) {
-                if in_quorum {
+            // A draining node is on its way out: clients should go elsewhere.
+            let ready = cluster.view().in_quorum && !cluster.is_draining();
+            if serving != Some(ready) {
+                if ready {
                     health.set_serving::<AdminServer<AdminService>>().await;
                 } else {
                     health.set_not_serving::<AdminServer<AdminService>>().await;
                 }
-                serving = Some(in_quorum);
+                serving = Some(ready);
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::assignment::{Assignments, Slot};
 use crate::raft::NodeId;
-use crate::table::{ApplyOutcome, Block, PositionKey, TableError, Tables};
+use crate::table::{ApplyOutcome, Block, PositionKey, TableError, Tables, Writer, WriterLogEntry};
 
 const CATALOG_KEY: &[u8] = b"catalog";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
@@ -149,8 +149,12 @@ impl NodeState {
         Ok(outcome)
     }
 
-    /// Applies a block to its table's replica.
-    pub fn apply_block(&self, block: &Block) -> Result<ApplyOutcome, StateError> {
+    /// Applies a block to its table's replica; `writer` is recorded in its writer log.
+    pub fn apply_block(
+        &self,
+        block: &Block,
+        writer: Option<Writer>,
+    ) -> Result<ApplyOutcome, StateError> {
         let catalog = self.catalog();
         let def = catalog
             .table(&block.table)
@@ -158,7 +162,7 @@ impl NodeState {
         Ok(self
             .tables
             .get(&block.table)?
-            .apply(block, def.dedup_window())?)
+            .apply(block, def.dedup_window(), writer)?)
     }
 
     /// Wakes whoever watches the catalog (the ingest supervisor) without a catalog change,
@@ -273,6 +277,10 @@ impl NodeState {
 
     pub fn next_offset(&self, table: &str, key: &PositionKey) -> Result<Option<i64>, StateError> {
         Ok(self.tables.get(table)?.next_offset(key)?)
+    }
+
+    pub fn writer_log(&self, table: &str) -> Result<Vec<WriterLogEntry>, StateError> {
+        Ok(self.tables.get(table)?.writer_log()?)
     }
 
     pub fn row_count(&self, table: &str) -> Result<u64, StateError> {

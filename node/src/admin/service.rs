@@ -13,6 +13,7 @@ use super::to_status;
 use crate::catalog::{CatalogCommand, Engine};
 use crate::cluster::{InitOutcome, JoinRequest, NodeInfo};
 use crate::ingest::status::ConsumerRegistry;
+use crate::ingest::supervisor::{StopAll, Supervisor};
 use crate::proto::admin_server::Admin;
 use crate::proto::*;
 use crate::query::{display, QueryResult};
@@ -26,6 +27,38 @@ pub struct AdminService {
     pub grpc_address: String,
     pub data_dir: String,
     pub started: Instant,
+    pub supervisor: actix::Addr<Supervisor>,
+}
+
+/// How long a drain waits when the caller names no limit.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stops this node's consumers (their open blocks written), then moves its partitions and
+/// Raft leadership away; shared by the `Drain` call and SIGTERM.
+pub async fn drain_node(
+    cluster: &crate::cluster::Cluster,
+    supervisor: &actix::Addr<Supervisor>,
+    timeout: Duration,
+) -> DrainResponse {
+    let consumers_stopped = supervisor.send(StopAll).await.unwrap_or(0);
+    let outcome = cluster.drain(timeout).await;
+    let mut message = format!("drained: {consumers_stopped} consumers stopped");
+    message.push_str(if outcome.partitions_moved {
+        ", it owns no partition"
+    } else {
+        ", it still owns partitions (no quorum to reassign them)"
+    });
+    message.push_str(if outcome.leadership_released {
+        ", it does not lead"
+    } else {
+        ", it still leads (no follower took over in time)"
+    });
+    DrainResponse {
+        consumers_stopped: u32::try_from(consumers_stopped).unwrap_or(u32::MAX),
+        partitions_moved: outcome.partitions_moved,
+        leadership_released: outcome.leadership_released,
+        message,
+    }
 }
 
 fn result_set(result: &QueryResult) -> Result<ResultSet, Status> {
@@ -380,6 +413,19 @@ impl Admin for AdminService {
             })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn drain(
+        &self,
+        request: Request<DrainRequest>,
+    ) -> Result<Response<DrainResponse>, Status> {
+        let timeout = match request.into_inner().timeout_ms {
+            0 => DEFAULT_DRAIN_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        Ok(Response::new(
+            drain_node(&self.executor.cluster, &self.supervisor, timeout).await,
+        ))
     }
 
     async fn add_node(

@@ -1,77 +1,34 @@
-//! `sluice drain`: the benchmark's baseline. A plain librdkafka consumer reads every
-//! partition of a topic from the beginning and discards the messages, so Sluice's
-//! ingestion rate can be reported as a ratio against it.
-
-use std::time::{Duration, Instant};
+//! `sluice drain`: prepares a node to stop (Kubernetes' preStop). Its consumers finish their
+//! open blocks and stop, its partitions move to the other nodes, and it hands Raft
+//! leadership over; the node keeps serving queries until it is stopped.
 
 use anyhow::Context as _;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::proto::DrainRequest;
 
 #[derive(clap::Args, Debug)]
 pub struct DrainArgs {
-    #[arg(long, env = "SLUICE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    #[arg(long, default_value = "github")]
-    pub topic: String,
-    /// Stop after this many messages.
-    #[arg(long)]
-    pub count: u64,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 600)]
+    /// The gRPC address of the node to drain.
+    #[arg(long, env = "SLUICE_HOST", default_value = "http://127.0.0.1:7070")]
+    pub host: String,
+    /// How long to wait for partitions and leadership to move, in seconds.
+    #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
 }
 
 pub async fn run(args: DrainArgs) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || drain(&args))
+    let mut client = super::sql::connect(&args.host).await?;
+    let reply = client
+        .drain(DrainRequest {
+            timeout_ms: args.timeout_secs.saturating_mul(1000),
+        })
         .await
-        .context("the drain task failed")?
-}
-
-fn drain(args: &DrainArgs) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("group.id", "sluice-bench-baseline")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .context("creating a Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
-        .with_context(|| format!("metadata of topic {}", args.topic))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    anyhow::ensure!(partitions > 0, "topic {} has no partitions", args.topic);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(&args.topic, p as i32, Offset::Beginning)?;
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .with_context(|| format!("draining {}", args.host))?
+        .into_inner();
+    println!("{}", reply.message);
+    if !(reply.partitions_moved && reply.leadership_released) {
+        anyhow::bail!("the drain did not finish in {} s", args.timeout_secs);
     }
-    consumer.assign(&tpl)?;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.timeout_secs);
-    let mut seen = 0u64;
-    let mut bytes = 0u64;
-    while seen < args.count {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "read {seen} of {} messages before the timeout",
-            args.count
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.context("consuming")?;
-            bytes += m.payload().map_or(0, <[u8]>::len) as u64;
-            seen += 1;
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "baseline: {seen} messages ({:.1} MiB) in {secs:.2} s = {:.0} msg/s",
-        bytes as f64 / 1_048_576.0,
-        seen as f64 / secs
-    );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The command line for people: each subcommand is a thin gRPC or Kafka client.
 
+pub mod baseline;
 pub mod cluster;
 pub mod drain;
 pub mod produce;

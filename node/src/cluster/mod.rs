@@ -8,6 +8,7 @@
 pub mod assignment;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
+use crate::ingest::client::KafkaClientDefaults;
 use crate::ingest::status::{ConsumerKey, ConsumerSnapshot};
 use crate::ingest::supervisor::partition_count;
 use crate::proto::admin_client::AdminClient;
@@ -149,6 +151,52 @@ pub struct Cluster {
     last_seen: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
     /// On the leader: the term it leads and since when (members get a grace period).
     leading_since: std::sync::Mutex<Option<(u64, Instant)>>,
+    /// Node-wide Kafka client properties, for partition discovery.
+    kafka: Arc<KafkaClientDefaults>,
+    /// Set by a drain: this node takes no partitions and does not seek leadership.
+    draining: std::sync::atomic::AtomicBool,
+    /// On the leader: the members that said they are draining.
+    draining_members: std::sync::Mutex<BTreeSet<NodeId>>,
+    source_ip: Option<IpAddr>,
+    /// Set when the leader says this node is no longer a member (removed by a scale-down):
+    /// it stops its consumers and reports not ready. It stays up until it is stopped.
+    removed: std::sync::atomic::AtomicBool,
+}
+
+/// A member's periodic word to the leader.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    pub draining: bool,
+}
+
+/// The leader's answer to a heartbeat.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// False once the sender was removed from the cluster: it must stop working.
+    pub member: bool,
+}
+
+/// What a drain achieved before it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainOutcome {
+    pub partitions_moved: bool,
+    pub leadership_released: bool,
+}
+
+/// How a node takes part in its cluster (from its configuration).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Seed peers to ask for membership.
+    pub peers: Vec<String>,
+    /// A member silent for longer loses its partitions.
+    pub node_timeout: Duration,
+    /// Node-wide Kafka client properties, for partition discovery.
+    pub kafka: Arc<KafkaClientDefaults>,
+    /// The address connections to peers leave from (the node's listening address).
+    pub source_ip: Option<IpAddr>,
+    /// sled's data file, fdatasynced after every Raft log write (none in unit tests).
+    pub sled_data_file: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -157,9 +205,15 @@ impl Cluster {
         db: &sled::Db,
         state: Arc<NodeState>,
         member: Member,
-        peers: Vec<String>,
-        node_timeout: Duration,
+        options: ClusterOptions,
     ) -> Result<Arc<Cluster>, ClusterError> {
+        let ClusterOptions {
+            peers,
+            node_timeout,
+            kafka,
+            source_ip,
+            sled_data_file,
+        } = options;
         let identity = db.open_tree(IDENTITY_TREE)?;
         let node_id = match identity.get(RAFT_ID_KEY)? {
             Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -175,11 +229,12 @@ impl Cluster {
         let cluster_id: ClusterIdCell = Arc::new(std::sync::RwLock::new(
             state.cluster_id()?.unwrap_or_default(),
         ));
-        let log_store = LogStore::open(db, META_GROUP)?;
+        let log_store = LogStore::open(db, META_GROUP, sled_data_file.as_deref())?;
         let sm = StateMachine::open(db, META_GROUP, state.clone(), cluster_id.clone())?;
         let network = Network {
             group: META_GROUP.to_string(),
             cluster_id: cluster_id.clone(),
+            source: source_ip,
         };
         let config = raft_config("sluice").map_err(|e| ClusterError::Raft(e.to_string()))?;
         let raft = Raft::new(node_id, Arc::new(config), network, log_store.clone(), sm)
@@ -203,6 +258,11 @@ impl Cluster {
             node_timeout,
             last_seen: std::sync::Mutex::new(BTreeMap::new()),
             leading_since: std::sync::Mutex::new(None),
+            kafka,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            draining_members: std::sync::Mutex::new(BTreeSet::new()),
+            source_ip,
+            removed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -219,8 +279,8 @@ impl Cluster {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let c =
-            network::client(addr).map_err(|e| ClusterError::Raft(format!("peer {addr}: {e}")))?;
+        let c = network::client(addr, self.source_ip)
+            .map_err(|e| ClusterError::Raft(format!("peer {addr}: {e}")))?;
         clients.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -233,13 +293,37 @@ impl Cluster {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, ClusterError> {
+        self.call_routed(addr, None, method, request, timeout).await
+    }
+
+    /// One call to the member `target` at `addr` (refused if another node serves it now).
+    async fn call_peer_at<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        target: NodeId,
+        method: Method,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClusterError> {
+        self.call_routed(addr, Some(target), method, request, timeout)
+            .await
+    }
+
+    async fn call_routed<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        target: Option<NodeId>,
+        method: Method,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClusterError> {
         let mut client = self.client(addr).await?;
         let cluster_id = network::cluster_id_of(&self.cluster_id);
         let route = Route {
             addr,
             cluster_id: &cluster_id,
             group: META_GROUP,
-            target: None,
+            target,
         };
         call(&mut client, &route, method, request, Some(timeout))
             .await
@@ -598,7 +682,9 @@ impl Cluster {
         };
         let in_quorum = match metrics.state {
             ServerState::Leader => metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 5_000),
-            ServerState::Follower | ServerState::Learner => metrics.current_leader.is_some(),
+            ServerState::Follower | ServerState::Learner => {
+                metrics.current_leader.is_some() && !self.is_removed()
+            }
             _ => false,
         };
         ClusterView {
@@ -622,10 +708,45 @@ impl Cluster {
         voters
     }
 
-    /// On the leader: a member's heartbeat.
-    pub fn heard_from(&self, node: NodeId) {
+    /// On the leader: a member's heartbeat; tells a node that is no longer a member so.
+    pub fn heard_from(&self, beat: Heartbeat) -> HeartbeatReply {
+        let member = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&beat.node)
+            .is_some();
         if let Ok(mut seen) = self.last_seen.lock() {
-            seen.insert(node, Instant::now());
+            seen.insert(beat.node, Instant::now());
+        }
+        if let Ok(mut draining) = self.draining_members.lock() {
+            if beat.draining {
+                draining.insert(beat.node);
+            } else {
+                draining.remove(&beat.node);
+            }
+        }
+        HeartbeatReply { member }
+    }
+
+    /// Whether the leader said this node is no longer a member.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// On the leader: how long it has led in its current term (zero before `live_voters`
+    /// first ran in this term).
+    fn leading_for(&self) -> Duration {
+        let term = self.raft.metrics().borrow().current_term;
+        match self.leading_since.lock().map(|g| *g) {
+            Ok(Some((t, at))) if t == term => at.elapsed(),
+            _ => Duration::ZERO,
         }
     }
 
@@ -645,11 +766,19 @@ impl Cluster {
             Err(_) => now,
         };
         let seen = self.last_seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let draining = self
+            .draining_members
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
         self.voters()
             .into_iter()
             .filter(|id| {
-                *id == self.node_id
-                    || match seen.get(id) {
+                if *id == self.node_id {
+                    return !self.is_draining();
+                }
+                !draining.contains(id)
+                    && match seen.get(id) {
                         Some(at) => now.duration_since(*at) < self.node_timeout,
                         None => now.duration_since(since) < self.node_timeout,
                     }
@@ -663,25 +792,144 @@ impl Cluster {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-                if this.is_leader() {
-                    continue;
-                }
-                let Some(leader) = this.leader_member() else {
-                    continue;
-                };
-                let sent: Result<(), _> = this
-                    .call_peer(
-                        &leader.addr,
-                        Method::Heartbeat,
-                        &this.node_id,
-                        HEARTBEAT_INTERVAL,
-                    )
-                    .await;
-                if let Err(e) = sent {
-                    tracing::debug!(error = %e, "heartbeat to the leader failed");
-                }
+                this.beat().await;
             }
         });
+    }
+
+    async fn beat(&self) {
+        if self.is_leader() {
+            return;
+        }
+        let Some(leader) = self.leader_member() else {
+            return;
+        };
+        let beat = Heartbeat {
+            node: self.node_id,
+            draining: self.is_draining(),
+        };
+        let sent: Result<HeartbeatReply, _> = self
+            .call_peer(&leader.addr, Method::Heartbeat, &beat, HEARTBEAT_INTERVAL)
+            .await;
+        match sent {
+            Ok(reply) => {
+                let was_removed = self
+                    .removed
+                    .swap(!reply.member, std::sync::atomic::Ordering::SeqCst);
+                // Changed: removed before and a member now, or the other way round.
+                if was_removed == reply.member {
+                    if reply.member {
+                        tracing::info!("this node is a member again");
+                    } else {
+                        tracing::warn!("this node was removed from the cluster: its consumers stop and it reports not ready");
+                    }
+                    // The supervisor re-reads what it may run.
+                    self.state.notify();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat to the leader failed"),
+        }
+    }
+
+    /// Prepares this node to stop, once its consumers have stopped: the leader moves its
+    /// partitions to the other live members at once (not after the node timeout), and if
+    /// it leads, an up-to-date follower is asked to take over. Waits at most `timeout`.
+    pub async fn drain(&self, timeout: Duration) -> DrainOutcome {
+        let deadline = Instant::now() + timeout;
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // A draining node must not win the election that moves leadership away from it.
+        self.raft.runtime_config().elect(false);
+        self.beat().await;
+        let mut partitions_moved = false;
+        while Instant::now() < deadline {
+            if self.is_removed() {
+                // Removed (a scale-down): the cluster went on without this node already.
+                return DrainOutcome {
+                    partitions_moved: true,
+                    leadership_released: true,
+                };
+            }
+            let owned = self
+                .state
+                .assignments()
+                .slots
+                .iter()
+                .any(|(_, o)| o.node == self.node_id);
+            if !owned {
+                partitions_moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.beat().await;
+        }
+        let leadership_released = self.hand_over_leadership(deadline).await;
+        tracing::info!(partitions_moved, leadership_released, "drained");
+        DrainOutcome {
+            partitions_moved,
+            leadership_released,
+        }
+    }
+
+    /// Asks the follower with the longest log to start an election, until another node
+    /// leads or `deadline` passes; true once this node does not lead (or is the only
+    /// voter). The follower wins because this leader votes for it (its log is as long)
+    /// and this node no longer campaigns.
+    async fn hand_over_leadership(&self, deadline: Instant) -> bool {
+        while self.is_leader() && Instant::now() < deadline {
+            let metrics = self.raft.metrics().borrow().clone();
+            let draining = self
+                .draining_members
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            let voters = self.voters();
+            let candidate = metrics
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(id, _)| {
+                    **id != self.node_id && voters.contains(id) && !draining.contains(id)
+                })
+                .max_by_key(|(_, matched)| matched.map(|l| l.index))
+                .and_then(|(id, _)| {
+                    metrics
+                        .membership_config
+                        .membership()
+                        .get_node(id)
+                        .map(|m| (*id, m.clone()))
+                });
+            let Some((id, member)) = candidate else {
+                // Alone, there is nobody to hand over to and nothing to wait for.
+                let alone = voters.len() <= 1;
+                tracing::info!(alone, "no follower to hand leadership to");
+                return alone;
+            };
+            let asked: Result<(), String> = self
+                .call_peer_at(&member.addr, id, Method::Elect, &(), Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|answer: Result<(), String>| answer);
+            match asked {
+                Ok(()) => tracing::info!(to = %member, "handing leadership over"),
+                Err(e) => {
+                    tracing::info!(to = %member, error = %e, "handing leadership over failed")
+                }
+            }
+            let until = (Instant::now() + Duration::from_secs(3)).min(deadline);
+            while self.is_leader() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        !self.is_leader()
+    }
+
+    /// At a leader's request: campaign now (refused while this node drains itself).
+    pub async fn elect_self(&self) -> Result<(), String> {
+        if self.is_draining() {
+            return Err("this node is draining".into());
+        }
+        self.raft.trigger().elect().await.map_err(|e| e.to_string())
     }
 
     /// On the leader: keeps the partition assignment balanced over the live voters, and
@@ -712,6 +960,11 @@ impl Cluster {
                 }
                 let slots = this.slots(&partitions);
                 let live = this.live_voters();
+                if this.leading_for() < 2 * HEARTBEAT_INTERVAL {
+                    // A new leader has not heard every member yet: a draining one would
+                    // look live and be handed partitions back.
+                    continue;
+                }
                 let current = this.state.assignments().nodes();
                 let next = assignment::rebalance(&current, &slots, &live);
                 if next != current {
@@ -758,8 +1011,8 @@ impl Cluster {
         for (table, settings) in catalog.consuming_kafka_tables() {
             for topic in &settings.topic_list {
                 let key = (table.name.clone(), topic.clone());
-                let (s, t) = (settings.clone(), topic.clone());
-                let found = tokio::task::spawn_blocking(move || partition_count(&s, &t))
+                let (k, s, t) = (self.kafka.clone(), settings.clone(), topic.clone());
+                let found = tokio::task::spawn_blocking(move || partition_count(&k, &s, &t))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
                 match found {
@@ -825,7 +1078,8 @@ impl Cluster {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(3));
+            .timeout(Duration::from_secs(3))
+            .local_address(self.source_ip);
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
         Ok(AdminClient::new(channel).max_decoding_message_size(crate::server::GRPC_MESSAGE_MAX))
     }
@@ -971,6 +1225,9 @@ impl Cluster {
 #[async_trait::async_trait]
 impl crate::ingest::Replica for Cluster {
     fn assigned_epoch(&self, key: &ConsumerKey) -> Option<u64> {
+        if self.is_removed() {
+            return None;
+        }
         self.state
             .assignments()
             .owner(&Slot::of(key))
@@ -1035,7 +1292,11 @@ mod tests {
             name: "solo".into(),
             addr: "127.0.0.1:1".into(),
         };
-        let cluster = Cluster::start(&db, state, member, vec![], Duration::from_secs(10))
+        let options = ClusterOptions {
+            node_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let cluster = Cluster::start(&db, state, member, options)
             .await
             .expect("cluster");
         let created = cluster.initialize().await.expect("initialize");

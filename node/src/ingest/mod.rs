@@ -6,6 +6,7 @@
 //! the node down: its error is kept in `status` and shown in `system.kafka_consumers`.
 
 pub mod block_cutter;
+pub mod client;
 pub mod consumer;
 pub mod pipeline;
 pub mod status;

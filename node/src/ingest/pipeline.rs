@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use arrow::array::{BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
 use futures::FutureExt as _;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::block_cutter::{BlockCutter, BlockLimits};
+use super::client::KafkaClientDefaults;
 use super::status::{ConsumerKey, ConsumerStatus};
 use super::{IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
@@ -25,6 +25,9 @@ use crate::format::{decode_block, RawMessage};
 use crate::query::views::run_view;
 use crate::state::NodeState;
 use crate::table::{ApplyOutcome, Block, Decision, PositionKey, SourceRange};
+
+/// How often an idle consumer re-sends its group offset.
+const RECOMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long to wait for the group's committed offset when a view has no stored position.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +47,7 @@ pub struct PartitionJob {
     /// The assignment epoch this consumer runs under; its blocks carry it.
     pub epoch: u64,
     pub status: Arc<ConsumerStatus>,
+    pub kafka: Arc<KafkaClientDefaults>,
 }
 
 struct ViewPosition {
@@ -70,10 +74,7 @@ impl PartitionJob {
 
     fn create_consumer(&self) -> Result<StreamConsumer, IngestError> {
         let settings = self.settings()?;
-        let mut config = ClientConfig::new();
-        for (k, v) in settings.client_properties() {
-            config.set(k, v);
-        }
+        let mut config = self.kafka.client_config(settings);
         config
             .set("group.id", &settings.group_name)
             .set(
@@ -119,8 +120,15 @@ impl PartitionJob {
         consumer
             .assign(&tpl)
             .map_err(|source| self.kafka_error(source))?;
+        // What the group offset should say: the stored position. Re-sent while the
+        // partition is idle, since an async commit can be lost (a broker restart) or
+        // overtaken by a late one from the partition's previous owner, and with no new
+        // message nothing else would correct it.
+        let mut commit_next = None;
+        let mut committed_at = Instant::now();
         if let Offset::Offset(o) = start {
             self.status.positioned(o);
+            commit_next = Some(o);
         }
         self.status.set_used(true);
         tracing::info!(table = %self.key.table, topic = %self.key.topic, partition = self.key.partition, ?start, "consumer assigned");
@@ -182,7 +190,14 @@ impl PartitionJob {
                         // partial block does not wait for the flush interval when the
                         // partition is drained.
                         Err(_) if !messages.is_empty() => break,
-                        Err(_) => {}
+                        Err(_) => {
+                            if let Some(next) = commit_next {
+                                if committed_at.elapsed() >= RECOMMIT_INTERVAL {
+                                    self.commit_group_offset(&consumer, next);
+                                    committed_at = Instant::now();
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -190,8 +205,13 @@ impl PartitionJob {
                 self.status.polled(messages.len() as u64);
                 let block = std::mem::take(&mut messages);
                 cutter.reset();
-                self.process_block(&consumer, &settings, &mut positions, block)
-                    .await?;
+                if let Some(next) = self
+                    .process_block(&consumer, &settings, &mut positions, block)
+                    .await?
+                {
+                    commit_next = Some(next);
+                    committed_at = Instant::now();
+                }
             }
             if stopping {
                 self.status.set_used(false);
@@ -280,9 +300,9 @@ impl PartitionJob {
         settings: &crate::catalog::KafkaSettings,
         positions: &mut [ViewPosition],
         messages: Vec<RawMessage>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Option<i64>, IngestError> {
         let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
-            return Ok(());
+            return Ok(None);
         };
         let (first_offset, last_offset) = (first.offset, last.offset);
         let started = Instant::now();
@@ -370,23 +390,23 @@ impl PartitionJob {
             }
             position.next_offset = Some(last_offset + 1);
         }
-        // The group offset is for lag tools only; failing to commit it loses nothing.
+        self.commit_group_offset(consumer, last_offset + 1);
+        self.status
+            .committed(last_offset + 1, rows_written, decoded.broken.len() as u64);
+        Ok(Some(last_offset + 1))
+    }
+
+    /// The group offset is for lag tools only; failing to commit it loses nothing.
+    fn commit_group_offset(&self, consumer: &StreamConsumer, next: i64) {
         let mut tpl = TopicPartitionList::new();
         if tpl
-            .add_partition_offset(
-                &self.key.topic,
-                self.key.partition,
-                Offset::Offset(last_offset + 1),
-            )
+            .add_partition_offset(&self.key.topic, self.key.partition, Offset::Offset(next))
             .is_ok()
         {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                 self.status.error(format!("commit: {e}"));
             }
         }
-        self.status
-            .committed(last_offset + 1, rows_written, decoded.broken.len() as u64);
-        Ok(())
     }
 }
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use super::client::KafkaClientDefaults;
 use super::consumer::{ConsumerActor, ConsumerExited, StopConsumer};
 use super::pipeline::PartitionJob;
 use super::status::{ConsumerKey, ConsumerRegistry};
@@ -32,9 +32,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 #[rtype(result = "()")]
 pub struct Reconcile;
 
-/// Stop every consumer, finishing open blocks; answers when they are stopped.
+/// Stop every consumer, finishing open blocks, and start no more; answers with how many
+/// were stopped once they are.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "usize")]
 pub struct StopAll;
 
 #[derive(Message)]
@@ -64,6 +65,7 @@ pub struct Supervisor {
     state: Arc<NodeState>,
     replica: Arc<dyn Replica>,
     registry: Arc<ConsumerRegistry>,
+    kafka: Arc<KafkaClientDefaults>,
     runtime: tokio::runtime::Handle,
     running: BTreeMap<ConsumerKey, Running>,
     backoff: BTreeMap<ConsumerKey, Backoff>,
@@ -79,9 +81,11 @@ impl Supervisor {
         state: Arc<NodeState>,
         replica: Arc<dyn Replica>,
         registry: Arc<ConsumerRegistry>,
+        kafka: Arc<KafkaClientDefaults>,
         runtime: tokio::runtime::Handle,
     ) -> Supervisor {
         Supervisor {
+            kafka,
             node_id,
             state,
             replica,
@@ -174,6 +178,7 @@ impl Supervisor {
                 replica: self.replica.clone(),
                 epoch,
                 status: status.clone(),
+                kafka: self.kafka.clone(),
             };
             self.next_generation += 1;
             let generation = self.next_generation;
@@ -205,10 +210,11 @@ impl Supervisor {
             for topic in &settings.topic_list {
                 let (name, topic, settings) = (table.name.clone(), topic.clone(), settings.clone());
                 let addr = ctx.address();
+                let kafka = self.kafka.clone();
                 self.runtime.spawn(async move {
                     let t = topic.clone();
                     let result =
-                        tokio::task::spawn_blocking(move || partition_count(&settings, &t))
+                        tokio::task::spawn_blocking(move || partition_count(&kafka, &settings, &t))
                             .await
                             .unwrap_or_else(|e| Err(e.to_string()));
                     addr.do_send(PartitionsFound {
@@ -222,11 +228,12 @@ impl Supervisor {
     }
 }
 
-pub fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i32, String> {
-    let mut config = ClientConfig::new();
-    for (k, v) in settings.client_properties() {
-        config.set(k, v);
-    }
+pub fn partition_count(
+    kafka: &KafkaClientDefaults,
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<i32, String> {
+    let config = kafka.client_config(settings);
     let client: BaseConsumer = config.create().map_err(|e| e.to_string())?;
     let metadata = client
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
@@ -332,16 +339,18 @@ impl Handler<ConsumerExited> for Supervisor {
 }
 
 impl Handler<StopAll> for Supervisor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, usize>;
     fn handle(&mut self, _msg: StopAll, _ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         let stops: Vec<_> = std::mem::take(&mut self.running)
             .into_values()
             .map(|r| r.addr.send(StopConsumer))
             .collect();
+        let count = stops.len();
         Box::pin(
             async move {
                 let _ = tokio::time::timeout(STOP_TIMEOUT, futures::future::join_all(stops)).await;
+                count
             }
             .into_actor(self),
         )

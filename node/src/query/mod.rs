@@ -159,12 +159,24 @@ impl QueryEngine {
             Vec::new()
         };
         let replicas = system_tables::replicas(&replicas)?;
+        let mut writers = Vec::new();
+        if wants("writer_log") {
+            for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
+                let log = self
+                    .state
+                    .writer_log(&table.name)
+                    .map_err(|e| QueryError::Internal(e.to_string()))?;
+                writers.extend(log.into_iter().map(|e| (table.name.clone(), e)));
+            }
+        }
+        let writer_log = system_tables::writer_log(&writers)?;
         let state = self.state.clone();
         let tables = system_tables::tables(catalog, &|name| state.row_count(name).ok())?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
             ("tables", tables),
             ("replicas", replicas),
+            ("writer_log", writer_log),
         ] {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringArray,
-    StringBuilder, TimestampSecondArray, TimestampSecondBuilder, UInt64Array,
+    ArrayRef, BooleanArray, Int32Array, Int32Builder, Int64Array, Int64Builder, ListBuilder,
+    RecordBatch, StringArray, StringBuilder, TimestampSecondArray, TimestampSecondBuilder,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -16,6 +17,7 @@ use arrow::error::ArrowError;
 use crate::catalog::{Catalog, Engine};
 use crate::ingest::status::{ConsumerKey, ConsumerSnapshot};
 use crate::sql::DEFAULT_DATABASE;
+use crate::table::WriterLogEntry;
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Second, None)
@@ -239,6 +241,59 @@ pub fn replicas(rows: &[ReplicaRow]) -> Result<RecordBatch, ArrowError> {
             Arc::new(StringArray::from(
                 rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
             )),
+        ],
+    )
+}
+
+pub fn writer_log_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("log_index", DataType::UInt64, false),
+        Field::new("view", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("first_offset", DataType::Int64, false),
+        Field::new("last_offset", DataType::Int64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("node_id", DataType::UInt64, false),
+        Field::new("epoch", DataType::UInt64, false),
+    ]))
+}
+
+/// `system.writer_log`: every block this replica applied from a Kafka partition, with the
+/// node and assignment epoch that wrote it (how fencing is audited).
+pub fn writer_log(entries: &[(String, WriterLogEntry)]) -> Result<RecordBatch, ArrowError> {
+    let col = |f: &dyn Fn(&(String, WriterLogEntry)) -> u64| {
+        Arc::new(UInt64Array::from(entries.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+    };
+    let text = |f: &dyn Fn(&(String, WriterLogEntry)) -> String| {
+        Arc::new(StringArray::from(entries.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+    };
+    RecordBatch::try_new(
+        writer_log_schema(),
+        vec![
+            text(&|(t, _)| t.clone()),
+            col(&|(_, e)| e.log_index),
+            text(&|(_, e)| e.source.clone()),
+            text(&|(_, e)| e.topic.clone()),
+            Arc::new(Int32Array::from(
+                entries.iter().map(|(_, e)| e.partition).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                entries
+                    .iter()
+                    .map(|(_, e)| e.first_offset)
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                entries
+                    .iter()
+                    .map(|(_, e)| e.last_offset)
+                    .collect::<Vec<_>>(),
+            )),
+            col(&|(_, e)| e.rows),
+            col(&|(_, e)| e.node),
+            col(&|(_, e)| e.epoch),
         ],
     )
 }

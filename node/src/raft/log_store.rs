@@ -3,12 +3,20 @@
 //! Entries are keyed by index (big-endian, so sled's order is log order). Appends and the
 //! vote are flushed before openraft is told they are done: Raft may only count a vote or
 //! an entry that survives a crash.
+//!
+//! sled's own flush ends in `sync_file_range`, which neither reaches the device's cache
+//! nor reports a failed fsync (its background fsync only logs one). So after sled's
+//! flush the log store fdatasyncs sled's data file itself, as etcd does for its WAL: an
+//! error there (EIO, ENOSPC) fails the write, openraft stops, and the node exits instead
+//! of acknowledging what the disk may have dropped.
 
 // openraft's storage traits fix the error type, a large one; boxing it is not ours to do.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -23,6 +31,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     log: sled::Tree,
     state: sled::Tree,
+    /// sled's data file, synced after each flush; none for an in-memory test store.
+    data_file: Option<Arc<std::fs::File>>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -34,11 +44,32 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    pub fn open(db: &sled::Db, group: &str) -> Result<LogStore, sled::Error> {
+    /// `data_file` is sled's data file (`<sled dir>/db`).
+    pub fn open(
+        db: &sled::Db,
+        group: &str,
+        data_file: Option<&Path>,
+    ) -> Result<LogStore, sled::Error> {
+        let data_file = match data_file {
+            Some(path) => Some(Arc::new(std::fs::File::open(path)?)),
+            None => None,
+        };
         Ok(LogStore {
             log: db.open_tree(format!("raft/{group}/log"))?,
             state: db.open_tree(format!("raft/{group}/state"))?,
+            data_file,
         })
+    }
+
+    /// sled's flush, then an fdatasync of its data file.
+    async fn flush(&self, tree: &sled::Tree) -> Result<(), std::io::Error> {
+        tree.flush_async().await.map_err(std::io::Error::other)?;
+        if let Some(file) = self.data_file.clone() {
+            tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        Ok(())
     }
 
     /// Whether this group ever held a vote or an entry here: such a node must never
@@ -111,8 +142,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put(VOTE, vote)?;
-        self.state
-            .flush_async()
+        let state = self.state.clone();
+        self.flush(&state)
             .await
             .map_err(|e| StorageError::from(StorageIOError::write_vote(AnyError::new(&e))))?;
         Ok(())
@@ -148,16 +179,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
-        let flushed = self.log.flush_async().await;
-        match flushed {
-            Ok(_) => {
+        let log = self.log.clone();
+        match self.flush(&log).await {
+            Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
-                let io = std::io::Error::other(e.to_string());
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(io))
+                callback.log_io_completed(Err(std::io::Error::new(e.kind(), e.to_string())));
+                Err(write_err(e))
             }
         }
     }
@@ -169,13 +199,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(key);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
-        self.log.flush_async().await.map_err(write_err)?;
+        let log = self.log.clone();
+        self.flush(&log).await.map_err(write_err)?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.put(LAST_PURGED, &log_id)?;
-        self.state.flush_async().await.map_err(write_err)?;
+        let state = self.state.clone();
+        self.flush(&state).await.map_err(write_err)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=log_id.index.to_be_bytes()) {
             let (key, _) = item.map_err(read_err)?;

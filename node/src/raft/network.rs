@@ -3,6 +3,7 @@
 //! A connection is made lazily and re-made after a failure; a peer that cannot be reached
 //! is reported as `Unreachable`, so openraft backs off instead of spinning.
 
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -36,11 +37,17 @@ pub fn cluster_id_of(cell: &ClusterIdCell) -> String {
     }
 }
 
-/// A lazily connected client of a peer's Raft service.
-pub fn client(addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+/// A lazily connected client of a peer's Raft service. `source` is the local address its
+/// connections leave from: the node's own listening address, so peers (and firewall
+/// rules) see a node by one address even on a host with several.
+pub fn client(
+    addr: &str,
+    source: Option<IpAddr>,
+) -> Result<RaftClient<Channel>, tonic::transport::Error> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
+        .local_address(source)
         .connect_lazy();
     Ok(RaftClient::new(channel)
         .max_decoding_message_size(RAFT_MESSAGE_MAX)
@@ -106,6 +113,7 @@ where
         Method::Heartbeat => client.heartbeat(req).await,
         Method::Info => client.info(req).await,
         Method::ReadIndex => client.read_index(req).await,
+        Method::Elect => client.elect(req).await,
     }
     .map_err(|status| TransportError::Status {
         addr: addr.to_string(),
@@ -129,6 +137,7 @@ pub enum Method {
     Heartbeat,
     Info,
     ReadIndex,
+    Elect,
 }
 
 /// Makes connections to peers for one Raft group.
@@ -136,6 +145,7 @@ pub enum Method {
 pub struct Network {
     pub group: String,
     pub cluster_id: ClusterIdCell,
+    pub source: Option<IpAddr>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -147,6 +157,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             group: self.group.clone(),
             cluster_id: self.cluster_id.clone(),
+            source: self.source,
             client: None,
         }
     }
@@ -157,6 +168,7 @@ pub struct Connection {
     addr: String,
     group: String,
     cluster_id: ClusterIdCell,
+    source: Option<IpAddr>,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -175,8 +187,8 @@ impl Connection {
         let client = match &mut self.client {
             Some(c) => c,
             None => {
-                let c =
-                    client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+                let c = client(&self.addr, self.source)
+                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
                 self.client.insert(c)
             }
         };

@@ -97,9 +97,14 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let node: super::NodeId = self.accept(request)?;
-        self.cluster.heard_from(node);
-        reply(&())
+        let beat: crate::cluster::Heartbeat = self.accept(request)?;
+        reply(&self.cluster.heard_from(beat))
+    }
+
+    async fn elect(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let _: () = self.accept(request)?;
+        let result: Result<(), String> = self.cluster.elect_self().await;
+        reply(&result)
     }
 
     async fn read_index(

@@ -132,7 +132,14 @@ impl StateMachine {
                     fence.epoch
                 )))
             }
-            Command::Block { block, .. } => match state.apply_block(block) {
+            Command::Block { block, fence } => match state.apply_block(
+                block,
+                fence.as_ref().map(|f| crate::table::Writer {
+                    node: f.node,
+                    epoch: f.epoch,
+                    log_index: index,
+                }),
+            ) {
                 Ok(outcome) => Response::Block(Ok(outcome)),
                 // The table was dropped after the block was proposed: refused, like any
                 // write to a missing table.

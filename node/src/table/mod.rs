@@ -10,7 +10,7 @@ pub mod store;
 
 pub use apply::Decision;
 pub use block::{Block, PositionKey, SourceRange};
-pub use store::{ApplyOutcome, TableStore, Tables};
+pub use store::{ApplyOutcome, TableStore, Tables, Writer, WriterLogEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {

@@ -14,6 +14,8 @@ use super::block::{self, Block, BlockHash, PositionKey};
 use super::TableError;
 
 const NEXT_SEQ: &[u8] = b"m/next_seq";
+/// Prefix of the writer log: one entry per applied block from a Kafka partition.
+const WRITER_LOG: &[u8] = b"l/";
 const ROWS: &[u8] = b"m/rows";
 
 /// What applying a block did.
@@ -21,6 +23,31 @@ const ROWS: &[u8] = b"m/rows";
 pub enum ApplyOutcome {
     Stored { seq: Option<u64>, rows: u64 },
     Skipped(Decision),
+}
+
+/// Who wrote a block: the consumer's node and assignment epoch, and the Raft log index
+/// of the write (the same on every replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer {
+    pub node: u64,
+    pub epoch: u64,
+    pub log_index: u64,
+}
+
+/// An applied block from a Kafka partition and its writer, kept for audits: fencing is
+/// right when, per partition, epochs never go back, each epoch has one node, and offset
+/// ranges follow each other without gap or overlap.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WriterLogEntry {
+    pub log_index: u64,
+    pub source: String,
+    pub topic: String,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub rows: u64,
+    pub node: u64,
+    pub epoch: u64,
 }
 
 pub struct TableStore {
@@ -102,7 +129,12 @@ impl TableStore {
     /// a block is acknowledged once its Raft entry is flushed, and after a crash the log
     /// applies it again (sled recovers a prefix of its writes, and a repeated block is a
     /// no-op), so one fsync per write is enough.
-    pub fn apply(&self, block: &Block, dedup_window: u64) -> Result<ApplyOutcome, TableError> {
+    pub fn apply(
+        &self,
+        block: &Block,
+        dedup_window: u64,
+        writer: Option<Writer>,
+    ) -> Result<ApplyOutcome, TableError> {
         let _guard = self
             .apply_lock
             .lock()
@@ -149,12 +181,47 @@ impl TableStore {
                 position_key(&range.position_key()),
                 &(range.last_offset + 1).to_be_bytes(),
             );
+            if let Some(w) = writer {
+                let entry = WriterLogEntry {
+                    log_index: w.log_index,
+                    source: range.source.clone(),
+                    topic: range.topic.clone(),
+                    partition: range.partition,
+                    first_offset: range.first_offset,
+                    last_offset: range.last_offset,
+                    rows: block.rows,
+                    node: w.node,
+                    epoch: w.epoch,
+                };
+                let bytes = serde_json::to_vec(&entry).map_err(|e| TableError::Corrupt {
+                    table: self.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                let mut key = WRITER_LOG.to_vec();
+                key.extend_from_slice(&w.log_index.to_be_bytes());
+                batch.insert(key, bytes);
+            }
         }
         self.tree.apply_batch(batch).map_err(storage)?;
         Ok(ApplyOutcome::Stored {
             seq: stored_seq,
             rows: block.rows,
         })
+    }
+
+    /// The writer log, in log order.
+    pub fn writer_log(&self) -> Result<Vec<WriterLogEntry>, TableError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(WRITER_LOG) {
+            let (_, bytes) = item.map_err(|e| TableError::storage(&self.name, e))?;
+            out.push(
+                serde_json::from_slice(&bytes).map_err(|e| TableError::Corrupt {
+                    table: self.name.clone(),
+                    reason: format!("writer log entry: {e}"),
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     /// Every stored block, decoded with the given projection, in apply order.
@@ -280,16 +347,16 @@ mod tests {
         let t = tables.get("t").expect("table");
         let b = from_kafka(0, 2, vec![1, 2, 3]);
         assert!(matches!(
-            t.apply(&b, 100).expect("apply"),
+            t.apply(&b, 100, None).expect("apply"),
             ApplyOutcome::Stored { rows: 3, .. }
         ));
         assert!(matches!(
-            t.apply(&b, 100).expect("apply"),
+            t.apply(&b, 100, None).expect("apply"),
             ApplyOutcome::Skipped(Decision::AlreadyApplied { next_offset: 3 })
         ));
         // A rewound consumer that cuts its blocks differently is refused, not duplicated.
         assert!(matches!(
-            t.apply(&from_kafka(1, 5, vec![2, 3, 4, 5, 6]), 100)
+            t.apply(&from_kafka(1, 5, vec![2, 3, 4, 5, 6]), 100, None)
                 .expect("apply"),
             ApplyOutcome::Skipped(Decision::Overlap { next_offset: 3 })
         ));
@@ -297,7 +364,8 @@ mod tests {
         let key = b.source.as_ref().expect("source").position_key();
         assert_eq!(t.next_offset(&key).expect("offset"), Some(3));
         // An empty block still advances the position.
-        t.apply(&from_kafka(3, 4, vec![]), 100).expect("apply");
+        t.apply(&from_kafka(3, 4, vec![]), 100, None)
+            .expect("apply");
         assert_eq!(t.next_offset(&key).expect("offset"), Some(5));
         let rows: usize = t
             .scan(None)
@@ -317,16 +385,16 @@ mod tests {
         let a = Block::new("t", None, &batch(vec![1])).expect("block");
         let b = Block::new("t", None, &batch(vec![2])).expect("block");
         let c = Block::new("t", None, &batch(vec![3])).expect("block");
-        t.apply(&a, 2).expect("apply");
+        t.apply(&a, 2, None).expect("apply");
         assert!(matches!(
-            t.apply(&a, 2).expect("apply"),
+            t.apply(&a, 2, None).expect("apply"),
             ApplyOutcome::Skipped(Decision::Duplicate { .. })
         ));
-        t.apply(&b, 2).expect("apply");
-        t.apply(&c, 2).expect("apply");
+        t.apply(&b, 2, None).expect("apply");
+        t.apply(&c, 2, None).expect("apply");
         // `a` has left the window of two: it is new again.
         assert!(matches!(
-            t.apply(&a, 2).expect("apply"),
+            t.apply(&a, 2, None).expect("apply"),
             ApplyOutcome::Stored { .. }
         ));
         assert_eq!(t.row_count().expect("rows"), 4);
@@ -341,7 +409,7 @@ mod tests {
             tables
                 .get("t")
                 .expect("t")
-                .apply(&from_kafka(0, 0, vec![7]), 10)
+                .apply(&from_kafka(0, 0, vec![7]), 10, None)
                 .expect("apply");
         }
         let db = sled::open(dir.path()).expect("sled");
