@@ -1,7 +1,9 @@
 //! The invariant checker of the chaos tests, after Jepsen's Kafka checker: every produced
 //! (partition, offset) is stored exactly once in every replica, nothing else is stored, and
-//! the replicas agree. It has negative controls in its unit tests: a planted duplicate, a
-//! gap or a diverging replica must make it fail.
+//! the replicas agree; and, from the writer log of each replica, at most one consumer held
+//! a valid assignment epoch for a partition at any time. It has negative controls in its
+//! unit tests: a planted duplicate, a gap, a diverging replica, a stale epoch's write or
+//! two writers of one epoch must make it fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -132,6 +134,59 @@ pub fn check(produced: &BTreeSet<Position>, replicas: &[(String, Vec<Position>)]
     report
 }
 
+/// One applied block of a partition, as `system.writer_log` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterEntry {
+    pub log_index: u64,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub node: u64,
+    pub epoch: u64,
+}
+
+/// Fencing, from one replica's writer log: per partition, in log order, the epochs never
+/// go back (a write under an epoch older than one already seen is a zombie's), one epoch
+/// has one node, and each block starts right after the one before. Returns what broke.
+pub fn check_fencing(log: &[WriterEntry]) -> Vec<String> {
+    let mut by_partition: BTreeMap<i32, Vec<&WriterEntry>> = BTreeMap::new();
+    for e in log {
+        by_partition.entry(e.partition).or_default().push(e);
+    }
+    let mut broken = Vec::new();
+    for (partition, mut entries) in by_partition {
+        entries.sort_by_key(|e| e.log_index);
+        let mut owners: BTreeMap<u64, u64> = BTreeMap::new();
+        for pair in entries.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b.epoch < a.epoch {
+                broken.push(format!(
+                    "partition {partition}: log index {} written under epoch {} after epoch {} wrote at {}",
+                    b.log_index, b.epoch, a.epoch, a.log_index
+                ));
+            }
+            if b.first_offset != a.last_offset + 1 {
+                broken.push(format!(
+                    "partition {partition}: block at log index {} starts at offset {}, the one before ended at {}",
+                    b.log_index, b.first_offset, a.last_offset
+                ));
+            }
+        }
+        for e in &entries {
+            match owners.get(&e.epoch) {
+                Some(node) if *node != e.node => broken.push(format!(
+                    "partition {partition}: epoch {} written by nodes {node} and {}",
+                    e.epoch, e.node
+                )),
+                _ => {
+                    owners.insert(e.epoch, e.node);
+                }
+            }
+        }
+    }
+    broken
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +248,59 @@ mod tests {
         let r = check(&produced(), &[("a".into(), rows)]);
         assert!(!r.ok());
         assert_eq!(r.unexpected["a"], vec![(5, 0)]);
+    }
+
+    fn writes(items: &[(u64, i64, i64, u64, u64)]) -> Vec<WriterEntry> {
+        items
+            .iter()
+            .map(
+                |&(log_index, first_offset, last_offset, node, epoch)| WriterEntry {
+                    log_index,
+                    partition: 0,
+                    first_offset,
+                    last_offset,
+                    node,
+                    epoch,
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_handover_passes_fencing() {
+        let log = writes(&[
+            (10, 0, 99, 1, 5),
+            (12, 100, 199, 1, 5),
+            (20, 200, 299, 2, 18),
+        ]);
+        assert_eq!(check_fencing(&log), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_zombie_write_under_a_stale_epoch_fails_fencing() {
+        let log = writes(&[
+            (10, 0, 99, 1, 5),
+            (20, 100, 199, 2, 18),
+            (21, 200, 299, 1, 5),
+        ]);
+        let broken = check_fencing(&log);
+        assert!(
+            broken
+                .iter()
+                .any(|b| b.contains("under epoch 5 after epoch 18")),
+            "{broken:?}"
+        );
+    }
+
+    #[test]
+    fn two_writers_of_one_epoch_or_an_overlap_fail_fencing() {
+        let log = writes(&[(10, 0, 99, 1, 5), (11, 100, 199, 2, 5)]);
+        assert!(check_fencing(&log)
+            .iter()
+            .any(|b| b.contains("written by nodes 1 and 2")));
+        let log = writes(&[(10, 0, 99, 1, 5), (11, 50, 149, 1, 5)]);
+        assert!(check_fencing(&log)
+            .iter()
+            .any(|b| b.contains("starts at offset 50")));
     }
 }

@@ -23,21 +23,43 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes and waits until all of them are voters of one cluster.
     pub async fn start(prefix: &str, n: usize) -> anyhow::Result<TestCluster> {
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
-        let peers = ports
+        TestCluster::start_at(prefix, &vec!["127.0.0.1"; n]).await
+    }
+
+    /// Starts one node on each of `hosts` (loopback addresses) and waits until all of them
+    /// are voters of one cluster.
+    pub async fn start_at(prefix: &str, hosts: &[&str]) -> anyhow::Result<TestCluster> {
+        let listen: Vec<String> = hosts
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
+            .map(|h| Ok(format!("{h}:{}", free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        TestCluster::start_advertised(prefix, &listen, &listen).await
+    }
+
+    /// Starts node `i` listening on `listen[i]` and known to its peers as `advertise[i]`
+    /// (a proxy in front of it, say), and waits until all are voters of one cluster.
+    pub async fn start_advertised(
+        prefix: &str,
+        listen: &[String],
+        advertise: &[String],
+    ) -> anyhow::Result<TestCluster> {
+        anyhow::ensure!(
+            listen.len() == advertise.len(),
+            "one advertised address per node"
+        );
+        let n = listen.len();
+        let peers = advertise.join(",");
         let mut nodes = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
+        for (i, (addr, advertised)) in listen.iter().zip(advertise).enumerate() {
             nodes.push(
-                Node::start_on(
+                Node::start_at(
                     &format!("{prefix}-{i}"),
-                    *port,
+                    addr,
                     vec![
                         "--peers".to_string(),
                         peers.clone(),
+                        "--advertise-addr".to_string(),
+                        advertised.clone(),
                         "--node-timeout-ms".to_string(),
                         NODE_TIMEOUT_MS.to_string(),
                     ],

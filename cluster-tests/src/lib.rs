@@ -7,7 +7,10 @@
 pub mod checker;
 pub mod cluster;
 pub mod kafka;
+pub mod netns;
 pub mod node;
+pub mod proxy;
+pub mod workload;
 
 use std::time::{Duration, Instant};
 

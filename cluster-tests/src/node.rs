@@ -38,13 +38,28 @@ pub struct Node {
     /// host:port, fixed for the node's life so that peers find it again after a restart.
     pub listen: String,
     pub extra_args: Vec<String>,
+    /// A program the node runs under, with its arguments (e.g. `fiu-run -x` to inject
+    /// I/O errors); empty for none.
+    pub wrapper: Vec<String>,
     log: PathBuf,
 }
 
-/// A port that was free a moment ago.
+/// Where test ports come from: clear of the fixed ports of the scripts (7070-7072, 19092,
+/// 19192, 27070-27173, 29092) and of the ephemeral range.
+const PORTS: std::ops::Range<u16> = 20_000..27_000;
+
+/// A port that was free a moment ago, below the kernel's ephemeral range (32768 and up):
+/// a port from that range can be taken by any outgoing connection (librdkafka's, a
+/// peer's) before the node binds it.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+    use rand::Rng as _;
+    for _ in 0..1_000 {
+        let port = rand::rng().random_range(PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port in {PORTS:?}")
 }
 
 impl Node {
@@ -60,20 +75,31 @@ impl Node {
 
     /// Starts a node on a given loopback port.
     pub async fn start_on(name: &str, port: u16, extra_args: Vec<String>) -> anyhow::Result<Node> {
+        Node::start_at(name, &format!("127.0.0.1:{port}"), extra_args).await
+    }
+
+    /// Starts a node listening on `listen` (host:port; any 127.x.y.z is local).
+    pub async fn start_at(
+        name: &str,
+        listen: &str,
+        extra_args: Vec<String>,
+    ) -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("sluice-{name}-"))
             .tempdir()
             .context("creating a data dir")?;
-        let data_dir = dir.path().to_path_buf();
+        // The log beside the data dir, not in it: it must survive a wipe and a full disk.
+        let data_dir = dir.path().join("data");
         let mut node = Node {
             name: name.to_string(),
-            log: data_dir.join("node.log"),
+            log: dir.path().join("node.log"),
             data_dir,
             _dir: Some(dir),
             child: None,
             address: String::new(),
-            listen: format!("127.0.0.1:{port}"),
+            listen: listen.to_string(),
             extra_args,
+            wrapper: Vec::new(),
         };
         node.spawn().await?;
         Ok(node)
@@ -88,7 +114,15 @@ impl Node {
             .append(true)
             .open(&self.log)
             .context("opening the node log")?;
-        let child = Command::new(binary()?)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary()?);
+                c
+            }
+            None => Command::new(binary()?),
+        };
+        let child = command
             .arg("node")
             .arg("--node-id")
             .arg(&self.name)
@@ -159,6 +193,26 @@ impl Node {
             child.wait().context("reaping the node")?;
         }
         Ok(())
+    }
+
+    /// Waits up to `deadline` for the process to exit by itself; its status if it did.
+    pub fn exited_within(
+        &mut self,
+        deadline: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < deadline {
+            let exited = match self.child.as_mut() {
+                Some(child) => child.try_wait().context("waiting for the node")?,
+                None => anyhow::bail!("node {} is not running", self.name),
+            };
+            if let Some(status) = exited {
+                self.child = None;
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(None)
     }
 
     /// SIGTERM and wait for a clean exit within `deadline` (a hang is an error).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use cluster_tests::cluster::{owners, status, table_digest, NODE_TIMEOUT_MS};
 use cluster_tests::{quickstart_sql, unique, wait_for, Kafka, Node, TestCluster};
-use sluice::proto::RemoveNodeRequest;
+use sluice::proto::{DrainRequest, RemoveNodeRequest};
 
 async fn produce_events(
     kafka: &Kafka,
@@ -19,6 +19,24 @@ async fn produce_events(
     kafka
         .produce(topic, 3, 7, start_index..start_index + count, None)
         .await
+}
+
+/// Three nodes with the guide's tables (small blocks) reading a new topic that holds
+/// `first` events.
+async fn three_nodes_ingesting(
+    kafka: &Kafka,
+    prefix: &str,
+    first: u64,
+) -> anyhow::Result<(String, TestCluster)> {
+    let topic = unique("github");
+    produce_events(kafka, &topic, first, 0).await?;
+    let cluster = TestCluster::start(prefix, 3).await?;
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
+        "kafka_num_consumers = 1",
+        "kafka_num_consumers = 1, kafka_max_block_size = 2000",
+    );
+    cluster.nodes[0].script(&ddl).await?;
+    Ok((topic, cluster))
 }
 
 async fn count(node: &Node, table: &str) -> u64 {
@@ -229,14 +247,7 @@ async fn three_replicas_hold_identical_rows_through_a_killed_member() -> anyhow:
 async fn a_killed_leader_is_replaced_and_nothing_is_lost() -> anyhow::Result<()> {
     const EVENTS: u64 = 60_000;
     let kafka = Kafka::shared()?;
-    let topic = unique("github");
-    produce_events(kafka, &topic, EVENTS / 2, 0).await?;
-    let mut cluster = TestCluster::start("leader", 3).await?;
-    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
-        "kafka_num_consumers = 1",
-        "kafka_num_consumers = 1, kafka_max_block_size = 2000",
-    );
-    cluster.nodes[0].script(&ddl).await?;
+    let (topic, mut cluster) = three_nodes_ingesting(kafka, "leader", EVENTS / 2).await?;
     let old = cluster.leader().await?;
     let old_id = status(&cluster.nodes[old]).await?.node_id;
     cluster.nodes[old].kill9()?;
@@ -382,6 +393,40 @@ async fn a_fourth_node_joins_and_a_removed_member_hands_over() -> anyhow::Result
         },
     )
     .await?;
+    // The removed node learns it from the leader: it reports not ready, runs no consumer,
+    // and a drain (its pod's preStop) has nothing to wait for.
+    wait_for(
+        "the removed node to know it",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&removed).await.ok()?;
+            let running = removed
+                .number("SELECT count() FROM system.kafka_consumers WHERE node = 'members-1'")
+                .await
+                .ok()?;
+            (!s.in_quorum && running == 0).then_some(())
+        },
+    )
+    .await
+    .with_context(|| removed.log_tail())?;
+    let started = Instant::now();
+    let drained = removed
+        .client()
+        .await?
+        .drain(DrainRequest { timeout_ms: 20_000 })
+        .await
+        .map_err(|s| anyhow::anyhow!("drain: {}", s.message()))?
+        .into_inner();
+    assert!(
+        drained.partitions_moved && drained.leadership_released,
+        "{}",
+        drained.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     drop(removed);
     kafka
         .produce(&topic, 8, 7, EVENTS / 2..EVENTS, None)
@@ -445,5 +490,62 @@ async fn a_wiped_member_rejoins_as_new_and_a_removed_one_stays_out() -> anyhow::
     tokio::time::sleep(Duration::from_secs(5)).await;
     let members = status(&cluster.nodes[0]).await?.members;
     assert_eq!(members.len(), 2, "{members:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_leader_hands_over_partitions_and_leadership() -> anyhow::Result<()> {
+    const EVENTS: u64 = 40_000;
+    let kafka = Kafka::shared()?;
+    let (topic, mut cluster) = three_nodes_ingesting(kafka, "drain", EVENTS / 2).await?;
+    let leader = cluster.leader().await?;
+    let leader_id = status(&cluster.nodes[leader]).await?.node_id;
+    let other = (leader + 1) % 3;
+    wait_for(
+        "the leader to own a partition",
+        Duration::from_secs(60),
+        || async {
+            let o = owners(&cluster.nodes[other]).await.ok()?;
+            o.values().any(|n| *n == leader_id).then_some(())
+        },
+    )
+    .await?;
+
+    let started = Instant::now();
+    let reply = cluster.nodes[leader]
+        .client()
+        .await?
+        .drain(DrainRequest { timeout_ms: 20_000 })
+        .await
+        .map_err(|s| anyhow::anyhow!("drain: {}", s.message()))?
+        .into_inner();
+    let took = started.elapsed();
+    println!("drain of the leader took {took:?}: {}", reply.message);
+    assert!(
+        reply.partitions_moved && reply.leadership_released,
+        "{}\n{}",
+        reply.message,
+        cluster.nodes[leader].log_tail()
+    );
+    let seen = status(&cluster.nodes[other]).await?;
+    assert_ne!(seen.leader_id, leader_id, "leadership did not move");
+    let o = owners(&cluster.nodes[other]).await?;
+    assert!(
+        !o.is_empty() && o.values().all(|n| *n != leader_id),
+        "the drained node still owns partitions: {o:?}"
+    );
+
+    // The drained node stays a member: it goes on applying what the others ingest.
+    produce_events(kafka, &topic, EVENTS / 2, EVENTS / 2).await?;
+    assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(300)).await?;
+    // Nothing is left to drain at SIGTERM, so it stops at once.
+    let stopping = Instant::now();
+    cluster.nodes[leader].terminate(Duration::from_secs(30))?;
+    let stopped_in = stopping.elapsed();
+    println!("the drained node stopped {stopped_in:?} after SIGTERM");
+    assert!(
+        stopped_in < Duration::from_secs(10),
+        "stopping took {stopped_in:?}"
+    );
     Ok(())
 }
