@@ -25,3 +25,4 @@ echo "== Kafka for the tests (port $SLUICE_TEST_KAFKA_PORT)"
 echo "== tests"
 # Cluster tests start several processes each; two at a time fit this machine.
 cargo test --workspace -- --test-threads="${SLUICE_TEST_THREADS:-2}"
+bash scripts/helm-test.sh
