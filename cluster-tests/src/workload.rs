@@ -64,6 +64,44 @@ pub fn ddl(kafka: &Kafka, topic: &str, group: &str) -> String {
     )
 }
 
+/// Every running node's row count, its view of the replicas, and its log's tail: what
+/// explains a node that fell behind.
+async fn what_nodes_see(cluster: &TestCluster) -> String {
+    let mut seen = String::new();
+    if let Some(node) = cluster.nodes.iter().find(|n| n.is_running()) {
+        let consumers = node
+            .rows("SELECT node, assignments.partition_id, assignments.current_offset, is_currently_used, num_messages_read, num_restarts, exceptions.text FROM system.kafka_consumers")
+            .await;
+        let owners = crate::cluster::status(node).await.map(|s| {
+            s.assignments
+                .iter()
+                .map(|a| (a.partition, a.node_id, a.epoch))
+                .collect::<Vec<_>>()
+        });
+        let members = crate::cluster::status(node).await.map(|s| {
+            s.members
+                .iter()
+                .map(|m| (m.name.clone(), m.node_id, m.voter))
+                .collect::<Vec<_>>()
+        });
+        seen.push_str(&format!(
+            "consumers: {consumers:?}\nassignment (partition, node, epoch): {owners:?}\nmembers: {members:?}\n"
+        ));
+    }
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        let count = node.number("SELECT count() FROM seen").await;
+        let replicas = node
+            .rows("SELECT node, role, term, last_log_index, applied_index, lag, error FROM system.replicas")
+            .await;
+        seen.push_str(&format!(
+            "{}: {count:?} rows; replicas {replicas:?}\n{}\n",
+            node.name,
+            node.log_tail()
+        ));
+    }
+    seen
+}
+
 /// The `seen` table's writer log on one replica.
 pub async fn writer_log(node: &Node) -> anyhow::Result<Vec<WriterEntry>> {
     let rows = node
@@ -147,13 +185,18 @@ pub async fn heal_and_check(
     let expected = produced(kafka, topic)?;
     for node in cluster.nodes.iter().filter(|n| n.is_running()) {
         let n = expected.len() as u64;
-        wait_for(
+        let reached = wait_for(
             &format!("{n} rows on {}", node.name),
             Duration::from_secs(180),
             || async { (node.number("SELECT count() FROM seen").await.ok()? >= n).then_some(()) },
         )
-        .await
-        .with_context(|| format!("history: {history:?}\n{}", node.log_tail()))?;
+        .await;
+        if let Err(e) = reached {
+            return Err(e.context(format!(
+                "history: {history:?}\n{}",
+                what_nodes_see(cluster).await
+            )));
+        }
     }
     // Nothing late: a zombie's block would land now if fencing failed.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -208,15 +251,20 @@ pub async fn heal_and_check(
     let before = expected.len() as u64;
     produce_batch(kafka, topic, 300, 1_000_000).await?;
     for node in cluster.nodes.iter().filter(|n| n.is_running()) {
-        wait_for(
+        let reached = wait_for(
             &format!("new rows on {} after heal", node.name),
             Duration::from_secs(60),
             || async {
                 (node.number("SELECT count() FROM seen").await.ok()? == before + 300).then_some(())
             },
         )
-        .await
-        .with_context(|| format!("history: {history:?}"))?;
+        .await;
+        if let Err(e) = reached {
+            return Err(e.context(format!(
+                "{before} rows before; history: {history:?}\n{}",
+                what_nodes_see(cluster).await
+            )));
+        }
     }
     Ok(())
 }

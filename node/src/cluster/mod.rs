@@ -345,14 +345,19 @@ impl Cluster {
         self.raft.metrics().borrow().current_leader == Some(self.node_id)
     }
 
-    fn leader_member(&self) -> Option<Member> {
+    /// The leader's Raft id and address, as this node knows them.
+    fn leader(&self) -> Option<(NodeId, Member)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
         metrics
             .membership_config
             .membership()
             .get_node(&leader)
-            .cloned()
+            .map(|m| (leader, m.clone()))
+    }
+
+    fn leader_member(&self) -> Option<Member> {
+        self.leader().map(|(_, member)| member)
     }
 
     /// Forms a new cluster with this node as its only member, exactly once: a node that has
@@ -710,14 +715,17 @@ impl Cluster {
 
     /// On the leader: a member's heartbeat; tells a node that is no longer a member so.
     pub fn heard_from(&self, beat: Heartbeat) -> HeartbeatReply {
-        let member = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&beat.node)
-            .is_some();
+        // Only a leader's membership is authoritative: a node that lost leadership, or a
+        // new process at a former leader's address, must not tell a member it was removed.
+        let member = !self.is_leader()
+            || self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&beat.node)
+                .is_some();
         if let Ok(mut seen) = self.last_seen.lock() {
             seen.insert(beat.node, Instant::now());
         }
@@ -799,35 +807,45 @@ impl Cluster {
 
     async fn beat(&self) {
         if self.is_leader() {
+            // A leader is a member by definition.
+            self.set_removed(false);
             return;
         }
-        let Some(leader) = self.leader_member() else {
+        let Some((leader_id, leader)) = self.leader() else {
             return;
         };
         let beat = Heartbeat {
             node: self.node_id,
             draining: self.is_draining(),
         };
+        // Addressed to the leader's Raft id: another process now at its address refuses.
         let sent: Result<HeartbeatReply, _> = self
-            .call_peer(&leader.addr, Method::Heartbeat, &beat, HEARTBEAT_INTERVAL)
+            .call_peer_at(
+                &leader.addr,
+                leader_id,
+                Method::Heartbeat,
+                &beat,
+                HEARTBEAT_INTERVAL,
+            )
             .await;
         match sent {
-            Ok(reply) => {
-                let was_removed = self
-                    .removed
-                    .swap(!reply.member, std::sync::atomic::Ordering::SeqCst);
-                // Changed: removed before and a member now, or the other way round.
-                if was_removed == reply.member {
-                    if reply.member {
-                        tracing::info!("this node is a member again");
-                    } else {
-                        tracing::warn!("this node was removed from the cluster: its consumers stop and it reports not ready");
-                    }
-                    // The supervisor re-reads what it may run.
-                    self.state.notify();
-                }
-            }
+            Ok(reply) => self.set_removed(!reply.member),
             Err(e) => tracing::debug!(error = %e, "heartbeat to the leader failed"),
+        }
+    }
+
+    fn set_removed(&self, removed: bool) {
+        let was_removed = self
+            .removed
+            .swap(removed, std::sync::atomic::Ordering::SeqCst);
+        if was_removed != removed {
+            if removed {
+                tracing::warn!("this node was removed from the cluster: its consumers stop and it reports not ready");
+            } else {
+                tracing::info!("this node is a member again");
+            }
+            // The supervisor re-reads what it may run.
+            self.state.notify();
         }
     }
 
