@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The chaos soak: faults mixed at random under load (kill -9 of a random node, of the
 # leader, of a partition's owner with its data dir wiped; SIGSTOP; a node cut off, the
-# leader isolated, a bridge; a rolling SIGTERM restart), one per round, each healed and
-# checked (exactly once per partition offset on every replica, identical replicas,
+# leader isolated, a bridge; slow links; a rolling SIGTERM restart; a Kafka broker
+# restart; a full disk; fsync failing with EIO), one per round, each healed and checked (exactly once per partition offset on every replica, identical replicas,
 # fencing, DDL, group offsets, liveness), until the duration is spent; then a summary.
 #   scripts/chaos.sh [--duration 30m] [--seed N]
 # Replay a failure with the seed it prints: SLUICE_CHAOS_SEED=<seed> cargo test -p

@@ -33,7 +33,20 @@ impl TestCluster {
             .iter()
             .map(|h| Ok(format!("{h}:{}", free_port()?)))
             .collect::<anyhow::Result<_>>()?;
-        TestCluster::start_advertised(prefix, &listen, &listen).await
+        TestCluster::start_advertised(prefix, &listen, &listen, &[]).await
+    }
+
+    /// As `start_at`, every node running under `wrapper` (see `Node::wrapper`).
+    pub async fn start_at_wrapped(
+        prefix: &str,
+        hosts: &[&str],
+        wrapper: &[String],
+    ) -> anyhow::Result<TestCluster> {
+        let listen: Vec<String> = hosts
+            .iter()
+            .map(|h| Ok(format!("{h}:{}", free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        TestCluster::start_advertised(prefix, &listen, &listen, wrapper).await
     }
 
     /// Starts node `i` listening on `listen[i]` and known to its peers as `advertise[i]`
@@ -42,6 +55,7 @@ impl TestCluster {
         prefix: &str,
         listen: &[String],
         advertise: &[String],
+        wrapper: &[String],
     ) -> anyhow::Result<TestCluster> {
         anyhow::ensure!(
             listen.len() == advertise.len(),
@@ -52,7 +66,7 @@ impl TestCluster {
         let mut nodes = Vec::new();
         for (i, (addr, advertised)) in listen.iter().zip(advertise).enumerate() {
             nodes.push(
-                Node::start_at(
+                Node::start_wrapped(
                     &format!("{prefix}-{i}"),
                     addr,
                     vec![
@@ -63,6 +77,7 @@ impl TestCluster {
                         "--node-timeout-ms".to_string(),
                         NODE_TIMEOUT_MS.to_string(),
                     ],
+                    wrapper.to_vec(),
                 )
                 .await?,
             );

@@ -6,6 +6,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod disk;
 pub mod kafka;
 pub mod netns;
 pub mod node;
@@ -17,6 +18,23 @@ use std::time::{Duration, Instant};
 pub use cluster::TestCluster;
 pub use kafka::Kafka;
 pub use node::Node;
+
+/// Runs a system tool (ip, iptables, mount, fiu-ctrl...) and fails with its stderr.
+pub fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} {}", args.join(" ")))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{program} {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
 
 /// The repository root (this crate lives in `cluster-tests/`).
 pub fn repo_root() -> std::path::PathBuf {

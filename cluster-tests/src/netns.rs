@@ -15,21 +15,6 @@ pub fn inside() -> bool {
     std::env::var_os(INSIDE_VAR).is_some()
 }
 
-fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program} {}", args.join(" ")))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{program} {} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
 /// A network namespace, deleted on drop.
 struct Namespace(String);
 
@@ -47,10 +32,10 @@ pub fn run_self_inside(test: &str) -> anyhow::Result<()> {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let name = format!("sluice-test-{}-{n}", std::process::id());
-    run("ip", &["netns", "add", &name])
+    crate::run_tool("ip", &["netns", "add", &name])
         .context("network namespaces need root and iproute2 (scripts/env.sh installs it)")?;
     let ns = Namespace(name);
-    run(
+    crate::run_tool(
         "ip",
         &["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"],
     )?;
@@ -75,7 +60,7 @@ fn iptables(args: &[&str]) -> anyhow::Result<()> {
         inside(),
         "refusing to change firewall rules outside a test namespace"
     );
-    run("iptables", args).context("iptables (scripts/env.sh installs it)")
+    crate::run_tool("iptables", args).context("iptables (scripts/env.sh installs it)")
 }
 
 /// Drops every packet between hosts `a` and `b`, both ways.

@@ -84,6 +84,16 @@ impl Node {
         listen: &str,
         extra_args: Vec<String>,
     ) -> anyhow::Result<Node> {
+        Node::start_wrapped(name, listen, extra_args, Vec::new()).await
+    }
+
+    /// Starts a node listening on `listen` under `wrapper` (see `Node::wrapper`).
+    pub async fn start_wrapped(
+        name: &str,
+        listen: &str,
+        extra_args: Vec<String>,
+        wrapper: Vec<String>,
+    ) -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("sluice-{name}-"))
             .tempdir()
@@ -99,7 +109,7 @@ impl Node {
             address: String::new(),
             listen: listen.to_string(),
             extra_args,
-            wrapper: Vec::new(),
+            wrapper,
         };
         node.spawn().await?;
         Ok(node)

@@ -29,9 +29,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> anyhow::Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Proxy::start_on("127.0.0.1", target).await
+    }
+
+    /// A proxy listening on a free port of `host` (any 127.x.y.z is local).
+    pub async fn start_on(host: &str, target: SocketAddr) -> anyhow::Result<Proxy> {
+        let listener = TcpListener::bind((host, 0))
             .await
-            .context("binding the proxy")?;
+            .with_context(|| format!("binding the proxy on {host}"))?;
         let listen = listener.local_addr()?;
         let faults = Arc::new(Faults::default());
         let shared = faults.clone();

@@ -7,38 +7,13 @@
 //! Each test runs in a namespace of its own (`netns`), so its tmpfs mount is private and
 //! disappears with it.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use cluster_tests::workload::{ddl, heal_and_check, produce_batch, PARTITIONS};
-use cluster_tests::{netns, unique, wait_for, Kafka, TestCluster};
+use cluster_tests::{disk, netns, unique, wait_for, Kafka, TestCluster};
 
 const VICTIM: usize = 2;
-
-/// Unmounts on drop, so the test's temp dir can go too.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
 
 /// Starts a 3-node cluster in this namespace with the chaos tables, and waits until every
 /// node stored the first messages.
@@ -105,24 +80,13 @@ async fn a_full_disk_stops_a_node_which_recovers_when_space_is_freed() -> anyhow
     let mut history = vec!["ddl, 3000 messages stored everywhere".to_string()];
 
     // The victim's data moves onto a 64 MiB tmpfs.
+    let _tmpfs = disk::move_to_tmpfs(&mut cluster.nodes[VICTIM], "64m").await?;
     let dir = cluster.nodes[VICTIM].data_dir.clone();
-    cluster.nodes[VICTIM].terminate(Duration::from_secs(30))?;
-    let moved = dir.with_extension("moved");
-    std::fs::rename(&dir, &moved)?;
-    std::fs::create_dir(&dir)?;
-    let dir_text = dir.to_string_lossy().to_string();
-    run(
-        "mount",
-        &["-t", "tmpfs", "-o", "size=64m", "tmpfs", &dir_text],
-    )?;
-    let _mounted = Mounted(dir.clone());
-    run("cp", &["-a", &format!("{}/.", moved.display()), &dir_text])?;
-    cluster.nodes[VICTIM].spawn().await?;
     cluster.wait_for_voters(3).await?;
     history.push("victim's data dir on a 64 MiB tmpfs".into());
 
     // Fill it up.
-    fill(&dir)?;
+    disk::fill(&dir)?;
     history.push("tmpfs full".into());
     produce_batch(&kafka, &topic, 30_000, 3_000).await?;
     history.push("produced 30000 more".into());
@@ -131,25 +95,11 @@ async fn a_full_disk_stops_a_node_which_recovers_when_space_is_freed() -> anyhow
     survivors_caught_up(&cluster, 33_000).await?;
 
     // Space comes back; the victim restarts from its disk and catches up.
-    std::fs::remove_file(dir.join("filler"))?;
+    disk::unfill(&dir)?;
     cluster.nodes[VICTIM].spawn().await?;
     cluster.wait_for_voters(3).await?;
     history.push("space freed, victim restarted".into());
     heal_and_check(&cluster, &kafka, &topic, &group, &history).await
-}
-
-/// Fills the filesystem of `dir`.
-fn fill(dir: &Path) -> anyhow::Result<()> {
-    // dd stops with "No space left on device": that is the point.
-    let _ = Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            &format!("of={}", dir.join("filler").display()),
-            "bs=1M",
-        ])
-        .output()
-        .context("running dd")?;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +130,7 @@ async fn fsync_failing_with_eio_stops_a_node_which_recovers_when_it_clears() -> 
         .pid()
         .context("the victim runs")?
         .to_string();
-    run(
+    cluster_tests::run_tool(
         "fiu-ctrl",
         &[
             "-f",

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use cluster_tests::cluster::{owners, status};
 use cluster_tests::proxy::Proxy;
 use cluster_tests::workload::{ddl, heal_and_check, produce_batch, PARTITIONS};
-use cluster_tests::{netns, node::free_port, unique, wait_for, Kafka, TestCluster};
+use cluster_tests::{disk, netns, node::free_port, unique, wait_for, Kafka, TestCluster};
 
 const HOSTS: [&str; 3] = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
 
@@ -161,7 +161,7 @@ async fn slow_links_lose_and_duplicate_nothing() -> anyhow::Result<()> {
         listen.push(addr);
     }
     let advertise: Vec<String> = proxies.iter().map(|p| p.listen.to_string()).collect();
-    let cluster = TestCluster::start_advertised("slow", &listen, &advertise).await?;
+    let cluster = TestCluster::start_advertised("slow", &listen, &advertise, &[]).await?;
     let group = unique("chaos");
     cluster.nodes[0].script(&ddl(kafka, &topic, &group)).await?;
     let mut history = vec!["ddl".to_string()];
@@ -194,7 +194,7 @@ async fn slow_links_lose_and_duplicate_nothing() -> anyhow::Result<()> {
 }
 
 /// The faults the soak mixes at random.
-const FAULTS: [&str; 8] = [
+const FAULTS: [&str; 12] = [
     "kill -9 a random node",
     "kill -9 the leader",
     "kill -9 the owner of partition 0, wipe its data dir",
@@ -203,7 +203,27 @@ const FAULTS: [&str; 8] = [
     "isolate the leader",
     "bridge: cut the leader from one follower",
     "rolling SIGTERM restart",
+    "Kafka broker restart",
+    "fsync failing with EIO on a random node",
+    "a random node's disk full",
+    "slow links: 80 ms + up to 40 ms jitter each way",
 ];
+
+/// In the mix, every node sits behind a latency proxy on 127.0.2.k (what it advertises);
+/// a cut between two nodes drops each node's packets to the other's proxy.
+const PROXY_HOSTS: [&str; 3] = ["127.0.2.1", "127.0.2.2", "127.0.2.3"];
+
+fn cut_link(a: usize, b: usize) -> anyhow::Result<()> {
+    netns::cut(HOSTS[a], PROXY_HOSTS[b])?;
+    netns::cut(HOSTS[b], PROXY_HOSTS[a])
+}
+
+fn isolate_node(a: usize) -> anyhow::Result<()> {
+    for b in (0..HOSTS.len()).filter(|b| *b != a) {
+        cut_link(a, b)?;
+    }
+    Ok(())
+}
 
 /// The index of the node whose Raft id is `id`.
 async fn index_of(cluster: &TestCluster, id: u64) -> anyhow::Result<usize> {
@@ -246,7 +266,25 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
     let kafka = std::sync::Arc::new(tokio::task::spawn_blocking(Kafka::dedicated).await??);
     let topic = unique("chaos-mix");
     kafka.create_topic(&topic, PARTITIONS).await?;
-    let mut cluster = TestCluster::start_at("mix", &HOSTS).await?;
+    // Every node runs under libfiu, its failure points off until a round turns one on.
+    let fiu_ctrl = std::env::temp_dir().join(format!("sluice-fiu-{}", std::process::id()));
+    let fiu_ctrl = fiu_ctrl.to_string_lossy().to_string();
+    let wrapper = ["fiu-run", "-x", "-f", &fiu_ctrl].map(String::from);
+    let mut listen = Vec::new();
+    let mut proxies = Vec::new();
+    for (host, proxy_host) in HOSTS.iter().zip(PROXY_HOSTS) {
+        let addr = format!("{host}:{}", free_port()?);
+        proxies.push(Proxy::start_on(proxy_host, addr.parse()?).await?);
+        listen.push(addr);
+    }
+    let advertise: Vec<String> = proxies.iter().map(|p| p.listen.to_string()).collect();
+    let mut cluster = TestCluster::start_advertised("mix", &listen, &advertise, &wrapper).await?;
+    // Every data dir on a tmpfs of its own, for the full-disk rounds.
+    let mut tmpfs = Vec::new();
+    for node in cluster.nodes.iter_mut() {
+        tmpfs.push(disk::move_to_tmpfs(node, "1g").await?);
+    }
+    cluster.wait_for_voters(3).await?;
     let group = unique("chaos");
     cluster.nodes[0]
         .script(&ddl(&kafka, &topic, &group))
@@ -306,14 +344,70 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
             }
             4 | 5 => {
                 let victim = if fault == 4 { random } else { leader };
-                netns::isolate(HOSTS[victim], &HOSTS)?;
+                isolate_node(victim)?;
                 tokio::time::sleep(hold).await;
                 netns::heal()?;
             }
             6 => {
-                netns::cut(HOSTS[leader], HOSTS[(leader + 1) % 3])?;
+                cut_link(leader, (leader + 1) % 3)?;
                 tokio::time::sleep(hold).await;
                 netns::heal()?;
+            }
+            8 => {
+                let broker = kafka.clone();
+                tokio::task::spawn_blocking(move || broker.restart(hold)).await??;
+            }
+            9 => {
+                let pid = cluster.nodes[random]
+                    .pid()
+                    .context("the victim runs")?
+                    .to_string();
+                let enabled = std::process::Command::new("fiu-ctrl")
+                    .args([
+                        "-f",
+                        &fiu_ctrl,
+                        "-c",
+                        "enable name=posix/io/sync/*,failinfo=5",
+                        &pid,
+                    ])
+                    .status()
+                    .context("fiu-ctrl (scripts/env.sh installs fiu-utils)")?;
+                anyhow::ensure!(enabled.success(), "fiu-ctrl failed: {enabled}");
+                // It exits by itself at its next Raft log write; a fresh process runs
+                // without the fault.
+                let exited = cluster.nodes[random].exited_within(Duration::from_secs(60))?;
+                anyhow::ensure!(
+                    exited.is_some_and(|s| !s.success()),
+                    "{} did not stop after fsync failed: {exited:?}\n{}",
+                    cluster.nodes[random].name,
+                    cluster.nodes[random].log_tail()
+                );
+                tokio::time::sleep(hold).await;
+                cluster.nodes[random].spawn().await?;
+            }
+            10 => {
+                let dir = cluster.nodes[random].data_dir.clone();
+                disk::fill(&dir)?;
+                // It exits at its next Raft log write that does not fit.
+                let exited = cluster.nodes[random].exited_within(Duration::from_secs(60))?;
+                disk::unfill(&dir)?;
+                anyhow::ensure!(
+                    exited.is_some_and(|s| !s.success()),
+                    "{} did not stop on a full disk: {exited:?}\n{}",
+                    cluster.nodes[random].name,
+                    cluster.nodes[random].log_tail()
+                );
+                tokio::time::sleep(hold).await;
+                cluster.nodes[random].spawn().await?;
+            }
+            11 => {
+                for p in &proxies {
+                    p.set_latency(Duration::from_millis(80), Duration::from_millis(40));
+                }
+                tokio::time::sleep(hold).await;
+                for p in &proxies {
+                    p.set_latency(Duration::ZERO, Duration::ZERO);
+                }
             }
             _ => {
                 for i in 0..cluster.nodes.len() {
