@@ -205,24 +205,33 @@ impl Node {
         Ok(())
     }
 
+    /// Whether the process exited by itself, with its status (then it is not running).
+    pub fn try_exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let exited = match self.child.as_mut() {
+            Some(child) => child.try_wait().context("waiting for the node")?,
+            None => anyhow::bail!("node {} is not running", self.name),
+        };
+        if exited.is_some() {
+            self.child = None;
+        }
+        Ok(exited)
+    }
+
     /// Waits up to `deadline` for the process to exit by itself; its status if it did.
-    pub fn exited_within(
+    pub async fn exited_within(
         &mut self,
         deadline: Duration,
     ) -> anyhow::Result<Option<std::process::ExitStatus>> {
         let start = std::time::Instant::now();
-        while start.elapsed() < deadline {
-            let exited = match self.child.as_mut() {
-                Some(child) => child.try_wait().context("waiting for the node")?,
-                None => anyhow::bail!("node {} is not running", self.name),
-            };
-            if let Some(status) = exited {
-                self.child = None;
+        loop {
+            if let Some(status) = self.try_exited()? {
                 return Ok(Some(status));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if start.elapsed() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(None)
     }
 
     /// SIGTERM and wait for a clean exit within `deadline` (a hang is an error).

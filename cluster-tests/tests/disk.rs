@@ -37,9 +37,9 @@ async fn cluster_with_data(
 }
 
 /// Waits for the victim to exit by itself, and checks it said why.
-fn expect_storage_exit(cluster: &mut TestCluster, why: &str) -> anyhow::Result<()> {
+async fn expect_storage_exit(cluster: &mut TestCluster, why: &str) -> anyhow::Result<()> {
     let node = &mut cluster.nodes[VICTIM];
-    let exited = node.exited_within(Duration::from_secs(90))?;
+    let exited = node.exited_within(Duration::from_secs(90)).await?;
     let log = node.log_tail();
     let status = exited.with_context(|| format!("the node kept running\n{log}"))?;
     anyhow::ensure!(!status.success(), "exited {status} after a storage error");
@@ -90,7 +90,7 @@ async fn a_full_disk_stops_a_node_which_recovers_when_space_is_freed() -> anyhow
     history.push("tmpfs full".into());
     produce_batch(&kafka, &topic, 30_000, 3_000).await?;
     history.push("produced 30000 more".into());
-    expect_storage_exit(&mut cluster, "No space left on device")?;
+    expect_storage_exit(&mut cluster, "No space left on device").await?;
     history.push("victim exited on ENOSPC".into());
     survivors_caught_up(&cluster, 33_000).await?;
 
@@ -144,7 +144,7 @@ async fn fsync_failing_with_eio_stops_a_node_which_recovers_when_it_clears() -> 
     history.push("fsync and fdatasync fail with EIO on the victim".into());
     produce_batch(&kafka, &topic, 10_000, 3_000).await?;
     history.push("produced 10000 more".into());
-    expect_storage_exit(&mut cluster, "Input/output error")?;
+    expect_storage_exit(&mut cluster, "Input/output error").await?;
     history.push("victim exited on EIO".into());
     survivors_caught_up(&cluster, 13_000).await?;
 

@@ -375,7 +375,9 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
                 anyhow::ensure!(enabled.success(), "fiu-ctrl failed: {enabled}");
                 // It exits by itself at its next Raft log write; a fresh process runs
                 // without the fault.
-                let exited = cluster.nodes[random].exited_within(Duration::from_secs(60))?;
+                let exited = cluster.nodes[random]
+                    .exited_within(Duration::from_secs(60))
+                    .await?;
                 anyhow::ensure!(
                     exited.is_some_and(|s| !s.success()),
                     "{} did not stop after fsync failed: {exited:?}\n{}",
@@ -388,8 +390,19 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
             10 => {
                 let dir = cluster.nodes[random].data_dir.clone();
                 disk::fill(&dir)?;
-                // It exits at its next Raft log write that does not fit.
-                let exited = cluster.nodes[random].exited_within(Duration::from_secs(60))?;
+                // It exits at the first Raft log write that does not fit. sled writes into
+                // its existing segments first, so more load may be needed to get there.
+                let mut exited = None;
+                for _ in 0..20 {
+                    exited = cluster.nodes[random]
+                        .exited_within(Duration::from_secs(3))
+                        .await?;
+                    if exited.is_some() {
+                        break;
+                    }
+                    produce_batch(&kafka, &topic, 5_000, produced).await?;
+                    produced += 5_000;
+                }
                 disk::unfill(&dir)?;
                 anyhow::ensure!(
                     exited.is_some_and(|s| !s.success()),
