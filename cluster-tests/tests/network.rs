@@ -225,6 +225,24 @@ fn isolate_node(a: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Produces batches until `node` exits by itself (a storage fault hits at its next Raft
+/// log write, and a node with nothing to write keeps running), 100,000 messages at most.
+async fn load_until_exit(
+    node: &mut cluster_tests::Node,
+    kafka: &Kafka,
+    topic: &str,
+    produced: &mut u64,
+) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    for _ in 0..20 {
+        if let Some(status) = node.exited_within(Duration::from_secs(3)).await? {
+            return Ok(Some(status));
+        }
+        produce_batch(kafka, topic, 5_000, *produced).await?;
+        *produced += 5_000;
+    }
+    node.exited_within(Duration::from_secs(3)).await
+}
+
 /// The index of the node whose Raft id is `id`.
 async fn index_of(cluster: &TestCluster, id: u64) -> anyhow::Result<usize> {
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -373,11 +391,11 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
                     .status()
                     .context("fiu-ctrl (scripts/env.sh installs fiu-utils)")?;
                 anyhow::ensure!(enabled.success(), "fiu-ctrl failed: {enabled}");
-                // It exits by itself at its next Raft log write; a fresh process runs
-                // without the fault.
-                let exited = cluster.nodes[random]
-                    .exited_within(Duration::from_secs(60))
-                    .await?;
+                // It exits by itself at its next Raft log write (more load makes one); a
+                // fresh process runs without the fault.
+                let exited =
+                    load_until_exit(&mut cluster.nodes[random], &kafka, &topic, &mut produced)
+                        .await?;
                 anyhow::ensure!(
                     exited.is_some_and(|s| !s.success()),
                     "{} did not stop after fsync failed: {exited:?}\n{}",
@@ -392,17 +410,9 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
                 disk::fill(&dir)?;
                 // It exits at the first Raft log write that does not fit. sled writes into
                 // its existing segments first, so more load may be needed to get there.
-                let mut exited = None;
-                for _ in 0..20 {
-                    exited = cluster.nodes[random]
-                        .exited_within(Duration::from_secs(3))
+                let exited =
+                    load_until_exit(&mut cluster.nodes[random], &kafka, &topic, &mut produced)
                         .await?;
-                    if exited.is_some() {
-                        break;
-                    }
-                    produce_batch(&kafka, &topic, 5_000, produced).await?;
-                    produced += 5_000;
-                }
                 disk::unfill(&dir)?;
                 anyhow::ensure!(
                     exited.is_some_and(|s| !s.success()),

@@ -611,19 +611,25 @@ impl Cluster {
         Ok(format!("{who} removed"))
     }
 
+    /// Remembers, in the data dir, that this node was let in: a removed node never asks
+    /// again.
+    fn record_joined(&self) {
+        if let Err(e) = self
+            .identity
+            .insert(JOINED_KEY, b"1")
+            .and_then(|_| self.identity.flush())
+        {
+            tracing::warn!(error = %e, "recording that this node joined");
+        }
+    }
+
     /// Until this node is a member, asks its peers to let it in.
     pub fn spawn_join_loop(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
                 if this.voters().contains(&this.node_id) {
-                    if let Err(e) = this
-                        .identity
-                        .insert(JOINED_KEY, b"1")
-                        .and_then(|_| this.identity.flush())
-                    {
-                        tracing::warn!(error = %e, "recording that this node joined");
-                    }
+                    this.record_joined();
                     return;
                 }
                 if this.identity.get(JOINED_KEY).ok().flatten().is_some() {
@@ -649,8 +655,11 @@ impl Cluster {
                         .await;
                     match reply {
                         Ok(Ok(message)) => {
-                            // The next turn sees this node as a voter and records it.
+                            // Recorded at once: removed before this loop's next turn, the
+                            // node must not ask again.
+                            this.record_joined();
                             tracing::info!(%peer, %message, "joined the cluster");
+                            return;
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "join refused; retrying"),
                         Err(e) => tracing::debug!(%peer, error = %e, "join failed; retrying"),

@@ -69,6 +69,13 @@ pub enum IngestError {
         view: String,
         next_offset: i64,
     },
+    #[error("{}/{}/{}: stalled: the partition ends at offset {end} but nothing past offset {next} arrived for {idle_secs} s; restarting the consumer", key.table, key.topic, key.partition)]
+    Stalled {
+        key: Box<ConsumerKey>,
+        next: i64,
+        end: i64,
+        idle_secs: u64,
+    },
     #[error("table {0} is not a Kafka table")]
     NotKafka(String),
     #[error("state: {0}")]

@@ -26,6 +26,11 @@ use crate::query::views::run_view;
 use crate::state::NodeState;
 use crate::table::{ApplyOutcome, Block, Decision, PositionKey, SourceRange};
 
+/// A consumer that received nothing for this long while its partition holds messages past
+/// its position is stuck (seen after a broker restart: librdkafka reconnected but never
+/// fetched again); it fails so its supervisor starts a fresh one from the stored offset.
+const STALL_AFTER: Duration = Duration::from_secs(30);
+
 /// How often an idle consumer re-sends its group offset.
 const RECOMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -126,6 +131,8 @@ impl PartitionJob {
         // message nothing else would correct it.
         let mut commit_next = None;
         let mut committed_at = Instant::now();
+        let mut last_message_at = Instant::now();
+        let mut stall_checked_at = Instant::now();
         if let Offset::Offset(o) = start {
             self.status.positioned(o);
             commit_next = Some(o);
@@ -158,6 +165,7 @@ impl PartitionJob {
                     received = tokio::time::timeout(wait, consumer.recv()) => match received {
                         Ok(Ok(m)) => {
                             let now = Instant::now();
+                            last_message_at = now;
                             let raw = raw_message(&m);
                             cutter.push(raw.len_bytes().max(1), now);
                             messages.push(raw);
@@ -195,6 +203,12 @@ impl PartitionJob {
                                 if committed_at.elapsed() >= RECOMMIT_INTERVAL {
                                     self.commit_group_offset(&consumer, next);
                                     committed_at = Instant::now();
+                                }
+                                if last_message_at.elapsed() >= STALL_AFTER
+                                    && stall_checked_at.elapsed() >= STALL_AFTER
+                                {
+                                    stall_checked_at = Instant::now();
+                                    self.check_stalled(&consumer, next, last_message_at).await?;
                                 }
                             }
                         }
@@ -394,6 +408,42 @@ impl PartitionJob {
         self.status
             .committed(last_offset + 1, rows_written, decoded.broken.len() as u64);
         Ok(Some(last_offset + 1))
+    }
+
+    /// Fails with `Stalled` when the partition ends past `next` although nothing arrived
+    /// since `last_message_at`. A broker that cannot be asked proves nothing.
+    async fn check_stalled(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        next: i64,
+        last_message_at: Instant,
+    ) -> Result<(), IngestError> {
+        let (c, topic, partition) = (consumer.clone(), self.key.topic.clone(), self.key.partition);
+        let watermarks = tokio::task::spawn_blocking(move || {
+            c.fetch_watermarks(&topic, partition, Duration::from_secs(5))
+        })
+        .await;
+        // librdkafka's own fetch position steps over what is not a message (transaction
+        // markers), so an idle transactional topic is not taken for a stalled one.
+        let fetched_to = consumer
+            .position()
+            .ok()
+            .and_then(|tpl| {
+                tpl.find_partition(&self.key.topic, self.key.partition)
+                    .and_then(|e| e.offset().to_raw())
+            })
+            .filter(|o| *o >= 0)
+            .unwrap_or(next)
+            .max(next);
+        match watermarks {
+            Ok(Ok((_, end))) if end > fetched_to => Err(IngestError::Stalled {
+                key: Box::new(self.key.clone()),
+                next,
+                end,
+                idle_secs: last_message_at.elapsed().as_secs(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The group offset is for lag tools only; failing to commit it loses nothing.
