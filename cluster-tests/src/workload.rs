@@ -14,21 +14,36 @@ use crate::{wait_for, Kafka, Node, TestCluster};
 
 pub const PARTITIONS: i32 = 3;
 
+/// Produces `count` numbered messages, retrying while the broker is down (a broker
+/// restart is one of the faults). A retried batch may land twice in Kafka: those are new
+/// offsets, and each must still be stored exactly once.
 pub async fn produce_batch(
     kafka: &Kafka,
     topic: &str,
     count: u64,
     start_index: u64,
 ) -> anyhow::Result<()> {
-    kafka
-        .produce(
-            topic,
-            PARTITIONS,
-            11,
-            start_index..start_index + count,
-            None,
-        )
-        .await
+    let mut tries = 0;
+    loop {
+        let produced = kafka
+            .produce(
+                topic,
+                PARTITIONS,
+                11,
+                start_index..start_index + count,
+                None,
+            )
+            .await;
+        match produced {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 10 => {
+                tries += 1;
+                eprintln!("producing failed ({e:#}); retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Every (partition, offset) the topic holds: offsets of a fresh topic without
