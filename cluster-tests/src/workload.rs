@@ -46,6 +46,14 @@ pub async fn produce_batch(
     }
 }
 
+/// Waits until `node` stored its first rows.
+pub async fn wait_for_ingestion(node: &Node) -> anyhow::Result<()> {
+    wait_for("ingestion to start", Duration::from_secs(60), || async {
+        (node.number("SELECT count() FROM seen").await.ok()? > 0).then_some(())
+    })
+    .await
+}
+
 /// Every (partition, offset) the topic holds: offsets of a fresh topic without
 /// transactions run from 0 to the high watermark.
 pub fn produced(kafka: &Kafka, topic: &str) -> anyhow::Result<BTreeSet<Position>> {

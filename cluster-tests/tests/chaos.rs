@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cluster_tests::cluster::{owners, status, NODE_TIMEOUT_MS};
-use cluster_tests::workload::{ddl, heal_and_check, produce_batch, PARTITIONS};
+use cluster_tests::workload::{ddl, heal_and_check, produce_batch, wait_for_ingestion, PARTITIONS};
 use cluster_tests::{unique, wait_for, Kafka, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,15 +18,7 @@ async fn a_paused_owner_loses_its_partition_and_nothing_is_lost_or_doubled() -> 
     let group = unique("chaos");
     cluster.nodes[0].script(&ddl(kafka, &topic, &group)).await?;
     let mut history = vec!["ddl".to_string()];
-    wait_for("ingestion to start", Duration::from_secs(60), || async {
-        (cluster.nodes[0]
-            .number("SELECT count() FROM seen")
-            .await
-            .ok()?
-            > 0)
-        .then_some(())
-    })
-    .await?;
+    wait_for_ingestion(&cluster.nodes[0]).await?;
     // Pause the owner of partition 0 past the node timeout: the partition moves while the
     // paused node still believes it owns it.
     let before = owners(&cluster.nodes[0]).await?;
@@ -169,15 +161,7 @@ async fn a_kafka_broker_restart_mid_stream_is_ridden_out() -> anyhow::Result<()>
         .script(&ddl(&kafka, &topic, &group))
         .await?;
     let mut history = vec!["ddl".to_string()];
-    wait_for("ingestion to start", Duration::from_secs(60), || async {
-        (cluster.nodes[0]
-            .number("SELECT count() FROM seen")
-            .await
-            .ok()?
-            > 0)
-        .then_some(())
-    })
-    .await?;
+    wait_for_ingestion(&cluster.nodes[0]).await?;
     let broker = kafka.clone();
     tokio::task::spawn_blocking(move || broker.restart(Duration::from_secs(3))).await??;
     history.push("broker stopped for 3 s and restarted".into());
