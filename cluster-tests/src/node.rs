@@ -29,6 +29,9 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// What a node logs when a step of its shutdown hit its bound.
+const OVERRAN: &str = "shutdown step overran";
+
 pub struct Node {
     pub name: String,
     pub data_dir: PathBuf,
@@ -240,6 +243,7 @@ impl Node {
             anyhow::bail!("node {} is not running", self.name);
         };
         let pid = child.id().to_string();
+        let log_before = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         Command::new("kill")
             .args(["-TERM", &pid])
             .status()
@@ -247,15 +251,46 @@ impl Node {
         let start = std::time::Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
+                // A step cut short by the node's own bound is a hang it survived: a failure.
+                let overran = self.log_since(log_before, OVERRAN);
+                if !overran.is_empty() {
+                    anyhow::bail!(
+                        "node {} stopped, but its shutdown overran:\n{}",
+                        self.name,
+                        overran.join("\n")
+                    );
+                }
+                if !status.success() {
+                    anyhow::bail!(
+                        "node {} exited with {status} after SIGTERM\n{}",
+                        self.name,
+                        self.log_tail()
+                    );
+                }
                 return Ok(status);
             }
             if start.elapsed() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                anyhow::bail!("node {} did not stop within {deadline:?}", self.name);
+                anyhow::bail!(
+                    "node {} did not stop within {deadline:?}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The lines of the node's log after its first `from` bytes that contain `needle`.
+    pub fn log_since(&self, from: u64, needle: &str) -> Vec<String> {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
+        String::from_utf8_lossy(&text[start..])
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn log_contains(&self, needle: &str) -> bool {

@@ -527,8 +527,18 @@ async fn a_drained_leader_hands_over_partitions_and_leadership() -> anyhow::Resu
         reply.message,
         cluster.nodes[leader].log_tail()
     );
-    let seen = status(&cluster.nodes[other]).await?;
-    assert_ne!(seen.leader_id, leader_id, "leadership did not move");
+    // The drained node has stepped down; a follower other than the winner learns of the
+    // new leader with its first append, a moment later.
+    wait_for(
+        "the other nodes to follow a new leader",
+        Duration::from_secs(10),
+        || async {
+            let seen = status(&cluster.nodes[other]).await.ok()?;
+            (seen.leader_id != 0 && seen.leader_id != leader_id).then_some(())
+        },
+    )
+    .await
+    .context("leadership did not move")?;
     let o = owners(&cluster.nodes[other]).await?;
     assert!(
         !o.is_empty() && o.values().all(|n| *n != leader_id),

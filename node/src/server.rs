@@ -82,6 +82,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("starting raft")?;
 
     let (tx, rx) = std::sync::mpsc::channel();
+    let (done, actors_done) = std::sync::mpsc::channel();
     let replica: Arc<dyn Replica> = cluster.clone();
     let supervisor_parts = (
         config.node_id.clone(),
@@ -100,7 +101,9 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
                 Supervisor::new(node_id, state, replica, registry, kafka, handle).start()
             });
             let _ = tx.send((addr, actix::System::current()));
-            system.run()
+            let ran = system.run();
+            let _ = done.send(());
+            ran
         })
         .context("starting the actor system")?;
     let (supervisor, system) = rx.recv().context("the actor system did not start")?;
@@ -113,9 +116,26 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         registry,
         supervisor,
     ));
-    runtime.block_on(cluster.shutdown());
+    // Each step is bounded and named in the log, so a shutdown that overruns says where.
+    // Nothing here is needed for safety: what was acknowledged is on disk already.
+    if runtime
+        .block_on(async { tokio::time::timeout(STEP_TIMEOUT, cluster.shutdown()).await })
+        .is_err()
+    {
+        tracing::warn!(after = ?STEP_TIMEOUT, "shutdown step overran: raft did not stop; stopping without it");
+    } else {
+        tracing::info!("raft stopped");
+    }
     system.stop();
-    let _ = actors.join();
+    match actors_done.recv_timeout(STEP_TIMEOUT) {
+        Ok(()) => {
+            let _ = actors.join();
+            tracing::info!("actors stopped");
+        }
+        Err(_) => {
+            tracing::warn!(after = ?STEP_TIMEOUT, "shutdown step overran: actors did not stop; stopping without them")
+        }
+    }
     db.flush().context("flushing storage")?;
     tracing::info!("stopped");
     served
@@ -124,6 +144,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
 /// How long SIGTERM waits for partitions and leadership to move before stopping anyway,
 /// within Kubernetes' default 30 s grace period.
 const SHUTDOWN_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long each later step of a shutdown may take (open connections to finish their
+/// requests, Raft, the actors); with the drain it stays within 30 s.
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 async fn serve(
     config: &NodeConfig,
@@ -169,6 +193,7 @@ async fn serve(
     let mut raft_metrics = cluster.raft.metrics();
     let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let failure = failed.clone();
+    let (signalled, shutting_down) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
             _ = shutdown_signal() => {
@@ -190,8 +215,9 @@ async fn serve(
                 }
             }
         }
+        let _ = signalled.send(());
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
             RaftServer::new(RaftService { cluster })
@@ -203,9 +229,25 @@ async fn serve(
                 .max_decoding_message_size(GRPC_MESSAGE_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_MAX),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .context("serving gRPC")?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    // A graceful stop waits for every open request; one that waits on something that
+    // will not come (a peer's forwarded write) must not keep the node up.
+    let connections_closed = async {
+        if shutting_down.await.is_ok() {
+            tokio::time::sleep(STEP_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = server => {
+            served.context("serving gRPC")?;
+            tracing::info!("gRPC server stopped");
+        }
+        () = connections_closed => {
+            tracing::warn!(after = ?STEP_TIMEOUT, "shutdown step overran: requests still open; closing their connections");
+        }
+    }
     let fatal = failed.lock().ok().and_then(|mut f| f.take());
     match fatal {
         Some(reason) => Err(anyhow::anyhow!("raft stopped: {reason}")),

@@ -40,8 +40,21 @@ pub async fn drain_node(
     supervisor: &actix::Addr<Supervisor>,
     timeout: Duration,
 ) -> DrainResponse {
-    let consumers_stopped = supervisor.send(StopAll).await.unwrap_or(0);
-    let outcome = cluster.drain(timeout).await;
+    // One budget for the whole drain: a consumer stuck on a write must not hold the node
+    // past its grace period. A block cut short is not lost: nothing was acknowledged for
+    // it, and the partition's next owner reads it again from the stored offset.
+    let started = std::time::Instant::now();
+    let consumers_stopped = match tokio::time::timeout(timeout / 2, supervisor.send(StopAll)).await
+    {
+        Ok(stopped) => stopped.unwrap_or(0),
+        Err(_) => {
+            tracing::warn!(after = ?timeout / 2, "shutdown step overran: consumers did not stop; draining on");
+            0
+        }
+    };
+    let outcome = cluster
+        .drain(timeout.saturating_sub(started.elapsed()))
+        .await;
     let mut message = format!("drained: {consumers_stopped} consumers stopped");
     message.push_str(if outcome.partitions_moved {
         ", it owns no partition"

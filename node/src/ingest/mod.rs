@@ -76,6 +76,12 @@ pub enum IngestError {
         end: i64,
         idle_secs: u64,
     },
+    #[error("{}/{}/{}: nothing arrived for {idle_secs} s and the partition's end could not be read ({error}); restarting the consumer with a new connection", key.table, key.topic, key.partition)]
+    Unresponsive {
+        key: Box<ConsumerKey>,
+        idle_secs: u64,
+        error: String,
+    },
     #[error("table {0} is not a Kafka table")]
     NotKafka(String),
     #[error("state: {0}")]

@@ -103,22 +103,13 @@ impl PartitionJob {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
         let settings = self.settings()?.clone();
         let consumer = Arc::new(self.create_consumer()?);
-        // The stored positions must include every block the previous owner of this
-        // partition got acknowledged, or the first block would overlap them.
-        self.replica.catch_up().await.map_err(IngestError::State)?;
-        let mut positions = Vec::new();
-        for (view, target) in &self.views {
-            let next_offset = self
-                .state
-                .next_offset(&target.name, &self.position_key(view))
-                .map_err(|e| IngestError::State(e.to_string()))?;
-            positions.push(ViewPosition {
-                view: view.clone(),
-                target: target.clone(),
-                next_offset,
-            });
-        }
-        let start = self.start_offset(&consumer, &mut positions).await?;
+        // Finding where to start waits on Raft and on the group coordinator, for up to
+        // tens of seconds after a fault; a stop meanwhile has no open block to finish,
+        // and must not hold up a node's shutdown.
+        let (mut positions, start) = tokio::select! {
+            ready = self.positions(&consumer) => ready?,
+            () = stop_requested(&mut stop) => return Ok(()),
+        };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.key.topic, self.key.partition, start)
             .map_err(|source| self.kafka_error(source))?;
@@ -232,6 +223,30 @@ impl PartitionJob {
                 return Ok(());
             }
         }
+    }
+
+    /// Each view's stored position, and the offset to read from.
+    async fn positions(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+    ) -> Result<(Vec<ViewPosition>, Offset), IngestError> {
+        // The stored positions must include every block the previous owner of this
+        // partition got acknowledged, or the first block would overlap them.
+        self.replica.catch_up().await.map_err(IngestError::State)?;
+        let mut positions = Vec::new();
+        for (view, target) in &self.views {
+            let next_offset = self
+                .state
+                .next_offset(&target.name, &self.position_key(view))
+                .map_err(|e| IngestError::State(e.to_string()))?;
+            positions.push(ViewPosition {
+                view: view.clone(),
+                target: target.clone(),
+                next_offset,
+            });
+        }
+        let start = self.start_offset(consumer, &mut positions).await?;
+        Ok((positions, start))
     }
 
     fn position_key(&self, view: &ViewDef) -> PositionKey {
@@ -411,7 +426,11 @@ impl PartitionJob {
     }
 
     /// Fails with `Stalled` when the partition ends past `next` although nothing arrived
-    /// since `last_message_at`. A broker that cannot be asked proves nothing.
+    /// since `last_message_at`, and with `Unresponsive` when the partition's end cannot be
+    /// read: after a broker restart, a client was seen that never reached the broker
+    /// again (its requests queued for minutes) while a new client connected at once. A
+    /// restart while the broker is really down costs nothing: the new consumer resumes
+    /// from the stored position once the broker is back.
     async fn check_stalled(
         &self,
         consumer: &Arc<StreamConsumer>,
@@ -442,7 +461,13 @@ impl PartitionJob {
                 end,
                 idle_secs: last_message_at.elapsed().as_secs(),
             }),
-            _ => Ok(()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(IngestError::Unresponsive {
+                key: Box::new(self.key.clone()),
+                idle_secs: last_message_at.elapsed().as_secs(),
+                error: error.to_string(),
+            }),
+            Err(join) => Err(IngestError::State(join.to_string())),
         }
     }
 
@@ -456,6 +481,15 @@ impl PartitionJob {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                 self.status.error(format!("commit: {e}"));
             }
+        }
+    }
+}
+
+/// Resolves once a stop is asked for (or its sender is gone).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
         }
     }
 }
