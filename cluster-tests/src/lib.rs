@@ -8,6 +8,7 @@ pub mod checker;
 pub mod cluster;
 pub mod disk;
 pub mod kafka;
+pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod proxy;

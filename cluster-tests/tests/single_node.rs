@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use cluster_tests::{quickstart_sql, unique, wait_for, Kafka, Node};
+use cluster_tests::node::free_port;
+use cluster_tests::{metrics, quickstart_sql, unique, wait_for, Kafka, Node};
 use sluice::sample::github::{self, GITHUB_COLUMNS};
 
 const EVENTS: u64 = 200_000;
@@ -72,7 +73,16 @@ async fn quickstart_flow_lands_every_event_exactly() -> anyhow::Result<()> {
     let kafka = Kafka::shared()?;
     let topic = unique("github");
     produce_events(kafka, &topic, EVENTS, None).await?;
-    let node = Node::start("quickstart").await?;
+    let metrics_addr = format!("127.0.0.1:{}", free_port()?);
+    let node = Node::start_with(
+        "quickstart",
+        vec![
+            "--bootstrap".into(),
+            "--metrics-addr".into(),
+            metrics_addr.clone(),
+        ],
+    )
+    .await?;
     node.script(&quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?)
         .await?;
     wait_for_count(&node, "github", EVENTS, Duration::from_secs(300)).await?;
@@ -143,6 +153,39 @@ async fn quickstart_flow_lands_every_event_exactly() -> anyhow::Result<()> {
         })
         .sum();
     assert_eq!(offsets, EVENTS);
+    // The Prometheus endpoint tells the same story.
+    let scraped = metrics::scrape(&metrics_addr).await?;
+    let sample = |name: &str, labels: &[&str]| metrics::sum(&scraped, name, labels);
+    assert_eq!(
+        sample("sluice_consumer_messages_read_total", &[]),
+        Some(EVENTS as f64),
+        "{scraped}"
+    );
+    assert_eq!(
+        sample(
+            "sluice_consumer_rows_written_total",
+            &["table=\"github_queue\""]
+        ),
+        Some(EVENTS as f64),
+        "{scraped}"
+    );
+    assert_eq!(
+        sample("sluice_table_rows", &["table=\"github\""]),
+        Some(EVENTS as f64),
+        "{scraped}"
+    );
+    assert_eq!(
+        sample("sluice_consumer_active", &[]),
+        Some(3.0),
+        "{scraped}"
+    );
+    assert_eq!(sample("sluice_raft_leader", &[]), Some(1.0), "{scraped}");
+    assert_eq!(sample("sluice_in_quorum", &[]), Some(1.0), "{scraped}");
+    assert_eq!(
+        sample("sluice_owned_partitions", &[]),
+        Some(3.0),
+        "{scraped}"
+    );
     assert_eq!(
         node.rows("SHOW TABLES").await?,
         vec![

@@ -517,6 +517,7 @@ class Harness:
             "config": {"mountPath": str(fs / "etc/sluice/config")},
             "persistence": {"mountPath": str(fs / "var/lib/sluice")},
             "kafka": kafka,
+            "metrics": {"enabled": True},
         }
         path = self.base / "values-boot.yaml"
         path.write_text(yaml.safe_dump(values))
@@ -602,6 +603,16 @@ class Harness:
                   self.args.python, str(Path(__file__).parent / "health_probe.py"),
                   "--timeout", str(timeout), *targets, timeout=60)
         return json.loads(out.stdout)
+
+    def scrape(self, name: str) -> str:
+        """GET /metrics at the pod's metrics port, as Prometheus would (from the node network)."""
+        pod = self.pods[name]
+        port = next(p["containerPort"] for p in pod.spec["containers"][0]["ports"] if p["name"] == "metrics")
+        fetch = ("import sys, urllib.request; "
+                 "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())")
+        out = run("ip", "netns", "exec", self.net.hub, self.args.python, "-c", fetch,
+                  f"http://{pod.ip}:{port}/metrics", timeout=30)
+        return out.stdout
 
     def probe_pods(self, pods: list[str], kind: str) -> dict[str, str]:
         targets = {}
@@ -707,6 +718,13 @@ class Harness:
         self.client("sql", "--host", f"http://{self.client_service()}:7070", "-f", str(self.base / "quickstart.sql"))
         self.wait_count(names, FIRST_EVENTS, 120)
         log(f"{FIRST_EVENTS} events ingested into every replica")
+        # Every pod's Prometheus endpoint, at the port the chart declares, counts them.
+        for name in names:
+            text = self.scrape(name)
+            rows = re.search(rf'^sluice_table_rows\{{table="{TOPIC}"\}} (\d+)$', text, re.M)
+            ensure(rows is not None and int(rows.group(1)) == FIRST_EVENTS,
+                   f"{name}'s metrics do not count {FIRST_EVENTS} rows in {TOPIC}: {text[-2000:]}")
+        log(f"every pod's /metrics counts {FIRST_EVENTS} rows")
 
         # A restart: preStop drains, SIGTERM stops; the member stays; the pod comes back on
         # its volume and is ready again.

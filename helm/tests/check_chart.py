@@ -184,7 +184,7 @@ def check_notes(chart: Chart):
     for files, words in [
         ([], ["do not pass --wait", "rollout status statefulset/sl-sluice", "helm test sl"]),
         ([VALUE_SETS / "one-node.yaml"], ["one node has no fault tolerance"]),
-        ([VALUE_SETS / "metrics.yaml"], ["serves no Prometheus endpoint yet"]),
+        ([VALUE_SETS / "metrics.yaml"], ["GET /metrics on port 9464"]),
     ]:
         text = one(wrapped.render(values_files=files), "ConfigMap", "notes")["data"]["text"]
         missing = [w for w in words if w not in text]
@@ -429,7 +429,12 @@ def check_service_monitor(chart: Chart):
             )
             ports = {p["name"] for p in client["spec"]["ports"]}
             ensure(all(e["port"] in ports for e in monitor["spec"]["endpoints"]), "the ServiceMonitor scrapes a port the Service lacks")
-            ensure("metrics" in {p["name"] for p in node_container(docs)["ports"]}, "the pods have no metrics port")
+            ports = {p["name"]: p["containerPort"] for p in node_container(docs)["ports"]}
+            ensure("metrics" in ports, "the pods have no metrics port")
+            # The node serves what the port promises: its config binds the metrics endpoint there.
+            config = tomllib.loads(one(docs, "ConfigMap", "sluice")["data"]["sluice.toml"])
+            ensure(config.get("metrics_addr", "").endswith(f":{ports['metrics']}"),
+                   f"the node config's metrics_addr {config.get('metrics_addr')!r} is not the pods' metrics port {ports['metrics']}")
         else:
             ensure(not monitors, f"{label}: a ServiceMonitor is rendered without metrics.serviceMonitor.enabled")
     message = chart.render_error(sets=["metrics.serviceMonitor.enabled=true"])

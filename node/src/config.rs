@@ -57,6 +57,9 @@ pub struct NodeArgs {
     /// Default: 10000.
     #[arg(long, env = "SLUICE_NODE_TIMEOUT_MS")]
     pub node_timeout_ms: Option<u64>,
+    /// Address of the Prometheus endpoint (GET /metrics). Default: none served.
+    #[arg(long, env = "SLUICE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -70,6 +73,7 @@ struct FileConfig {
     peers: Option<Vec<String>>,
     bootstrap: Option<bool>,
     node_timeout_ms: Option<u64>,
+    metrics_addr: Option<String>,
     /// librdkafka properties for every Kafka client of the node, ClickHouse-style names
     /// (`sasl_mechanisms`, `ssl_ca_location`); `SLUICE_RDKAFKA_*` variables override them.
     #[serde(default)]
@@ -88,6 +92,7 @@ pub struct NodeConfig {
     pub bootstrap: bool,
     pub node_timeout: std::time::Duration,
     pub kafka: KafkaClientDefaults,
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
@@ -114,9 +119,19 @@ impl NodeConfig {
                     reason: format!("{e}"),
                 })?,
         };
+        let metrics_addr = match (args.metrics_addr, file.metrics_addr) {
+            (Some(a), _) => Some(a),
+            (None, Some(text)) => Some(text.parse().map_err(|e| ConfigError::Invalid {
+                name: "metrics_addr",
+                value: text.clone(),
+                reason: format!("{e}"),
+            })?),
+            (None, None) => None,
+        };
         let kafka = KafkaClientDefaults::resolve(&file.kafka, std::env::vars())?;
         let config = NodeConfig {
             kafka,
+            metrics_addr,
             node_id: args
                 .node_id
                 .clone()

@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod config;
 pub mod format;
 pub mod ingest;
+pub mod metrics;
+pub mod open_requests;
 pub mod query;
 pub mod raft;
 pub mod sample;

@@ -165,6 +165,24 @@ async fn serve(
             Err(e) => tracing::error!(error = %e, "bootstrap failed"),
         }
     }
+    if let Some(addr) = config.metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr} (metrics_addr)"))?;
+        let collector = crate::metrics::NodeCollector {
+            consumers: registry.clone(),
+            cluster: cluster.clone(),
+            state: state.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::metrics::serve(metrics_listener, collector, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+        tracing::info!(address = %addr, path = crate::metrics::PATH, "serving Prometheus metrics");
+    }
     std::fs::write(config.data_dir.join(ADDRESS_FILE), local.to_string())
         .context("writing the address file")?;
     tracing::info!(node = %config.node_id, address = %local, "serving gRPC");
@@ -217,7 +235,9 @@ async fn serve(
         }
         let _ = signalled.send(());
     };
+    let open_requests = crate::open_requests::OpenRequests::default();
     let server = tonic::transport::Server::builder()
+        .layer(open_requests.clone())
         .add_service(health_service)
         .add_service(
             RaftServer::new(RaftService { cluster })
@@ -245,7 +265,12 @@ async fn serve(
             tracing::info!("gRPC server stopped");
         }
         () = connections_closed => {
-            tracing::warn!(after = ?STEP_TIMEOUT, "shutdown step overran: requests still open; closing their connections");
+            let open: Vec<String> = open_requests
+                .list()
+                .into_iter()
+                .map(|(path, age)| format!("{path} ({age:.1?})"))
+                .collect();
+            tracing::warn!(after = ?STEP_TIMEOUT, open = ?open, "shutdown step overran: requests still open; closing their connections");
         }
     }
     let fatal = failed.lock().ok().and_then(|mut f| f.take());

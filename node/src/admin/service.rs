@@ -380,6 +380,7 @@ impl Admin for AdminService {
                 num_skipped_messages: s.num_skipped_messages,
                 num_rows_written: s.num_rows_written,
                 num_restarts: s.num_restarts,
+                num_errors: s.num_errors,
             })
             .collect();
         Ok(Response::new(ConsumerStatusResponse { consumers }))

@@ -1166,6 +1166,7 @@ impl Cluster {
                     num_skipped_messages: c.num_skipped_messages,
                     num_rows_written: c.num_rows_written,
                     num_restarts: c.num_restarts,
+                    num_errors: c.num_errors,
                 };
                 out.push((node.clone(), key, snapshot));
             }

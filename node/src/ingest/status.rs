@@ -34,6 +34,7 @@ pub struct ConsumerSnapshot {
     pub num_skipped_messages: u64,
     pub num_rows_written: u64,
     pub num_restarts: u64,
+    pub num_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +89,8 @@ impl ConsumerStatus {
 
     pub fn error(&self, text: impl Into<String>) {
         let text = text.into();
-        self.update(|_, e| {
+        self.update(|s, e| {
+            s.num_errors += 1;
             if e.len() == EXCEPTIONS_KEPT {
                 e.pop_front();
             }
