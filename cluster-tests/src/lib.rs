@@ -74,11 +74,22 @@ where
 
 /// The guide's quickstart DDL with broker, topic and group filled in.
 pub fn quickstart_sql(brokers: &str, topic: &str, group: &str) -> anyhow::Result<String> {
-    let path = repo_root().join("scripts/sql/quickstart.sql");
+    sql_file("quickstart.sql", brokers, topic, group)
+}
+
+/// The guide's "ClickHouse to Kafka" DDL (github_out_queue, github_out_mv) filled in.
+pub fn kafka_out_sql(brokers: &str, topic: &str, group: &str) -> anyhow::Result<String> {
+    sql_file("kafka-out.sql", brokers, topic, group)
+}
+
+fn sql_file(name: &str, brokers: &str, topic: &str, group: &str) -> anyhow::Result<String> {
+    let path = repo_root().join("scripts/sql").join(name);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     Ok(text
         .replace("${KAFKA_BROKERS}", brokers)
         .replace("${KAFKA_TOPIC}", topic)
-        .replace("${KAFKA_GROUP}", group))
+        .replace("${KAFKA_GROUP}", group)
+        .replace("${KAFKA_OUT_TOPIC}", topic)
+        .replace("${KAFKA_OUT_GROUP}", group))
 }

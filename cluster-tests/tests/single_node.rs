@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use cluster_tests::cluster::table_digest;
 use cluster_tests::node::free_port;
-use cluster_tests::{metrics, quickstart_sql, unique, wait_for, Kafka, Node};
+use cluster_tests::{kafka_out_sql, metrics, quickstart_sql, unique, wait_for, Kafka, Node};
 use sluice::sample::github::{self, GITHUB_COLUMNS};
 
 const EVENTS: u64 = 200_000;
@@ -317,5 +318,119 @@ async fn ddl_errors_name_the_part_and_change_nothing() -> anyhow::Result<()> {
         );
     }
     assert_eq!(node.rows("SHOW TABLES").await?, before);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_clickhouse_to_kafka_flow_pushes_every_row() -> anyhow::Result<()> {
+    const OUT_EVENTS: u64 = 20_000;
+    let kafka = Kafka::shared()?;
+    let (topic, out_topic) = (unique("github"), unique("github-out"));
+    kafka.create_topic(&topic, 3).await?;
+    kafka.create_topic(&out_topic, 3).await?;
+    let node = Node::start("to-kafka").await?;
+    // The guide's two halves: Kafka → github, then github → github_out_queue (its topic).
+    node.script(&quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?)
+        .await?;
+    node.script(&kafka_out_sql(
+        &kafka.bootstrap,
+        &out_topic,
+        &unique("out"),
+    )?)
+    .await?;
+    // What reaches the out topic is read back by a second Kafka table into a copy.
+    node.script(&format!(
+        "CREATE TABLE github_copy_queue AS github_queue ENGINE = Kafka('{}', '{out_topic}', '{}', 'JSONEachRow');
+         CREATE TABLE github_copy AS github ENGINE = MergeTree() ORDER BY (event_type, repo_name, created_at);
+         CREATE MATERIALIZED VIEW github_copy_mv TO github_copy AS SELECT * FROM github_copy_queue;",
+        kafka.bootstrap,
+        unique("copy")
+    ))
+    .await?;
+    kafka.produce(&topic, 3, SEED, 0..OUT_EVENTS, None).await?;
+    wait_for_count(&node, "github", OUT_EVENTS, Duration::from_secs(120)).await?;
+    // Every stored row went out once and came back equal, column for column.
+    wait_for_count(&node, "github_copy", OUT_EVENTS, Duration::from_secs(120)).await?;
+    assert_eq!(
+        table_digest(&node, "github_copy").await?,
+        table_digest(&node, "github").await?,
+        "the rows read back from the out topic differ from the stored ones"
+    );
+
+    // The guide's direct insert: 100 rows back into the source topic, which the
+    // engine reads again into github, and which github_out_mv pushes out once more.
+    let done = node
+        .sql("INSERT INTO github_queue SELECT * FROM github LIMIT 100 FORMAT JSONEachRow")
+        .await
+        .map_err(|s| anyhow::anyhow!("insert: {}", s.message()))?;
+    assert!(done.message.contains("100 rows sent"), "{}", done.message);
+    wait_for_count(&node, "github", OUT_EVENTS + 100, Duration::from_secs(60)).await?;
+    wait_for_count(
+        &node,
+        "github_copy",
+        OUT_EVENTS + 100,
+        Duration::from_secs(60),
+    )
+    .await?;
+    // VALUES with a column list: the other columns get their defaults.
+    node.sql("INSERT INTO github_queue (event_type, actor_login, created_at) VALUES ('PushEvent', 'values-row', '2024-05-06 07:08:09')")
+        .await
+        .map_err(|s| anyhow::anyhow!("insert values: {}", s.message()))?;
+    wait_for_count(&node, "github", OUT_EVENTS + 101, Duration::from_secs(60)).await?;
+    assert_eq!(
+        node.rows("SELECT event_type, created_at, number, labels FROM github WHERE actor_login = 'values-row'")
+            .await?,
+        vec![vec![
+            "PushEvent".to_string(),
+            "2024-05-06 07:08:09".to_string(),
+            "0".to_string(),
+            "[]".to_string()
+        ]]
+    );
+
+    // Bad inserts name what is wrong and send nothing.
+    for (statement, expected) in [
+        (
+            "INSERT INTO github SELECT * FROM github LIMIT 1",
+            "only Kafka tables take inserts",
+        ),
+        (
+            "INSERT INTO github_queue (event_type) VALUES ('NoSuchEvent')",
+            "'NoSuchEvent' is not a member",
+        ),
+        (
+            "INSERT INTO github_queue SELECT * FROM github LIMIT 1 FORMAT CSV",
+            "only JSONEachRow",
+        ),
+        (
+            "INSERT INTO github_queue (no_such_column) VALUES (1)",
+            "no column no_such_column",
+        ),
+        (
+            "INSERT INTO github_queue SELECT actor_login FROM github LIMIT 1",
+            "the rows have 1 columns, the insert fills 25",
+        ),
+    ] {
+        let error = node
+            .sql(statement)
+            .await
+            .err()
+            .map(|s| s.message().to_string())
+            .unwrap_or_default();
+        assert!(error.contains(expected), "{statement}: {error:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&node, "github").await, OUT_EVENTS + 101);
+    // A view between two storage tables has no Kafka side: refused, naming both.
+    let error = node
+        .sql("CREATE MATERIALIZED VIEW copy_of_copy TO github AS SELECT * FROM github_copy")
+        .await
+        .err()
+        .map(|s| s.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("neither source github_copy nor target github"),
+        "{error}"
+    );
     Ok(())
 }

@@ -197,6 +197,7 @@ async fn serve(
         state: state.clone(),
         cluster: cluster.clone(),
         queries: QueryEngine::new(state, registry.clone(), cluster.clone()),
+        sink: crate::ingest::sink::KafkaSink::new(Arc::new(config.kafka.clone())),
     });
     let admin = AdminService {
         executor,
@@ -270,7 +271,13 @@ async fn serve(
                 .into_iter()
                 .map(|(path, age)| format!("{path} ({age:.1?})"))
                 .collect();
-            tracing::warn!(after = ?STEP_TIMEOUT, open = ?open, "shutdown step overran: requests still open; closing their connections");
+            if open.is_empty() {
+                // Only idle connections left, whose peer did not acknowledge the
+                // shutdown (a peer cut off or paused): nothing is lost by closing them.
+                tracing::info!(after = ?STEP_TIMEOUT, "closing idle connections whose peers did not acknowledge the shutdown");
+            } else {
+                tracing::warn!(after = ?STEP_TIMEOUT, open = ?open, "shutdown step overran: requests still open; closing their connections");
+            }
         }
     }
     let fatal = failed.lock().ok().and_then(|mut f| f.take());

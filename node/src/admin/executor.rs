@@ -7,6 +7,7 @@ use arrow::array::RecordBatch;
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::{Cluster, ClusterError};
+use crate::ingest::sink::{KafkaSink, SinkError};
 use crate::query::{QueryEngine, QueryError, QueryResult};
 use crate::sql::ddl::{table_def, DdlError};
 use crate::sql::{self, SqlError, Statement};
@@ -24,6 +25,10 @@ pub enum ExecError {
     State(#[from] StateError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("INSERT INTO {table}: {reason}")]
+    Insert { table: String, reason: String },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
 }
 
 impl ExecError {
@@ -48,6 +53,7 @@ pub struct Executor {
     pub state: Arc<NodeState>,
     pub cluster: Arc<Cluster>,
     pub queries: QueryEngine,
+    pub sink: KafkaSink,
 }
 
 impl Executor {
@@ -60,6 +66,7 @@ impl Executor {
         let catalog = self.state.catalog();
         let command = match statement {
             Statement::Query(q) => return Ok(ExecOutput::Rows(self.queries.execute(*q).await?)),
+            Statement::Insert(insert) => return self.insert(insert).await.map(ExecOutput::Done),
             Statement::ShowTables => {
                 let names: Vec<&str> = catalog
                     .tables
@@ -135,6 +142,66 @@ impl Executor {
             CatalogOutcome::Changed => "Ok.".into(),
             CatalogOutcome::Unchanged => "Ok. (nothing to change)".into(),
         }))
+    }
+
+    /// Rows into a Kafka table: the SELECT or VALUES runs here, its columns fill the
+    /// table's by position (or the listed ones), and the rows go to the topic; done once
+    /// the broker acknowledged them all (at least once).
+    async fn insert(&self, insert: sql::Insert) -> Result<String, ExecError> {
+        let catalog = self.state.catalog();
+        let failed = |reason: String| ExecError::Insert {
+            table: insert.table.clone(),
+            reason,
+        };
+        let table = catalog
+            .table(&insert.table)
+            .ok_or(QueryError::NoTable(insert.table.clone()))?;
+        let Some(settings) = table.kafka() else {
+            return Err(failed(
+                "only Kafka tables take inserts (their rows go to the topic); storage tables are filled by materialized views".into(),
+            ));
+        };
+        let columns: Vec<String> = if insert.columns.is_empty() {
+            table.columns.iter().map(|c| c.name.clone()).collect()
+        } else {
+            for name in &insert.columns {
+                if table.column(name).is_none() {
+                    return Err(failed(format!("no column {name} in the table")));
+                }
+            }
+            insert.columns.clone()
+        };
+        let result = self
+            .queries
+            .execute(sqlparser::ast::Statement::Query(insert.source))
+            .await?;
+        let rows = arrow::compute::concat_batches(&result.schema, &result.batches)
+            .map_err(QueryError::from)?;
+        if rows.num_columns() != columns.len() {
+            return Err(failed(format!(
+                "the rows have {} columns, the insert fills {} ({})",
+                rows.num_columns(),
+                columns.len(),
+                columns.join(", ")
+            )));
+        }
+        let fields: Vec<arrow::datatypes::Field> = rows
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, name)| arrow::datatypes::Field::new(name, f.data_type().clone(), true))
+            .collect();
+        let named = RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            rows.columns().to_vec(),
+        )
+        .map_err(QueryError::from)?;
+        let conformed = crate::query::views::conform(table, &named)
+            .map_err(|e| failed(format!("the rows do not fit the table's columns: {e}")))?;
+        let sent = self.sink.send(table, &conformed).await?;
+        let topic = settings.topic_list.first().cloned().unwrap_or_default();
+        Ok(format!("Ok. {sent} rows sent to topic {topic}."))
     }
 
     pub async fn apply(&self, command: CatalogCommand) -> Result<CatalogOutcome, ExecError> {

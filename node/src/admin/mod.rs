@@ -14,7 +14,16 @@ pub fn to_status(e: &ExecError) -> Status {
     match e {
         ExecError::Sql(_) | ExecError::Ddl(_) => Status::invalid_argument(text),
         ExecError::Query(crate::query::QueryError::NoTable(_)) => Status::not_found(text),
-        ExecError::Query(_) => Status::invalid_argument(text),
+        ExecError::Query(_) | ExecError::Insert { .. } => Status::invalid_argument(text),
+        ExecError::Sink(
+            crate::ingest::sink::SinkError::NotAnEnumMember { .. }
+            | crate::ingest::sink::SinkError::NotKafka(_),
+        ) => Status::invalid_argument(text),
+        // The broker did not take the rows: retry later (some may have arrived).
+        ExecError::Sink(crate::ingest::sink::SinkError::Delivery { .. }) => {
+            Status::unavailable(text)
+        }
+        ExecError::Sink(_) => Status::failed_precondition(text),
         ExecError::Cluster(crate::cluster::ClusterError::NoLeader(_))
         | ExecError::Cluster(crate::cluster::ClusterError::NotInitialized) => {
             Status::unavailable(text)

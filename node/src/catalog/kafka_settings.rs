@@ -57,6 +57,8 @@ pub struct KafkaSettings {
     /// consumer actors always flush independently, as with `kafka_thread_per_consumer = 1`.
     pub thread_per_consumer: bool,
     pub max_block_size: u64,
+    /// Rows per message when Sluice writes to the topic (INSERT, a view into this table).
+    pub max_rows_per_message: u64,
     pub max_block_bytes: u64,
     pub flush_interval_ms: u64,
     pub poll_timeout_ms: u64,
@@ -155,6 +157,7 @@ impl KafkaSettings {
             num_consumers: uint(&map, "kafka_num_consumers", 1)?,
             thread_per_consumer: flag(&map, "kafka_thread_per_consumer", false)?,
             max_block_size: nonzero_or(&map, "kafka_max_block_size", DEFAULT_MAX_BLOCK_SIZE)?,
+            max_rows_per_message: nonzero_or(&map, "kafka_max_rows_per_message", 1)?,
             max_block_bytes: nonzero_or(&map, "kafka_max_block_bytes", DEFAULT_MAX_BLOCK_BYTES)?,
             flush_interval_ms: nonzero_or(
                 &map,

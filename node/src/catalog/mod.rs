@@ -146,8 +146,12 @@ impl TableDef {
         ))
     }
 
-    /// For a Kafka table: the declared columns followed by the virtual ones.
+    /// What a view reading this table sees: for a Kafka table the declared columns
+    /// followed by the virtual ones, for a storage table its columns.
     pub fn source_schema(&self) -> SchemaRef {
+        if self.kafka().is_none() {
+            return self.arrow_schema();
+        }
         let mut fields: Vec<Field> = self
             .columns
             .iter()
@@ -208,12 +212,18 @@ pub enum CatalogError {
     ReservedColumn { table: String, column: String },
     #[error("table {table} is used by view {view}; drop the view first")]
     InUse { table: String, view: String },
-    #[error("view {view}: source {source_table} is not a Kafka table (views over storage tables are not supported yet)")]
-    SourceNotKafka { view: String, source_table: String },
-    #[error(
-        "view {view}: target {target} is a Kafka table (writing to Kafka is not supported yet)"
-    )]
-    TargetIsKafka { view: String, target: String },
+    #[error("view {view}: neither source {source_table} nor target {target} is a Kafka table (a view reads a Kafka table, or pushes a table's new rows to one)")]
+    NoKafkaSide {
+        view: String,
+        source_table: String,
+        target: String,
+    },
+    #[error("view {view}: source {source_table} and target {target} are both Kafka tables (Kafka to Kafka is not supported)")]
+    KafkaToKafka {
+        view: String,
+        source_table: String,
+        target: String,
+    },
     #[error("view {view}: column {column} is not in target table {target}")]
     ColumnNotInTarget {
         view: String,
@@ -290,21 +300,28 @@ impl Catalog {
                     .tables
                     .get(&def.source)
                     .ok_or_else(|| CatalogError::NoTable(def.source.clone()))?;
-                if source.kafka().is_none() {
-                    return Err(CatalogError::SourceNotKafka {
-                        view: def.name.clone(),
-                        source_table: def.source.clone(),
-                    });
-                }
                 let target = self
                     .tables
                     .get(&def.target)
                     .ok_or_else(|| CatalogError::NoTable(def.target.clone()))?;
-                if target.kafka().is_some() {
-                    return Err(CatalogError::TargetIsKafka {
-                        view: def.name.clone(),
-                        target: def.target.clone(),
-                    });
+                // A view reads a Kafka table into a table, or pushes what is stored in a
+                // table to a Kafka table (its topic).
+                match (source.kafka().is_some(), target.kafka().is_some()) {
+                    (true, false) | (false, true) => {}
+                    (false, false) => {
+                        return Err(CatalogError::NoKafkaSide {
+                            view: def.name.clone(),
+                            source_table: def.source.clone(),
+                            target: def.target.clone(),
+                        })
+                    }
+                    (true, true) => {
+                        return Err(CatalogError::KafkaToKafka {
+                            view: def.name.clone(),
+                            source_table: def.source.clone(),
+                            target: def.target.clone(),
+                        })
+                    }
                 }
                 for column in &def.output_columns {
                     if target.column(column).is_none() {

@@ -9,6 +9,7 @@ pub mod block_cutter;
 pub mod client;
 pub mod consumer;
 pub mod pipeline;
+pub mod sink;
 pub mod status;
 pub mod supervisor;
 
@@ -81,6 +82,12 @@ pub enum IngestError {
         key: Box<ConsumerKey>,
         idle_secs: u64,
         error: String,
+    },
+    #[error("{}/{}/{}: view {view} could not push rows to Kafka: {reason}", key.table, key.topic, key.partition)]
+    Push {
+        key: Box<ConsumerKey>,
+        view: String,
+        reason: String,
     },
     #[error("table {0} is not a Kafka table")]
     NotKafka(String),

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::block_cutter::{BlockCutter, BlockLimits};
 use super::client::KafkaClientDefaults;
+use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerStatus};
 use super::{IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
@@ -53,6 +54,7 @@ pub struct PartitionJob {
     pub epoch: u64,
     pub status: Arc<ConsumerStatus>,
     pub kafka: Arc<KafkaClientDefaults>,
+    pub sink: Arc<KafkaSink>,
 }
 
 struct ViewPosition {
@@ -249,6 +251,32 @@ impl PartitionJob {
         Ok((positions, start))
     }
 
+    /// Sends `rows`, new in `table`, through every view from `table` into a Kafka table.
+    async fn push(&self, table: &TableDef, rows: &RecordBatch) -> Result<(), IngestError> {
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let catalog = self.state.catalog();
+        for view in catalog.views_of(&table.name) {
+            let Some(target) = catalog.table(&view.target).filter(|t| t.kafka().is_some()) else {
+                continue;
+            };
+            let failed = |reason: String| IngestError::Push {
+                key: Box::new(self.key.clone()),
+                view: view.name.clone(),
+                reason,
+            };
+            let out = run_view(view, table, target, rows.clone())
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            self.sink
+                .send(target, &out)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     fn position_key(&self, view: &ViewDef) -> PositionKey {
         PositionKey {
             source: view.name.clone(),
@@ -379,6 +407,10 @@ impl PartitionJob {
                     view: position.view.name.clone(),
                     reason: e.to_string(),
                 })?;
+            // Views that push the target's new rows to Kafka send them before the block
+            // is stored: a failure then fails the block, which is read again (at least
+            // once, as ClickHouse); stored first, a crash would lose them for good.
+            self.push(&position.target, &rows).await?;
             let block = Block::new(
                 &position.target.name,
                 Some(SourceRange {

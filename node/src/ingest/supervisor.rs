@@ -14,6 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use super::client::KafkaClientDefaults;
 use super::consumer::{ConsumerActor, ConsumerExited, StopConsumer};
 use super::pipeline::PartitionJob;
+use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerRegistry};
 use super::Replica;
 use crate::catalog::{KafkaSettings, TableDef, ViewDef};
@@ -66,6 +67,8 @@ pub struct Supervisor {
     replica: Arc<dyn Replica>,
     registry: Arc<ConsumerRegistry>,
     kafka: Arc<KafkaClientDefaults>,
+    /// Producers shared by every consumer of the node, for views that push to Kafka.
+    sink: Arc<KafkaSink>,
     runtime: tokio::runtime::Handle,
     running: BTreeMap<ConsumerKey, Running>,
     backoff: BTreeMap<ConsumerKey, Backoff>,
@@ -85,6 +88,7 @@ impl Supervisor {
         runtime: tokio::runtime::Handle,
     ) -> Supervisor {
         Supervisor {
+            sink: Arc::new(KafkaSink::new(kafka.clone())),
             kafka,
             node_id,
             state,
@@ -179,6 +183,7 @@ impl Supervisor {
                 epoch,
                 status: status.clone(),
                 kafka: self.kafka.clone(),
+                sink: self.sink.clone(),
             };
             self.next_generation += 1;
             let generation = self.next_generation;

@@ -103,6 +103,17 @@ pub enum Statement {
     },
     /// A SELECT (possibly with FORMAT/SETTINGS) for the query engine.
     Query(Box<SqlStatement>),
+    /// `INSERT INTO table [(columns)] SELECT ... | VALUES ...`.
+    Insert(Insert),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Insert {
+    pub table: String,
+    /// The columns the rows fill, in order; empty means all declared columns.
+    pub columns: Vec<String>,
+    /// The rows: a SELECT or VALUES, without its FORMAT clause.
+    pub source: Box<Query>,
 }
 
 /// Splits a script into statements at top-level semicolons, skipping empty ones.
@@ -199,6 +210,8 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
         Statement::Describe {
             name: parse_table_name(&mut p)?,
         }
+    } else if p.parse_keyword(Keyword::INSERT) {
+        parse_insert(&mut p)?
     } else if matches!(
         p.peek_token_ref().token,
         Token::Word(ref w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH
@@ -209,7 +222,7 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
     } else {
         let first = p.peek_token_ref().token.to_string();
         return Err(SqlError::Unsupported(format!(
-            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, SHOW TABLES, DESCRIBE, SELECT)"
+            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, SHOW TABLES, DESCRIBE, SELECT, INSERT)"
         )));
     };
     let _ = p.consume_token(&Token::SemiColon);
@@ -238,6 +251,45 @@ fn parse_table_name(p: &mut Parser) -> Result<String, SqlError> {
         return Ok(second);
     }
     Ok(first)
+}
+
+/// After INSERT: `INTO [TABLE] name [(columns)]`, then a SELECT or VALUES with an
+/// optional `FORMAT JSONEachRow` (the guide's spelling; the table's format decides).
+fn parse_insert(p: &mut Parser) -> Result<Statement, SqlError> {
+    p.expect_keyword_is(Keyword::INTO)?;
+    let _ = p.parse_keyword(Keyword::TABLE);
+    let table = parse_table_name(p)?;
+    let mut columns = Vec::new();
+    if p.consume_token(&Token::LParen) {
+        loop {
+            columns.push(p.parse_identifier()?.value);
+            if p.consume_token(&Token::RParen) {
+                break;
+            }
+            p.expect_token(&Token::Comma)?;
+        }
+    }
+    if p.parse_keyword(Keyword::FORMAT) {
+        let format = p.parse_identifier()?.value;
+        return Err(SqlError::Unsupported(format!(
+            "INSERT INTO {table} FORMAT {format} with inline data: insert with SELECT or VALUES"
+        )));
+    }
+    let mut source = p.parse_query()?;
+    if let Some(format) = source.format_clause.take() {
+        let name = format.to_string();
+        let name = name.trim_start_matches("FORMAT ").trim();
+        if !name.eq_ignore_ascii_case("JSONEachRow") {
+            return Err(SqlError::Unsupported(format!(
+                "INSERT INTO {table} ... FORMAT {name}: only JSONEachRow is supported"
+            )));
+        }
+    }
+    Ok(Statement::Insert(Insert {
+        table,
+        columns,
+        source,
+    }))
 }
 
 fn parse_create(p: &mut Parser) -> Result<Statement, SqlError> {

@@ -1,0 +1,191 @@
+//! Writing to Kafka: the table → Kafka half of the Kafka engine. Rows inserted into a
+//! Kafka table, or pushed by a view whose target is one, become JSONEachRow messages on
+//! the table's first topic.
+//!
+//! At least once, as in ClickHouse: a write succeeds only after the broker acknowledged
+//! every message, and a failure fails the write, so whoever retries it (the client, or a
+//! consumer re-reading its block) may send some messages twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use arrow::json::writer::{LineDelimited, WriterBuilder};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use super::client::KafkaClientDefaults;
+use crate::catalog::TableDef;
+
+/// How long one message may wait for the broker's acknowledgment, retries included.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("table {0} is not a Kafka table")]
+    NotKafka(String),
+    #[error("table {table}: no topic in kafka_topic_list")]
+    NoTopic { table: String },
+    #[error("table {table}: column {column}: '{value}' is not a member of its {ty}")]
+    NotAnEnumMember {
+        table: String,
+        column: String,
+        value: String,
+        ty: String,
+    },
+    #[error("table {table}: encoding rows as JSONEachRow: {reason}")]
+    Encode { table: String, reason: String },
+    #[error("table {table}: creating a Kafka producer: {source}")]
+    Producer {
+        table: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("table {table}: topic {topic}: {failed} of {messages} messages not acknowledged by the broker: {error}")]
+    Delivery {
+        table: String,
+        topic: String,
+        messages: usize,
+        failed: usize,
+        error: String,
+    },
+}
+
+/// Producers by Kafka table, made on first use and kept: a producer holds connections.
+pub struct KafkaSink {
+    defaults: Arc<KafkaClientDefaults>,
+    producers: Mutex<HashMap<String, FutureProducer>>,
+}
+
+impl KafkaSink {
+    pub fn new(defaults: Arc<KafkaClientDefaults>) -> KafkaSink {
+        KafkaSink {
+            defaults,
+            producers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn producer(&self, table: &TableDef) -> Result<FutureProducer, SinkError> {
+        let settings = table
+            .kafka()
+            .ok_or_else(|| SinkError::NotKafka(table.name.clone()))?;
+        let mut producers = match self.producers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(p) = producers.get(&table.name) {
+            return Ok(p.clone());
+        }
+        let mut config = self.defaults.client_config(settings);
+        // Acknowledged by every in-sync replica, and never twice because of a retry of
+        // the producer itself: duplicates come only from a retried write.
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            );
+        let producer: FutureProducer = config.create().map_err(|source| SinkError::Producer {
+            table: table.name.clone(),
+            source,
+        })?;
+        producers.insert(table.name.clone(), producer.clone());
+        Ok(producer)
+    }
+
+    /// Sends `batch` (already in `table`'s columns) to the table's topic and waits until
+    /// the broker has acknowledged every message; the number of rows sent.
+    pub async fn send(&self, table: &TableDef, batch: &RecordBatch) -> Result<u64, SinkError> {
+        let settings = table
+            .kafka()
+            .ok_or_else(|| SinkError::NotKafka(table.name.clone()))?;
+        let topic = settings
+            .topic_list
+            .first()
+            .ok_or_else(|| SinkError::NoTopic {
+                table: table.name.clone(),
+            })?
+            .clone();
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        check_enums(table, batch)?;
+        let lines = encode(table, batch)?;
+        let per_message = usize::try_from(settings.max_rows_per_message.max(1)).unwrap_or(1);
+        let payloads: Vec<String> = lines
+            .chunks(per_message)
+            .map(|rows| rows.join("\n"))
+            .collect();
+        let producer = self.producer(table)?;
+        let sends = payloads.iter().map(|payload| {
+            producer.send::<(), _, _>(
+                FutureRecord::to(&topic).payload(payload.as_bytes()),
+                Timeout::After(DELIVERY_TIMEOUT),
+            )
+        });
+        let results = futures::future::join_all(sends).await;
+        let failures: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err().map(|(e, _)| e.to_string()))
+            .collect();
+        if let Some(first) = failures.first() {
+            return Err(SinkError::Delivery {
+                table: table.name.clone(),
+                topic,
+                messages: payloads.len(),
+                failed: failures.len(),
+                error: first.clone(),
+            });
+        }
+        Ok(batch.num_rows() as u64)
+    }
+}
+
+/// Enum columns hold names: one that is not a member would be a broken message for every
+/// reader of the topic, so it is refused here, naming the column.
+fn check_enums(table: &TableDef, batch: &RecordBatch) -> Result<(), SinkError> {
+    for (column, array) in table.columns.iter().zip(batch.columns()) {
+        let Some(members) = column.ty.enum_members() else {
+            continue;
+        };
+        if array.data_type() != &DataType::Utf8 {
+            continue;
+        }
+        let names = array.as_string::<i32>();
+        for value in names.iter().flatten() {
+            if !members.iter().any(|(name, _)| name == value) {
+                return Err(SinkError::NotAnEnumMember {
+                    table: table.name.clone(),
+                    column: column.name.clone(),
+                    value: value.to_string(),
+                    ty: column.ty.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One JSON object per row, with ClickHouse's spelling of dates and times.
+fn encode(table: &TableDef, batch: &RecordBatch) -> Result<Vec<String>, SinkError> {
+    let failed = |e: arrow::error::ArrowError| SinkError::Encode {
+        table: table.name.clone(),
+        reason: e.to_string(),
+    };
+    let mut out = Vec::new();
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_timestamp_format("%Y-%m-%d %H:%M:%S".to_string())
+        .with_date_format("%Y-%m-%d".to_string())
+        .build::<_, LineDelimited>(&mut out);
+    writer.write(batch).map_err(failed)?;
+    writer.finish().map_err(failed)?;
+    drop(writer);
+    let text = String::from_utf8(out).map_err(|e| SinkError::Encode {
+        table: table.name.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
+}
