@@ -414,14 +414,27 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
                     load_until_exit(&mut cluster.nodes[random], &kafka, &topic, &mut produced)
                         .await?;
                 disk::unfill(&dir)?;
-                anyhow::ensure!(
-                    exited.is_some_and(|s| !s.success()),
-                    "{} did not stop on a full disk: {exited:?}\n{}",
-                    cluster.nodes[random].name,
-                    cluster.nodes[random].log_tail()
-                );
-                tokio::time::sleep(hold).await;
-                cluster.nodes[random].spawn().await?;
+                match exited {
+                    Some(status) => {
+                        anyhow::ensure!(
+                            !status.success(),
+                            "{} exited 0 on a full disk\n{}",
+                            cluster.nodes[random].name,
+                            cluster.nodes[random].log_tail()
+                        );
+                        tokio::time::sleep(hold).await;
+                        cluster.nodes[random].spawn().await?;
+                    }
+                    // sled reuses the free space inside its files (a purged log, compacted
+                    // segments): after a long run the file system can be full while every
+                    // write still fits (seen after 119 rounds). Taking those writes is
+                    // right; the checks after the round show nothing was lost or doubled.
+                    // tests/disk.rs forces the ENOSPC exit on every run.
+                    None => history.push(format!(
+                        "round {round}: {} kept writing on the full disk: room left inside its files",
+                        cluster.nodes[random].name
+                    )),
+                }
             }
             11 => {
                 for p in &proxies {
