@@ -529,16 +529,28 @@ async fn a_drained_leader_hands_over_partitions_and_leadership() -> anyhow::Resu
     );
     // The drained node has stepped down; a follower other than the winner learns of the
     // new leader with its first append, a moment later.
-    wait_for(
+    let followed = wait_for(
         "the other nodes to follow a new leader",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || async {
             let seen = status(&cluster.nodes[other]).await.ok()?;
             (seen.leader_id != 0 && seen.leader_id != leader_id).then_some(())
         },
     )
-    .await
-    .context("leadership did not move")?;
+    .await;
+    if followed.is_err() {
+        let mut views = Vec::new();
+        for node in &cluster.nodes {
+            let seen = status(node).await;
+            views.push(format!(
+                "{}: {:?}\n{}",
+                node.name,
+                seen.map(|s| (s.role, s.term, s.leader_id)),
+                node.log_tail()
+            ));
+        }
+        anyhow::bail!("leadership did not move:\n{}", views.join("\n"));
+    }
     let o = owners(&cluster.nodes[other]).await?;
     assert!(
         !o.is_empty() && o.values().all(|n| *n != leader_id),
