@@ -123,6 +123,16 @@ impl TestCluster {
         })
         .await
     }
+
+    /// The index of the running node whose Raft id is `id`.
+    pub async fn index_of(&self, id: u64) -> anyhow::Result<usize> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.is_running() && status(node).await?.node_id == id {
+                return Ok(i);
+            }
+        }
+        anyhow::bail!("no running node has Raft id {id}")
+    }
 }
 
 /// Which node id owns each partition, as `node` sees the replicated assignment.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cluster_tests::cluster::{owners, status, NODE_TIMEOUT_MS};
+use cluster_tests::cluster::{owners, NODE_TIMEOUT_MS};
 use cluster_tests::workload::{ddl, heal_and_check, produce_batch, wait_for_ingestion, PARTITIONS};
 use cluster_tests::{unique, wait_for, Kafka, TestCluster};
 
@@ -25,12 +25,7 @@ async fn a_paused_owner_loses_its_partition_and_nothing_is_lost_or_doubled() -> 
     let owner_id = *before
         .get(&(topic.clone(), 0))
         .context("partition 0 is assigned")?;
-    let mut victim = 0;
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        if status(node).await?.node_id == owner_id {
-            victim = i;
-        }
-    }
+    let victim = cluster.index_of(owner_id).await?;
     cluster.nodes[victim].signal("STOP")?;
     history.push(format!("SIGSTOP {}", cluster.nodes[victim].name));
     produce_batch(kafka, &topic, 15_000, 15_000).await?;
@@ -91,13 +86,10 @@ async fn kills_a_wipe_and_a_rolling_restart_lose_and_double_nothing() -> anyhow:
                     .await?
                     .get(&(topic.clone(), 0))
                     .context("partition 0 is assigned")?;
-                let mut found = None;
-                for (i, node) in cluster.nodes.iter().enumerate() {
-                    if status(node).await?.node_id == owner {
-                        found = Some(i);
-                    }
-                }
-                found.context("the owner of partition 0 is a member")?
+                cluster
+                    .index_of(owner)
+                    .await
+                    .context("the owner of partition 0 is a member")?
             }
         };
         let wipe = round == 2;

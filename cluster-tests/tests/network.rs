@@ -243,16 +243,6 @@ async fn load_until_exit(
     node.exited_within(Duration::from_secs(3)).await
 }
 
-/// The index of the node whose Raft id is `id`.
-async fn index_of(cluster: &TestCluster, id: u64) -> anyhow::Result<usize> {
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        if node.is_running() && status(node).await?.node_id == id {
-            return Ok(i);
-        }
-    }
-    anyhow::bail!("no running node has Raft id {id}")
-}
-
 /// Random faults under load, one per round, each healed and checked (exactly once, identical
 /// replicas, fencing, DDL, group offsets, liveness) before the next. Seeded like every
 /// chaos test (`SLUICE_CHAOS_SEED`); `SLUICE_SOAK_SECS` makes it a soak (scripts/chaos.sh),
@@ -341,7 +331,7 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
             .await?
             .get(&(topic.clone(), 0))
         {
-            Some(id) => index_of(&cluster, *id).await.unwrap_or(leader),
+            Some(id) => cluster.index_of(*id).await.unwrap_or(leader),
             None => leader,
         };
         let random = rng.random_range(0..cluster.nodes.len());
