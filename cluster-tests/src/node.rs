@@ -29,9 +29,6 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// What a node logs when a step of its shutdown hit its bound.
-const OVERRAN: &str = "shutdown step overran";
-
 pub struct Node {
     pub name: String,
     pub data_dir: PathBuf,
@@ -252,7 +249,7 @@ impl Node {
         loop {
             if let Some(status) = child.try_wait()? {
                 // A step cut short by the node's own bound is a hang it survived: a failure.
-                let overran = self.log_since(log_before, OVERRAN);
+                let overran = self.log_since(log_before, sluice::server::SHUTDOWN_OVERRAN);
                 if !overran.is_empty() {
                     anyhow::bail!(
                         "node {} stopped, but its shutdown overran:\n{}",

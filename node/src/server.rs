@@ -122,7 +122,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .block_on(async { tokio::time::timeout(STEP_TIMEOUT, cluster.shutdown()).await })
         .is_err()
     {
-        tracing::warn!(after = ?STEP_TIMEOUT, "shutdown step overran: raft did not stop; stopping without it");
+        tracing::warn!(after = ?STEP_TIMEOUT, "{}: raft did not stop; stopping without it", SHUTDOWN_OVERRAN);
     } else {
         tracing::info!("raft stopped");
     }
@@ -133,7 +133,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             tracing::info!("actors stopped");
         }
         Err(_) => {
-            tracing::warn!(after = ?STEP_TIMEOUT, "shutdown step overran: actors did not stop; stopping without them")
+            tracing::warn!(after = ?STEP_TIMEOUT, "{}: actors did not stop; stopping without them", SHUTDOWN_OVERRAN)
         }
     }
     db.flush().context("flushing storage")?;
@@ -144,6 +144,9 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
 /// How long SIGTERM waits for partitions and leadership to move before stopping anyway,
 /// within Kubernetes' default 30 s grace period.
 const SHUTDOWN_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// What the log says when a step of a shutdown hit its bound (tests look for it).
+pub const SHUTDOWN_OVERRAN: &str = "shutdown step overran";
 
 /// How long each later step of a shutdown may take (open connections to finish their
 /// requests, Raft, the actors); with the drain it stays within 30 s.
@@ -276,7 +279,7 @@ async fn serve(
                 // shutdown (a peer cut off or paused): nothing is lost by closing them.
                 tracing::info!(after = ?STEP_TIMEOUT, "closing idle connections whose peers did not acknowledge the shutdown");
             } else {
-                tracing::warn!(after = ?STEP_TIMEOUT, open = ?open, "shutdown step overran: requests still open; closing their connections");
+                tracing::warn!(after = ?STEP_TIMEOUT, open = ?open, "{}: requests still open; closing their connections", SHUTDOWN_OVERRAN);
             }
         }
     }

@@ -156,11 +156,11 @@ impl Executor {
         let table = catalog
             .table(&insert.table)
             .ok_or(QueryError::NoTable(insert.table.clone()))?;
-        let Some(settings) = table.kafka() else {
+        if table.kafka().is_none() {
             return Err(failed(
                 "only Kafka tables take inserts (their rows go to the topic); storage tables are filled by materialized views".into(),
             ));
-        };
+        }
         let columns: Vec<String> = if insert.columns.is_empty() {
             table.columns.iter().map(|c| c.name.clone()).collect()
         } else {
@@ -199,8 +199,7 @@ impl Executor {
         .map_err(QueryError::from)?;
         let conformed = crate::query::views::conform(table, &named)
             .map_err(|e| failed(format!("the rows do not fit the table's columns: {e}")))?;
-        let sent = self.sink.send(table, &conformed).await?;
-        let topic = settings.topic_list.first().cloned().unwrap_or_default();
+        let (sent, topic) = self.sink.send(table, &conformed).await?;
         Ok(format!("Ok. {sent} rows sent to topic {topic}."))
     }
 

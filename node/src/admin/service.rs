@@ -18,6 +18,7 @@ use crate::proto::admin_server::Admin;
 use crate::proto::*;
 use crate::query::{display, QueryResult};
 use crate::raft::network::Method;
+use crate::server::SHUTDOWN_OVERRAN;
 use crate::sql::{self, ColumnText, CreateTable, EngineClause, Statement};
 
 pub struct AdminService {
@@ -48,7 +49,7 @@ pub async fn drain_node(
     {
         Ok(stopped) => stopped.unwrap_or(0),
         Err(_) => {
-            tracing::warn!(after = ?timeout / 2, "shutdown step overran: consumers did not stop; draining on");
+            tracing::warn!(after = ?timeout / 2, "{}: consumers did not stop; draining on", SHUTDOWN_OVERRAN);
             0
         }
     };

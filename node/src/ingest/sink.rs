@@ -96,8 +96,12 @@ impl KafkaSink {
     }
 
     /// Sends `batch` (already in `table`'s columns) to the table's topic and waits until
-    /// the broker has acknowledged every message; the number of rows sent.
-    pub async fn send(&self, table: &TableDef, batch: &RecordBatch) -> Result<u64, SinkError> {
+    /// the broker has acknowledged every message; the number of rows sent, and the topic.
+    pub async fn send(
+        &self,
+        table: &TableDef,
+        batch: &RecordBatch,
+    ) -> Result<(u64, String), SinkError> {
         let settings = table
             .kafka()
             .ok_or_else(|| SinkError::NotKafka(table.name.clone()))?;
@@ -109,7 +113,7 @@ impl KafkaSink {
             })?
             .clone();
         if batch.num_rows() == 0 {
-            return Ok(0);
+            return Ok((0, topic));
         }
         check_enums(table, batch)?;
         let lines = encode(table, batch)?;
@@ -139,7 +143,7 @@ impl KafkaSink {
                 error: first.clone(),
             });
         }
-        Ok(batch.num_rows() as u64)
+        Ok((batch.num_rows() as u64, topic))
     }
 }
 

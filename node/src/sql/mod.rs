@@ -8,7 +8,7 @@
 
 pub mod ddl;
 
-use sqlparser::ast::{Query, Statement as SqlStatement};
+use sqlparser::ast::{FormatClause, Query, Statement as SqlStatement};
 use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
@@ -276,10 +276,14 @@ fn parse_insert(p: &mut Parser) -> Result<Statement, SqlError> {
         )));
     }
     let mut source = p.parse_query()?;
-    if let Some(format) = source.format_clause.take() {
-        let name = format.to_string();
-        let name = name.trim_start_matches("FORMAT ").trim();
-        if !name.eq_ignore_ascii_case("JSONEachRow") {
+    match source.format_clause.take() {
+        None => {}
+        Some(FormatClause::Identifier(name)) if name.value.eq_ignore_ascii_case("JSONEachRow") => {}
+        Some(other) => {
+            let name = match other {
+                FormatClause::Identifier(name) => name.value,
+                FormatClause::Null => "NULL".into(),
+            };
             return Err(SqlError::Unsupported(format!(
                 "INSERT INTO {table} ... FORMAT {name}: only JSONEachRow is supported"
             )));
