@@ -94,8 +94,10 @@ impl Node {
         extra_args: Vec<String>,
         wrapper: Vec<String>,
     ) -> anyhow::Result<Node> {
+        // SLUICE_KEEP_NODE_DIRS=1 keeps each node's data dir and log for a post-mortem.
         let dir = tempfile::Builder::new()
             .prefix(&format!("sluice-{name}-"))
+            .disable_cleanup(std::env::var_os("SLUICE_KEEP_NODE_DIRS").is_some())
             .tempdir()
             .context("creating a data dir")?;
         // The log beside the data dir, not in it: it must survive a wipe and a full disk.

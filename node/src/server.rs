@@ -223,6 +223,9 @@ async fn serve(
                 health.set_not_serving::<AdminServer<AdminService>>().await;
                 let drained = drain_node(&draining, &supervisor, SHUTDOWN_DRAIN_TIMEOUT).await;
                 tracing::info!("{}", drained.message);
+                // Closing the server cuts this node off from the new leader, whose next
+                // append is what answers a write proposed here just before the handover.
+                draining.settle_proposals(STEP_TIMEOUT).await;
             }
             fatal = raft_failure(&mut raft_metrics) => {
                 // Crash-only: after a storage error (a full disk, a failed fsync) nothing

@@ -161,6 +161,26 @@ pub struct Cluster {
     /// Set when the leader says this node is no longer a member (removed by a scale-down):
     /// it stops its consumers and reports not ready. It stays up until it is stopped.
     removed: std::sync::atomic::AtomicBool,
+    /// Client writes waiting in this node's Raft. A shutdown lets them finish before it
+    /// closes the gRPC server: a write proposed here just before a leadership handover
+    /// learns its fate only from the new leader's next append, which arrives over gRPC.
+    proposals_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one client write in flight for as long as it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A member's periodic word to the leader.
@@ -260,6 +280,7 @@ impl Cluster {
             leading_since: std::sync::Mutex::new(None),
             kafka,
             draining: std::sync::atomic::AtomicBool::new(false),
+            proposals_in_flight: Arc::default(),
             draining_members: std::sync::Mutex::new(BTreeSet::new()),
             source_ip,
             removed: std::sync::atomic::AtomicBool::new(false),
@@ -461,6 +482,7 @@ impl Cluster {
 
     /// Proposes on this node; succeeds only on the leader, with the entry's log index.
     pub async fn propose_local(&self, command: Command) -> Result<(Response, u64), ProposeFailure> {
+        let _in_flight = InFlight::new(&self.proposals_in_flight);
         match self.raft.client_write(command).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -895,6 +917,31 @@ impl Cluster {
         DrainOutcome {
             partitions_moved,
             leadership_released,
+        }
+    }
+
+    /// Waits up to `timeout` for the client writes proposed on this node to be answered
+    /// (committed, or dropped by a new leader); false if some still wait.
+    pub async fn settle_proposals(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut waited_for = 0;
+        loop {
+            let waiting = self
+                .proposals_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if waiting == 0 {
+                if waited_for > 0 {
+                    tracing::info!(writes = waited_for, after = ?started.elapsed(), "client writes answered before closing");
+                }
+                return true;
+            }
+            waited_for = waited_for.max(waiting);
+            if Instant::now() >= deadline {
+                tracing::warn!(waiting, after = ?timeout, "{}: client writes still wait in raft", crate::server::SHUTDOWN_OVERRAN);
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
