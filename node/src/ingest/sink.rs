@@ -6,7 +6,7 @@
 //! every message, and a failure fails the write, so whoever retries it (the client, or a
 //! consumer re-reading its block) may send some messages twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,10 +53,16 @@ pub enum SinkError {
 }
 
 /// Producers by Kafka table, made on first use and kept: a producer holds connections.
+/// Each is kept with the client properties it was made from, so a table dropped and
+/// created again with other settings (another broker list, other credentials) gets a new
+/// producer instead of the old one.
 pub struct KafkaSink {
     defaults: Arc<KafkaClientDefaults>,
-    producers: Mutex<HashMap<String, FutureProducer>>,
+    producers: Mutex<HashMap<String, (ClientProperties, FutureProducer)>>,
 }
+
+/// librdkafka properties by name, as a producer was made from them.
+type ClientProperties = BTreeMap<String, String>;
 
 impl KafkaSink {
     pub fn new(defaults: Arc<KafkaClientDefaults>) -> KafkaSink {
@@ -70,13 +76,6 @@ impl KafkaSink {
         let settings = table
             .kafka()
             .ok_or_else(|| SinkError::NotKafka(table.name.clone()))?;
-        let mut producers = match self.producers.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(p) = producers.get(&table.name) {
-            return Ok(p.clone());
-        }
         let mut config = self.defaults.client_config(settings);
         // Acknowledged by every in-sync replica, and never twice because of a retry of
         // the producer itself: duplicates come only from a retried write.
@@ -87,11 +86,25 @@ impl KafkaSink {
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),
             );
+        let properties: ClientProperties = config
+            .config_map()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut producers = match self.producers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((made_from, p)) = producers.get(&table.name) {
+            if *made_from == properties {
+                return Ok(p.clone());
+            }
+        }
         let producer: FutureProducer = config.create().map_err(|source| SinkError::Producer {
             table: table.name.clone(),
             source,
         })?;
-        producers.insert(table.name.clone(), producer.clone());
+        producers.insert(table.name.clone(), (properties, producer.clone()));
         Ok(producer)
     }
 
@@ -192,4 +205,55 @@ fn encode(table: &TableDef, batch: &RecordBatch) -> Result<Vec<String>, SinkErro
         reason: e.to_string(),
     })?;
     Ok(text.lines().map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ChType, Column, Engine, KafkaSettings};
+    use rdkafka::producer::Producer as _;
+
+    fn kafka_table(brokers: &str) -> Result<TableDef, Box<dyn std::error::Error>> {
+        let settings = KafkaSettings::from_pairs(&[
+            ("kafka_broker_list".into(), brokers.into()),
+            ("kafka_topic_list".into(), "t".into()),
+            ("kafka_group_name".into(), "g".into()),
+            ("kafka_format".into(), "JSONEachRow".into()),
+        ])?;
+        Ok(TableDef {
+            name: "out".into(),
+            columns: vec![Column {
+                name: "a".into(),
+                ty: ChType::UInt32,
+            }],
+            engine: Engine::Kafka(settings),
+            detached: false,
+        })
+    }
+
+    fn brokers_of(sink: &KafkaSink) -> Vec<String> {
+        let producers = match sink.producers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        producers
+            .values()
+            .filter_map(|(properties, _)| properties.get("bootstrap.servers").cloned())
+            .collect()
+    }
+
+    #[test]
+    fn a_table_made_again_with_other_brokers_gets_a_new_producer(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // Creating a producer does not connect, so no broker is needed here.
+        let sink = KafkaSink::new(Arc::new(KafkaClientDefaults::default()));
+        let first = sink.producer(&kafka_table("127.0.0.1:1")?)?;
+        let again = sink.producer(&kafka_table("127.0.0.1:1")?)?;
+        assert_eq!(first.client().native_ptr(), again.client().native_ptr());
+        assert_eq!(brokers_of(&sink), vec!["127.0.0.1:1".to_string()]);
+        let other = sink.producer(&kafka_table("127.0.0.1:2")?)?;
+        assert_ne!(first.client().native_ptr(), other.client().native_ptr());
+        assert_eq!(brokers_of(&sink), vec!["127.0.0.1:2".to_string()]);
+        Ok(())
+    }
 }
