@@ -89,6 +89,12 @@ pub enum IngestError {
         view: String,
         reason: String,
     },
+    #[error("{}/{}/{}: fenced: this consumer's assignment epoch {epoch} is older than epoch {highest}, which already wrote to the partition; it belongs to another consumer now", key.table, key.topic, key.partition)]
+    Fenced {
+        key: Box<ConsumerKey>,
+        epoch: u64,
+        highest: u64,
+    },
     #[error("table {0} is not a Kafka table")]
     NotKafka(String),
     #[error("state: {0}")]

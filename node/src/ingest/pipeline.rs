@@ -447,6 +447,13 @@ impl PartitionJob {
                         next_offset,
                     })
                 }
+                ApplyOutcome::Skipped(Decision::StaleEpoch { epoch, highest }) => {
+                    return Err(IngestError::Fenced {
+                        key: Box::new(self.key.clone()),
+                        epoch,
+                        highest,
+                    })
+                }
                 ApplyOutcome::Skipped(_) => {}
             }
             position.next_offset = Some(last_offset + 1);

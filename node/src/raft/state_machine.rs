@@ -136,6 +136,7 @@ impl StateMachine {
                 block,
                 fence.as_ref().map(|f| crate::table::Writer {
                     node: f.node,
+                    kafka_table: f.slot.table.clone(),
                     epoch: f.epoch,
                     log_index: index,
                 }),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use super::apply::{decide, Decision};
+use super::apply::{decide, Decision, Epochs};
 use super::block::{self, Block, BlockHash, PositionKey};
 use super::TableError;
 
@@ -25,11 +25,12 @@ pub enum ApplyOutcome {
     Skipped(Decision),
 }
 
-/// Who wrote a block: the consumer's node and assignment epoch, and the Raft log index
-/// of the write (the same on every replica).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who wrote a block: the consumer's node, the Kafka table it read through and its
+/// assignment epoch there, and the Raft log index of the write (the same on every replica).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Writer {
     pub node: u64,
+    pub kafka_table: String,
     pub epoch: u64,
     pub log_index: u64,
 }
@@ -82,6 +83,17 @@ fn position_key(p: &PositionKey) -> Vec<u8> {
     k.extend_from_slice(p.topic.as_bytes());
     k.push(0);
     k.extend_from_slice(&p.partition.to_be_bytes());
+    k
+}
+
+/// The highest assignment epoch that wrote to a source partition through a Kafka table.
+/// Epochs are comparable only within one Kafka table's partition: a view created again
+/// over another Kafka table starts a line of its own.
+fn epoch_key(p: &PositionKey, kafka_table: &str) -> Vec<u8> {
+    let mut k = position_key(p);
+    k[0] = b'e';
+    k.push(0);
+    k.extend_from_slice(kafka_table.as_bytes());
     k
 }
 
@@ -152,7 +164,19 @@ impl TableStore {
         } else {
             None
         };
-        let decision = decide(block, next_offset, seen_at);
+        let highest_epoch = match (&block.source, &writer) {
+            (Some(range), Some(w)) => self
+                .tree
+                .get(epoch_key(&range.position_key(), &w.kafka_table))
+                .map_err(storage)?
+                .map(|v| read_u64(Some(v))),
+            _ => None,
+        };
+        let epochs = Epochs {
+            writer: writer.as_ref().map(|w| w.epoch),
+            highest: highest_epoch,
+        };
+        let decision = decide(block, next_offset, seen_at, epochs);
         if decision != Decision::Apply {
             return Ok(ApplyOutcome::Skipped(decision));
         }
@@ -182,6 +206,11 @@ impl TableStore {
                 &(range.last_offset + 1).to_be_bytes(),
             );
             if let Some(w) = writer {
+                let highest = highest_epoch.map_or(w.epoch, |h| h.max(w.epoch));
+                batch.insert(
+                    epoch_key(&range.position_key(), &w.kafka_table),
+                    &highest.to_be_bytes(),
+                );
                 let entry = WriterLogEntry {
                     log_index: w.log_index,
                     source: range.source.clone(),
@@ -374,6 +403,61 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(rows, 3);
+    }
+
+    #[test]
+    fn a_writer_of_an_older_epoch_is_fenced_by_the_table_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let tables = Tables::new(db);
+        let t = tables.get("t").expect("table");
+        let writer = |node, epoch, log_index| {
+            Some(Writer {
+                node,
+                kafka_table: "queue".into(),
+                epoch,
+                log_index,
+            })
+        };
+        t.apply(&from_kafka(0, 2, vec![1, 2, 3]), 100, writer(1, 10, 11))
+            .expect("apply");
+        // The partition moves to node 2 at epoch 20, which writes first.
+        t.apply(&from_kafka(3, 4, vec![4, 5]), 100, writer(2, 20, 21))
+            .expect("apply");
+        // Node 1 wakes up and writes what follows: refused although the offsets fit.
+        assert_eq!(
+            t.apply(&from_kafka(5, 6, vec![6, 7]), 100, writer(1, 10, 22))
+                .expect("apply"),
+            ApplyOutcome::Skipped(Decision::StaleEpoch {
+                epoch: 10,
+                highest: 20
+            })
+        );
+        assert!(matches!(
+            t.apply(&from_kafka(5, 6, vec![6, 7]), 100, writer(2, 20, 23))
+                .expect("apply"),
+            ApplyOutcome::Stored { rows: 2, .. }
+        ));
+        // The view created again over another Kafka table: its epochs are a line of their own.
+        let other_queue = Writer {
+            node: 3,
+            kafka_table: "queue2".into(),
+            epoch: 5,
+            log_index: 24,
+        };
+        assert!(matches!(
+            t.apply(&from_kafka(7, 7, vec![8]), 100, Some(other_queue))
+                .expect("apply"),
+            ApplyOutcome::Stored { rows: 1, .. }
+        ));
+        assert_eq!(t.row_count().expect("rows"), 8);
+        let epochs: Vec<u64> = t
+            .writer_log()
+            .expect("writer log")
+            .iter()
+            .map(|e| e.epoch)
+            .collect();
+        assert_eq!(epochs, vec![10, 20, 20, 5]);
     }
 
     #[test]
