@@ -205,6 +205,20 @@ pub async fn heal_and_check(
     group: &str,
     history: &[String],
 ) -> anyhow::Result<()> {
+    heal_and_check_timed(cluster, kafka, topic, group, history)
+        .await
+        .map(|_| ())
+}
+
+/// `heal_and_check`, returning when every running node had stored every message produced
+/// so far (what a soak reports as the time to recover).
+pub async fn heal_and_check_timed(
+    cluster: &TestCluster,
+    kafka: &Kafka,
+    topic: &str,
+    group: &str,
+    history: &[String],
+) -> anyhow::Result<std::time::Instant> {
     let expected = produced(kafka, topic)?;
     for node in cluster.nodes.iter().filter(|n| n.is_running()) {
         let n = expected.len() as u64;
@@ -221,6 +235,7 @@ pub async fn heal_and_check(
             )));
         }
     }
+    let caught_up = std::time::Instant::now();
     // Nothing late: a zombie's block would land now if fencing failed.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut replicas = Vec::new();
@@ -289,5 +304,5 @@ pub async fn heal_and_check(
             )));
         }
     }
-    Ok(())
+    Ok(caught_up)
 }

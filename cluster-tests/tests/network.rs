@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use cluster_tests::cluster::{owners, status};
 use cluster_tests::proxy::Proxy;
-use cluster_tests::workload::{ddl, heal_and_check, produce_batch, PARTITIONS};
+use cluster_tests::workload::{
+    ddl, heal_and_check, heal_and_check_timed, produce_batch, PARTITIONS,
+};
 use cluster_tests::{disk, netns, node::free_port, unique, wait_for, Kafka, TestCluster};
 
 const HOSTS: [&str; 3] = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
@@ -300,6 +302,7 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
     let mut history = vec![format!("seed {seed}"), "ddl".to_string()];
     let mut produced: u64 = 0;
     let mut injected = [0usize; FAULTS.len()];
+    let mut recoveries: Vec<Vec<Duration>> = vec![Vec::new(); FAULTS.len()];
     let mut round = 0;
     loop {
         let more = match until {
@@ -448,26 +451,45 @@ async fn a_random_mix_of_faults_loses_and_duplicates_nothing() -> anyhow::Result
                 }
             }
         }
+        // Healed: from here on, every message produced must reach every replica.
+        let healed_at = Instant::now();
         producing.await??;
         cluster.wait_for_voters(3).await?;
-        heal_and_check(&cluster, &kafka, &topic, &group, &history)
+        let caught_up = heal_and_check_timed(&cluster, &kafka, &topic, &group, &history)
             .await
             .with_context(|| format!("round {round}, seed {seed}"))?;
+        let recovered = caught_up.saturating_duration_since(healed_at);
+        recoveries[fault].push(recovered);
         // heal_and_check's liveness probe produced 300 more.
         produced += 300;
         history.push(format!("round {round}: healed and checked"));
-        println!("soak round {round}: {} — ok", FAULTS[fault]);
+        println!(
+            "soak round {round}: {} — ok, every replica complete {:.1} s after heal",
+            FAULTS[fault],
+            recovered.as_secs_f64()
+        );
         round += 1;
     }
     let summary: Vec<String> = FAULTS
         .iter()
         .zip(injected)
-        .filter(|(_, n)| *n > 0)
-        .map(|(f, n)| format!("{n}× {f}"))
+        .zip(&recoveries)
+        .filter(|((_, n), _)| *n > 0)
+        .map(|((f, n), times)| {
+            let worst = times.iter().max().copied().unwrap_or_default();
+            let mut sorted = times.clone();
+            sorted.sort();
+            let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+            format!(
+                "{n}× {f} (complete after heal: median {:.1} s, max {:.1} s)",
+                median.as_secs_f64(),
+                worst.as_secs_f64()
+            )
+        })
         .collect();
     println!(
         "soak summary: {round} rounds, {produced} messages, 0 lost, 0 duplicated; faults: {}",
-        summary.join(", ")
+        summary.join("; ")
     );
     Ok(())
 }
