@@ -6,7 +6,7 @@
 //! every message, and a failure fails the write, so whoever retries it (the client, or a
 //! consumer re-reading its block) may send some messages twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use super::client::KafkaClientDefaults;
-use crate::catalog::TableDef;
+use crate::catalog::{KafkaSettings, TableDef};
 
 /// How long one message may wait for the broker's acknowledgment, retries included.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,16 +53,14 @@ pub enum SinkError {
 }
 
 /// Producers by Kafka table, made on first use and kept: a producer holds connections.
-/// Each is kept with the client properties it was made from, so a table dropped and
-/// created again with other settings (another broker list, other credentials) gets a new
-/// producer instead of the old one.
+/// Each is kept with the table settings it was made from (the node-wide client defaults
+/// do not change while the node runs), so a table dropped and created again with other
+/// settings (another broker list, other credentials) gets a new producer instead of the
+/// old one.
 pub struct KafkaSink {
     defaults: Arc<KafkaClientDefaults>,
-    producers: Mutex<HashMap<String, (ClientProperties, FutureProducer)>>,
+    producers: Mutex<HashMap<String, (KafkaSettings, FutureProducer)>>,
 }
-
-/// librdkafka properties by name, as a producer was made from them.
-type ClientProperties = BTreeMap<String, String>;
 
 impl KafkaSink {
     pub fn new(defaults: Arc<KafkaClientDefaults>) -> KafkaSink {
@@ -76,6 +74,15 @@ impl KafkaSink {
         let settings = table
             .kafka()
             .ok_or_else(|| SinkError::NotKafka(table.name.clone()))?;
+        let mut producers = match self.producers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((made_from, p)) = producers.get(&table.name) {
+            if made_from == settings {
+                return Ok(p.clone());
+            }
+        }
         let mut config = self.defaults.client_config(settings);
         // Acknowledged by every in-sync replica, and never twice because of a retry of
         // the producer itself: duplicates come only from a retried write.
@@ -86,25 +93,11 @@ impl KafkaSink {
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),
             );
-        let properties: ClientProperties = config
-            .config_map()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut producers = match self.producers.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((made_from, p)) = producers.get(&table.name) {
-            if *made_from == properties {
-                return Ok(p.clone());
-            }
-        }
         let producer: FutureProducer = config.create().map_err(|source| SinkError::Producer {
             table: table.name.clone(),
             source,
         })?;
-        producers.insert(table.name.clone(), (properties, producer.clone()));
+        producers.insert(table.name.clone(), (settings.clone(), producer.clone()));
         Ok(producer)
     }
 
@@ -210,7 +203,7 @@ fn encode(table: &TableDef, batch: &RecordBatch) -> Result<Vec<String>, SinkErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{ChType, Column, Engine, KafkaSettings};
+    use crate::catalog::{ChType, Column, Engine};
     use rdkafka::producer::Producer as _;
 
     fn kafka_table(brokers: &str) -> Result<TableDef, Box<dyn std::error::Error>> {
@@ -238,7 +231,7 @@ mod tests {
         };
         producers
             .values()
-            .filter_map(|(properties, _)| properties.get("bootstrap.servers").cloned())
+            .map(|(settings, _)| settings.broker_list.clone())
             .collect()
     }
 

@@ -164,13 +164,17 @@ impl TableStore {
         } else {
             None
         };
-        let highest_epoch = match (&block.source, &writer) {
-            (Some(range), Some(w)) => self
+        let epoch_at = match (&block.source, &writer) {
+            (Some(range), Some(w)) => Some(epoch_key(&range.position_key(), &w.kafka_table)),
+            _ => None,
+        };
+        let highest_epoch = match &epoch_at {
+            Some(key) => self
                 .tree
-                .get(epoch_key(&range.position_key(), &w.kafka_table))
+                .get(key)
                 .map_err(storage)?
                 .map(|v| read_u64(Some(v))),
-            _ => None,
+            None => None,
         };
         let epochs = Epochs {
             writer: writer.as_ref().map(|w| w.epoch),
@@ -206,11 +210,10 @@ impl TableStore {
                 &(range.last_offset + 1).to_be_bytes(),
             );
             if let Some(w) = writer {
-                let highest = highest_epoch.map_or(w.epoch, |h| h.max(w.epoch));
-                batch.insert(
-                    epoch_key(&range.position_key(), &w.kafka_table),
-                    &highest.to_be_bytes(),
-                );
+                if let Some(key) = epoch_at {
+                    let highest = highest_epoch.map_or(w.epoch, |h| h.max(w.epoch));
+                    batch.insert(key, &highest.to_be_bytes());
+                }
                 let entry = WriterLogEntry {
                     log_index: w.log_index,
                     source: range.source.clone(),
@@ -368,12 +371,17 @@ mod tests {
         .expect("block")
     }
 
-    #[test]
-    fn a_block_is_applied_once() {
+    /// Table `t` in a fresh store; the directory lives as long as the returned guard.
+    fn table_t() -> (tempfile::TempDir, Arc<TableStore>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("sled");
-        let tables = Tables::new(db);
-        let t = tables.get("t").expect("table");
+        let t = Tables::new(db).get("t").expect("table");
+        (dir, t)
+    }
+
+    #[test]
+    fn a_block_is_applied_once() {
+        let (_dir, t) = table_t();
         let b = from_kafka(0, 2, vec![1, 2, 3]);
         assert!(matches!(
             t.apply(&b, 100, None).expect("apply"),
@@ -407,10 +415,7 @@ mod tests {
 
     #[test]
     fn a_writer_of_an_older_epoch_is_fenced_by_the_table_itself() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::open(dir.path()).expect("sled");
-        let tables = Tables::new(db);
-        let t = tables.get("t").expect("table");
+        let (_dir, t) = table_t();
         let writer = |node, epoch, log_index| {
             Some(Writer {
                 node,
@@ -462,10 +467,7 @@ mod tests {
 
     #[test]
     fn direct_blocks_dedup_within_the_window() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::open(dir.path()).expect("sled");
-        let tables = Tables::new(db);
-        let t = tables.get("t").expect("table");
+        let (_dir, t) = table_t();
         let a = Block::new("t", None, &batch(vec![1])).expect("block");
         let b = Block::new("t", None, &batch(vec![2])).expect("block");
         let c = Block::new("t", None, &batch(vec![3])).expect("block");
