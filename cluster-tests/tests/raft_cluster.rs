@@ -571,3 +571,136 @@ async fn a_drained_leader_hands_over_partitions_and_leadership() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// The nodes that run `table`'s data group, as `system.raft_groups` on each node says,
+/// with the rows of their own replica.
+async fn holders(cluster: &TestCluster, table: &str) -> anyhow::Result<Vec<(usize, u64)>> {
+    Ok(group_view(cluster, table)
+        .await?
+        .into_iter()
+        .map(|(i, rows, _)| (i, rows))
+        .collect())
+}
+
+/// Each node that runs `table`'s data group: its rows and the group's voters as it sees them.
+async fn group_view(
+    cluster: &TestCluster,
+    table: &str,
+) -> anyhow::Result<Vec<(usize, u64, String)>> {
+    let mut out = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if !node.is_running() {
+            continue;
+        }
+        let rows = node
+            .rows(&format!(
+                "SELECT rows, voters FROM system.raft_groups WHERE \"table\" = '{table}'"
+            ))
+            .await?;
+        for r in rows {
+            out.push((i, r[0].parse()?, r[1].clone()));
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_lives_on_its_replicas_and_moves_when_one_is_removed() -> anyhow::Result<()> {
+    const EVENTS: u64 = 20_000;
+    let kafka = Kafka::shared()?;
+    let topic = unique("github");
+    produce_events(kafka, &topic, EVENTS, 0).await?;
+    let mut cluster = TestCluster::start("placed", 3).await?;
+    let ddl = quickstart_sql(&kafka.bootstrap, &topic, &unique("group"))?.replace(
+        "ORDER BY (event_type, repo_name, created_at);",
+        "ORDER BY (event_type, repo_name, created_at)\nSETTINGS replicas = 2;",
+    );
+    anyhow::ensure!(ddl.contains("replicas = 2"), "the guide's DDL changed");
+    cluster.nodes[0].script(&ddl).await?;
+    // Every node answers with every row, the one that holds no replica too.
+    assert_replicas_equal(&cluster, "github", EVENTS, Duration::from_secs(180)).await?;
+    let held = wait_for(
+        "two replicas holding every row",
+        Duration::from_secs(60),
+        || async {
+            holders(&cluster, "github")
+                .await
+                .ok()
+                .filter(|h| h.len() == 2 && h.iter().all(|(_, rows)| *rows == EVENTS))
+        },
+    )
+    .await?;
+    let outside = (0..3)
+        .find(|i| held.iter().all(|(h, _)| h != i))
+        .context("a node outside the group")?;
+    assert_eq!(
+        cluster.nodes[outside]
+            .number("SELECT count() FROM github SETTINGS select_sequential_consistency = 1")
+            .await?,
+        EVENTS,
+        "a sequentially consistent read through a replica"
+    );
+
+    // A holder removed from the cluster: the table moves to the node outside, which
+    // catches up from the group, and ingestion goes on.
+    let meta_leader = cluster.leader().await?;
+    let (gone, _) = *held
+        .iter()
+        .find(|(i, _)| *i != meta_leader)
+        .context("a holder that does not lead the cluster")?;
+    let gone_name = cluster.nodes[gone].name.clone();
+    let outside_name = cluster.nodes[outside].name.clone();
+    cluster.nodes[outside]
+        .client()
+        .await?
+        .remove_node(RemoveNodeRequest {
+            node: gone_name.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("remove: {}", s.message()))?;
+    let removed = cluster.nodes.remove(gone);
+    cluster.wait_for_voters(2).await?;
+    let moved_at = Instant::now();
+    let newcomer = cluster
+        .nodes
+        .iter()
+        .position(|n| n.name == outside_name)
+        .context("the node outside")?;
+    // Done when the node outside holds every row and the group's voters are it and the
+    // holder that stayed: a group of two needs both of its old voters to commit the change,
+    // so the removed node is stopped only then.
+    wait_for(
+        "the node outside to hold every row as a voter",
+        Duration::from_secs(120),
+        || async {
+            let view = group_view(&cluster, "github").await.ok()?;
+            let voters_moved = |v: &String| v.contains(&outside_name) && !v.contains(&gone_name);
+            (view.len() == 2
+                && view.iter().any(|(i, _, _)| *i == newcomer)
+                && view.iter().all(|(_, r, v)| *r == EVENTS && voters_moved(v)))
+            .then_some(())
+        },
+    )
+    .await
+    .with_context(|| cluster.nodes[newcomer].log_tail())?;
+    println!(
+        "the table moved to {} in {:?} after {gone_name} was removed",
+        cluster.nodes[newcomer].name,
+        moved_at.elapsed()
+    );
+    drop(removed);
+    produce_events(kafka, &topic, EVENTS, EVENTS).await?;
+    assert_replicas_equal(&cluster, "github", 2 * EVENTS, Duration::from_secs(180)).await?;
+    wait_for(
+        "both replicas to hold every row",
+        Duration::from_secs(60),
+        || async {
+            holders(&cluster, "github")
+                .await
+                .ok()
+                .filter(|h| h.len() == 2 && h.iter().all(|(_, rows)| *rows == 2 * EVENTS))
+        },
+    )
+    .await?;
+    Ok(())
+}

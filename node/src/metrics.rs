@@ -214,6 +214,7 @@ impl Collector for NodeCollector {
             .tables
             .values()
             .filter(|t| t.kafka().is_none())
+            .filter(|t| self.cluster.hosted_group_of(&t.name).is_some())
             .filter_map(|t| {
                 let rows = self.state.row_count(&t.name).ok()?;
                 Some((

@@ -196,6 +196,7 @@ async fn serve(
     cluster.spawn_join_loop();
     cluster.spawn_heartbeats();
     cluster.spawn_assigner();
+    cluster.spawn_group_keeper();
     let executor = Arc::new(Executor {
         state: state.clone(),
         cluster: cluster.clone(),
@@ -212,7 +213,6 @@ async fn serve(
         supervisor: supervisor.clone(),
     };
     let draining = cluster.clone();
-    let mut raft_metrics = cluster.raft.metrics();
     let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let failure = failed.clone();
     let (signalled, shutting_down) = tokio::sync::oneshot::channel::<()>();
@@ -227,7 +227,7 @@ async fn serve(
                 // append is what answers a write proposed here just before the handover.
                 draining.settle_proposals(STEP_TIMEOUT).await;
             }
-            fatal = raft_failure(&mut raft_metrics) => {
+            fatal = draining.storage_failure() => {
                 // Crash-only: after a storage error (a full disk, a failed fsync) nothing
                 // in memory can be trusted to match the disk. Stop acknowledging at once
                 // and exit non-zero, so the supervisor restarts the node from its disk
@@ -290,22 +290,6 @@ async fn serve(
     match fatal {
         Some(reason) => Err(anyhow::anyhow!("raft stopped: {reason}")),
         None => Ok(()),
-    }
-}
-
-/// Resolves when this node's Raft stops with a fatal error (a storage failure).
-async fn raft_failure(
-    metrics: &mut tokio::sync::watch::Receiver<
-        openraft::RaftMetrics<crate::raft::NodeId, crate::raft::Member>,
-    >,
-) -> String {
-    loop {
-        if let Err(fatal) = &metrics.borrow_and_update().running_state {
-            return fatal.to_string();
-        }
-        if metrics.changed().await.is_err() {
-            return "raft metrics closed".into();
-        }
     }
 }
 

@@ -1,9 +1,10 @@
-//! The node's state machine: the catalog and the table replicas, and the one path by
-//! which writes reach them.
+//! The node's replicated state, and the one path by which writes reach it: the catalog,
+//! the partition assignment and the placement of tables (the `meta` group's), and this
+//! node's replicas of tables (each its table's group's).
 //!
-//! A write is a catalog command or a block; `apply_*` is deterministic and durable before
-//! it returns. On a single node writes apply directly; in a cluster the same functions are
-//! what each replica runs, in log order.
+//! A write is a catalog command, an assignment, a placement or a block; `apply_*` is
+//! deterministic and durable before it returns: the same functions are what every replica
+//! runs, in its group's log order.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -12,12 +13,14 @@ use tokio::sync::watch;
 
 use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::assignment::{Assignments, Slot};
+use crate::cluster::placement::{Placement, Placements};
 use crate::raft::NodeId;
-use crate::table::{ApplyOutcome, Block, PositionKey, TableError, Tables, Writer, WriterLogEntry};
+use crate::table::{ApplyOutcome, Block, TableError, Tables, Writer};
 
 const CATALOG_KEY: &[u8] = b"catalog";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 const ASSIGNMENTS_KEY: &[u8] = b"assignments";
+const PLACEMENTS_KEY: &[u8] = b"placements";
 const META_TREE: &str = "meta";
 const TABLE_TREE_PREFIX: &str = "table/";
 
@@ -76,21 +79,59 @@ pub enum StateError {
     Poisoned,
 }
 
+fn image_of(name: &str, tree: &sled::Tree) -> Result<ImageTree, StateError> {
+    let mut pairs = Vec::new();
+    for item in tree.iter() {
+        let (k, v) = item?;
+        pairs.push((k.to_vec(), v.to_vec()));
+    }
+    Ok(ImageTree {
+        name: name.to_string(),
+        pairs,
+    })
+}
+
+/// The one tree an image must hold.
+fn only_tree<'a>(image: &'a StateImage, name: &str) -> Result<&'a ImageTree, StateError> {
+    match image.trees.as_slice() {
+        [tree] if tree.name == name => Ok(tree),
+        _ => Err(StateError::CorruptCatalog(format!(
+            "snapshot should hold tree {name} alone, holds {:?}",
+            image.trees.iter().map(|t| &t.name).collect::<Vec<_>>()
+        ))),
+    }
+}
+
+fn replace_tree(tree: &sled::Tree, image: &ImageTree) -> Result<(), StateError> {
+    tree.clear()?;
+    let mut batch = sled::Batch::default();
+    for (k, v) in &image.pairs {
+        batch.insert(k.as_slice(), v.as_slice());
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
 pub struct NodeState {
     db: sled::Db,
     meta: sled::Tree,
     catalog: RwLock<Arc<Catalog>>,
     assignments: RwLock<Arc<Assignments>>,
+    placements: RwLock<Arc<Placements>>,
     pub tables: Tables,
     /// Bumped on every catalog change; the ingest supervisor watches it.
     catalog_version: watch::Sender<u64>,
 }
 
-fn load_assignments(meta: &sled::Tree) -> Result<Assignments, StateError> {
-    match meta.get(ASSIGNMENTS_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| StateError::CorruptCatalog(format!("assignments: {e}"))),
-        None => Ok(Assignments::default()),
+fn load<T: serde::de::DeserializeOwned + Default>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> Result<T, StateError> {
+    match meta.get(key)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            StateError::CorruptCatalog(format!("{}: {e}", String::from_utf8_lossy(key)))
+        }),
+        None => Ok(T::default()),
     }
 }
 
@@ -102,7 +143,8 @@ impl NodeState {
                 .map_err(|e| StateError::CorruptCatalog(e.to_string()))?,
             None => Catalog::default(),
         };
-        let assignments = load_assignments(&meta)?;
+        let assignments = load(&meta, ASSIGNMENTS_KEY)?;
+        let placements = load(&meta, PLACEMENTS_KEY)?;
         let (catalog_version, _) = watch::channel(0);
         Ok(NodeState {
             tables: Tables::new(db.clone()),
@@ -110,6 +152,7 @@ impl NodeState {
             meta,
             catalog: RwLock::new(Arc::new(catalog)),
             assignments: RwLock::new(Arc::new(assignments)),
+            placements: RwLock::new(Arc::new(placements)),
             catalog_version,
         })
     }
@@ -134,12 +177,16 @@ impl NodeState {
         if outcome == CatalogOutcome::Changed {
             let bytes =
                 serde_json::to_vec(&next).map_err(|e| StateError::CorruptCatalog(e.to_string()))?;
-            if let CatalogCommand::DropTable { name, .. } = cmd {
+            // A dropped table loses its data and its group; one created under a dropped
+            // table's name starts empty, in a group of its own.
+            let replaced = match cmd {
+                CatalogCommand::DropTable { name, .. } => Some(name.as_str()),
+                CatalogCommand::CreateTable { def, .. } => Some(def.name.as_str()),
+                _ => None,
+            };
+            if let Some(name) = replaced {
                 self.tables.drop_table(name)?;
-            }
-            if let CatalogCommand::CreateTable { def, .. } = cmd {
-                // A table created under a dropped table's name starts empty.
-                self.tables.drop_table(&def.name)?;
+                self.set_placement(name, None)?;
             }
             self.meta.insert(CATALOG_KEY, bytes)?;
             self.db.flush()?;
@@ -171,47 +218,19 @@ impl NodeState {
         self.catalog_version.send_modify(|v| *v += 1);
     }
 
-    /// Every tree of the replicated state (catalog and tables) as key/value pairs: the
-    /// content of a Raft snapshot.
-    pub fn export(&self) -> Result<StateImage, StateError> {
-        let mut trees = Vec::new();
-        for name in self.replicated_trees()? {
-            let tree = self.db.open_tree(&name)?;
-            let mut pairs = Vec::new();
-            for item in tree.iter() {
-                let (k, v) = item?;
-                pairs.push((k.to_vec(), v.to_vec()));
-            }
-            trees.push(ImageTree { name, pairs });
-        }
-        Ok(StateImage { trees })
+    /// The state of the `meta` group (catalog, cluster id, assignment, placements) as
+    /// key/value pairs: the content of its Raft snapshots.
+    pub fn export_meta(&self) -> Result<StateImage, StateError> {
+        Ok(StateImage {
+            trees: vec![image_of(META_TREE, &self.meta)?],
+        })
     }
 
-    /// Replaces the whole replicated state by an image (a snapshot from the leader).
-    pub fn import(&self, image: &StateImage) -> Result<(), StateError> {
+    /// Replaces the `meta` group's state by an image (a snapshot from its leader).
+    pub fn import_meta(&self, image: &StateImage) -> Result<(), StateError> {
         let mut guard = self.catalog.write().map_err(|_| StateError::Poisoned)?;
-        self.tables.forget_all()?;
-        for name in self.replicated_trees()? {
-            if name == META_TREE {
-                self.meta.clear()?;
-            } else {
-                self.db.drop_tree(&name)?;
-            }
-        }
-        for tree in &image.trees {
-            if tree.name != META_TREE && !tree.name.starts_with(TABLE_TREE_PREFIX) {
-                return Err(StateError::CorruptCatalog(format!(
-                    "snapshot holds unexpected tree {}",
-                    tree.name
-                )));
-            }
-            let target = self.db.open_tree(&tree.name)?;
-            let mut batch = sled::Batch::default();
-            for (k, v) in &tree.pairs {
-                batch.insert(k.as_slice(), v.as_slice());
-            }
-            target.apply_batch(batch)?;
-        }
+        let tree = only_tree(image, META_TREE)?;
+        replace_tree(&self.meta, tree)?;
         self.db.flush()?;
         let catalog = match self.meta.get(CATALOG_KEY)? {
             Some(bytes) => serde_json::from_slice::<Catalog>(&bytes)
@@ -219,11 +238,67 @@ impl NodeState {
             None => Catalog::default(),
         };
         *guard = Arc::new(catalog);
-        let assignments = load_assignments(&self.meta)?;
+        let assignments = load(&self.meta, ASSIGNMENTS_KEY)?;
         match self.assignments.write() {
             Ok(mut a) => *a = Arc::new(assignments),
             Err(_) => return Err(StateError::Poisoned),
         }
+        let placements = load(&self.meta, PLACEMENTS_KEY)?;
+        match self.placements.write() {
+            Ok(mut p) => *p = Arc::new(placements),
+            Err(_) => return Err(StateError::Poisoned),
+        }
+        self.catalog_version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// One table's replica (rows, positions, dedup window, epochs) as key/value pairs: the
+    /// content of its data group's snapshots.
+    pub fn export_table(&self, table: &str) -> Result<StateImage, StateError> {
+        let name = format!("{TABLE_TREE_PREFIX}{table}");
+        let tree = self.db.open_tree(&name)?;
+        Ok(StateImage {
+            trees: vec![image_of(&name, &tree)?],
+        })
+    }
+
+    /// Replaces one table's replica by an image (a snapshot from its group's leader).
+    pub fn import_table(&self, table: &str, image: &StateImage) -> Result<(), StateError> {
+        let name = format!("{TABLE_TREE_PREFIX}{table}");
+        let source = only_tree(image, &name)?;
+        let store = self.tables.get(table)?;
+        store.replace_all(&source.pairs)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every table's placement.
+    pub fn placements(&self) -> Arc<Placements> {
+        match self.placements.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Applies a `Place` entry: a table's placement, or none once it is gone.
+    pub fn set_placement(&self, table: &str, next: Option<&Placement>) -> Result<(), StateError> {
+        let mut guard = self.placements.write().map_err(|_| StateError::Poisoned)?;
+        let mut placements = Placements::clone(&guard);
+        match next {
+            Some(p) => {
+                placements.tables.insert(table.to_string(), p.clone());
+            }
+            None => {
+                if placements.tables.remove(table).is_none() {
+                    return Ok(());
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&placements)
+            .map_err(|e| StateError::CorruptCatalog(e.to_string()))?;
+        self.meta.insert(PLACEMENTS_KEY, bytes)?;
+        self.db.flush()?;
+        *guard = Arc::new(placements);
         self.catalog_version.send_modify(|v| *v += 1);
         Ok(())
     }
@@ -250,17 +325,6 @@ impl NodeState {
         Ok(())
     }
 
-    fn replicated_trees(&self) -> Result<Vec<String>, StateError> {
-        let mut names = Vec::new();
-        for name in self.db.tree_names() {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            if name == META_TREE || name.starts_with(TABLE_TREE_PREFIX) {
-                names.push(name);
-            }
-        }
-        Ok(names)
-    }
-
     /// The cluster id this state belongs to, once the cluster's first entry was applied.
     pub fn cluster_id(&self) -> Result<Option<String>, StateError> {
         Ok(self
@@ -273,14 +337,6 @@ impl NodeState {
         self.meta.insert(CLUSTER_ID_KEY, id.as_bytes())?;
         self.db.flush()?;
         Ok(())
-    }
-
-    pub fn next_offset(&self, table: &str, key: &PositionKey) -> Result<Option<i64>, StateError> {
-        Ok(self.tables.get(table)?.next_offset(key)?)
-    }
-
-    pub fn writer_log(&self, table: &str) -> Result<Vec<WriterLogEntry>, StateError> {
-        Ok(self.tables.get(table)?.writer_log()?)
     }
 
     pub fn row_count(&self, table: &str) -> Result<u64, StateError> {

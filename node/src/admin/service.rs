@@ -262,11 +262,8 @@ impl Admin for AdminService {
         _request: Request<ListTablesRequest>,
     ) -> Result<Response<ListTablesResponse>, Status> {
         let catalog = self.executor.state.catalog();
-        let mut tables: Vec<TableInfo> = catalog
-            .tables
-            .values()
-            .map(|t| self.table_info(t))
-            .collect();
+        let mut tables: Vec<TableInfo> =
+            futures::future::join_all(catalog.tables.values().map(|t| self.table_info(t))).await;
         tables.extend(catalog.views.keys().map(|name| TableInfo {
             name: name.clone(),
             engine: "MaterializedView".into(),
@@ -332,10 +329,13 @@ impl Admin for AdminService {
                     "replicated_deduplication_window".to_string(),
                     s.dedup_window.to_string(),
                 );
+                if s.replicas > 0 {
+                    settings.insert("replicas".to_string(), s.replicas.to_string());
+                }
             }
         }
         Ok(Response::new(DescribeTableResponse {
-            table: Some(self.table_info(t)),
+            table: Some(self.table_info(t).await),
             columns: t
                 .columns
                 .iter()
@@ -532,12 +532,15 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
-    fn table_info(&self, t: &crate::catalog::TableDef) -> TableInfo {
+    /// A table's row count comes from a replica of it, wherever that is.
+    async fn table_info(&self, t: &crate::catalog::TableDef) -> TableInfo {
         TableInfo {
             name: t.name.clone(),
             engine: t.engine.name().to_string(),
             total_rows: match t.engine {
-                Engine::MergeTree { .. } => self.executor.state.row_count(&t.name).unwrap_or(0),
+                Engine::MergeTree { .. } => {
+                    self.executor.cluster.table_rows(&t.name).await.unwrap_or(0)
+                }
                 Engine::Kafka(_) => 0,
             },
             detached: t.detached,

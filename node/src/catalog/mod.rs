@@ -30,12 +30,16 @@ pub struct Column {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MergeTreeSettings {
     pub dedup_window: u64,
+    /// How many nodes hold the table (Sluice's `replicas` setting); 0: min(3, nodes).
+    #[serde(default)]
+    pub replicas: u64,
 }
 
 impl Default for MergeTreeSettings {
     fn default() -> Self {
         MergeTreeSettings {
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            replicas: 0,
         }
     }
 }
@@ -64,6 +68,19 @@ impl MergeTreeSettings {
                                 value: value.clone(),
                                 reason: "expected a non-negative integer".into(),
                             })?;
+                }
+                "replicas" => {
+                    out.replicas = value
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| SettingsError::Invalid {
+                            name: name.clone(),
+                            value: value.clone(),
+                            reason: "expected the number of nodes that hold the table, 1 or more"
+                                .into(),
+                        })?;
                 }
                 n if IGNORED.contains(&n) => {}
                 _ => {
@@ -165,6 +182,15 @@ impl TableDef {
         match &self.engine {
             Engine::MergeTree { settings, .. } => settings.dedup_window,
             Engine::Kafka(_) => 0,
+        }
+    }
+
+    /// The `replicas` setting of a stored table (0: the default); none for a Kafka table,
+    /// which stores nothing.
+    pub fn replicas(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::MergeTree { settings, .. } => Some(settings.replicas),
+            Engine::Kafka(_) => None,
         }
     }
 }

@@ -6,6 +6,8 @@
 //! old identity); its name (a pod name) is what people see.
 
 pub mod assignment;
+pub mod groups;
+pub mod placement;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -28,11 +30,11 @@ use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest};
 use crate::query::system_tables::{NodeConsumer, ReplicaRow};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, call, ClusterIdCell, Method, Network, Route};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{Scope, StateMachine};
 use crate::raft::{raft_config, Command, Fence, Member, NodeId, Raft, Response, META_GROUP};
 use crate::raft_proto::raft_client::RaftClient;
 use crate::state::NodeState;
-use crate::table::{ApplyOutcome, Block};
+use crate::table::{ApplyOutcome, Block, PositionKey};
 use assignment::Slot;
 
 /// How long a write waits for a leader before it fails.
@@ -165,6 +167,28 @@ pub struct Cluster {
     /// closes the gRPC server: a write proposed here just before a leadership handover
     /// learns its fate only from the new leader's next append, which arrives over gRPC.
     proposals_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set while a drain hands leadership over: a leader then takes no new client writes,
+    /// so none lands in its log after the follower it hands over to was chosen (that
+    /// follower, its log now shorter, could not win, and the write would wait for a
+    /// leader until the node stops).
+    handing_over: std::sync::atomic::AtomicBool,
+    db: sled::Db,
+    sled_data_file: Option<std::path::PathBuf>,
+    /// The tables' data groups this node runs.
+    groups: groups::DataGroups,
+    /// Set when a data group's Raft stopped on a storage error.
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+}
+
+/// A Raft role as people read it.
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
 }
 
 /// Counts one client write in flight for as long as it lives.
@@ -250,7 +274,13 @@ impl Cluster {
             state.cluster_id()?.unwrap_or_default(),
         ));
         let log_store = LogStore::open(db, META_GROUP, sled_data_file.as_deref())?;
-        let sm = StateMachine::open(db, META_GROUP, state.clone(), cluster_id.clone())?;
+        let sm = StateMachine::open(
+            db,
+            META_GROUP,
+            Scope::Meta,
+            state.clone(),
+            cluster_id.clone(),
+        )?;
         let network = Network {
             group: META_GROUP.to_string(),
             cluster_id: cluster_id.clone(),
@@ -281,9 +311,14 @@ impl Cluster {
             kafka,
             draining: std::sync::atomic::AtomicBool::new(false),
             proposals_in_flight: Arc::default(),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
             draining_members: std::sync::Mutex::new(BTreeSet::new()),
             source_ip,
             removed: std::sync::atomic::AtomicBool::new(false),
+            db: db.clone(),
+            sled_data_file,
+            groups: groups::DataGroups::default(),
+            fatal: tokio::sync::watch::channel(None).0,
         }))
     }
 
@@ -314,7 +349,21 @@ impl Cluster {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, ClusterError> {
-        self.call_routed(addr, None, method, request, timeout).await
+        self.call_routed(addr, None, META_GROUP, method, request, timeout)
+            .await
+    }
+
+    /// One call about `group` to a peer's Raft service.
+    pub async fn call_group<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        group: &str,
+        method: Method,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClusterError> {
+        self.call_routed(addr, None, group, method, request, timeout)
+            .await
     }
 
     /// One call to the member `target` at `addr` (refused if another node serves it now).
@@ -322,11 +371,12 @@ impl Cluster {
         &self,
         addr: &str,
         target: NodeId,
+        group: &str,
         method: Method,
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, ClusterError> {
-        self.call_routed(addr, Some(target), method, request, timeout)
+        self.call_routed(addr, Some(target), group, method, request, timeout)
             .await
     }
 
@@ -334,6 +384,7 @@ impl Cluster {
         &self,
         addr: &str,
         target: Option<NodeId>,
+        group: &str,
         method: Method,
         request: &Req,
         timeout: Duration,
@@ -343,7 +394,7 @@ impl Cluster {
         let route = Route {
             addr,
             cluster_id: &cluster_id,
-            group: META_GROUP,
+            group,
             target,
         };
         call(&mut client, &route, method, request, Some(timeout))
@@ -482,6 +533,9 @@ impl Cluster {
 
     /// Proposes on this node; succeeds only on the leader, with the entry's log index.
     pub async fn propose_local(&self, command: Command) -> Result<(Response, u64), ProposeFailure> {
+        if self.refuses_writes(&self.raft) {
+            return Err(ProposeFailure::ForwardToLeader(None));
+        }
         let _in_flight = InFlight::new(&self.proposals_in_flight);
         match self.raft.client_write(command).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
@@ -490,6 +544,12 @@ impl Cluster {
             }
             Err(e) => Err(ProposeFailure::Failed(e.to_string())),
         }
+    }
+
+    /// Whether this node, leading `raft`'s group, is handing it over.
+    fn refuses_writes(&self, raft: &Raft) -> bool {
+        self.handing_over.load(std::sync::atomic::Ordering::SeqCst)
+            && raft.metrics().borrow().current_leader == Some(self.node_id)
     }
 
     pub async fn write_catalog(
@@ -502,12 +562,17 @@ impl Cluster {
         }
     }
 
+    /// Writes a block through its table's data group.
     pub async fn write_block(
         &self,
         block: Block,
         fence: Option<Fence>,
     ) -> Result<ApplyOutcome, ClusterError> {
-        match self.write(Command::Block { block, fence }).await? {
+        let table = block.table.clone();
+        match self
+            .write_to_table(&table, Command::Block { block, fence })
+            .await?
+        {
             Response::Block(result) => result.map_err(ClusterError::Write),
             other => Err(ClusterError::Write(format!("unexpected reply {other:?}"))),
         }
@@ -709,13 +774,7 @@ impl Cluster {
                 matched_index: replication.get(id).and_then(|l| l.map(|l| l.index)),
             })
             .collect();
-        let role = match metrics.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
+        let role = role_name(metrics.state);
         let in_quorum = match metrics.state {
             ServerState::Leader => metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 5_000),
             ServerState::Follower | ServerState::Learner => {
@@ -854,6 +913,7 @@ impl Cluster {
             .call_peer_at(
                 &leader.addr,
                 leader_id,
+                META_GROUP,
                 Method::Heartbeat,
                 &beat,
                 HEARTBEAT_INTERVAL,
@@ -889,6 +949,7 @@ impl Cluster {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         // A draining node must not win the election that moves leadership away from it.
         self.raft.runtime_config().elect(false);
+        self.stop_campaigning_in_groups();
         self.beat().await;
         let mut partitions_moved = false;
         while Instant::now() < deadline {
@@ -912,7 +973,17 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
             self.beat().await;
         }
-        let leadership_released = self.hand_over_leadership(deadline).await;
+        self.handing_over
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Err(waiting) = self.proposals_answered(Duration::from_secs(2)).await {
+            tracing::info!(waiting, "handing over with client writes still waiting");
+        }
+        let meta_released = self.hand_over(&self.raft, META_GROUP, deadline).await;
+        let groups_released = self.hand_over_groups(deadline).await;
+        // A leader that could not hand over (alone, say) takes writes again.
+        self.handing_over
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let leadership_released = meta_released && groups_released;
         tracing::info!(partitions_moved, leadership_released, "drained");
         DrainOutcome {
             partitions_moved,
@@ -921,25 +992,38 @@ impl Cluster {
     }
 
     /// Waits up to `timeout` for the client writes proposed on this node to be answered
-    /// (committed, or dropped by a new leader); false if some still wait.
+    /// (committed, or dropped by a new leader), before the gRPC server closes; false, and
+    /// an overrun in the log, if some still wait.
     pub async fn settle_proposals(&self, timeout: Duration) -> bool {
         let started = Instant::now();
-        let deadline = started + timeout;
+        match self.proposals_answered(timeout).await {
+            Ok(0) => true,
+            Ok(writes) => {
+                tracing::info!(writes, after = ?started.elapsed(), "client writes answered before closing");
+                true
+            }
+            Err(waiting) => {
+                tracing::warn!(waiting, after = ?timeout, "{}: client writes still wait in raft", crate::server::SHUTDOWN_OVERRAN);
+                false
+            }
+        }
+    }
+
+    /// Waits up to `timeout` until no client write waits in this node's Raft: how many
+    /// were waited for, or how many still wait.
+    async fn proposals_answered(&self, timeout: Duration) -> Result<usize, usize> {
+        let deadline = Instant::now() + timeout;
         let mut waited_for = 0;
         loop {
             let waiting = self
                 .proposals_in_flight
                 .load(std::sync::atomic::Ordering::SeqCst);
             if waiting == 0 {
-                if waited_for > 0 {
-                    tracing::info!(writes = waited_for, after = ?started.elapsed(), "client writes answered before closing");
-                }
-                return true;
+                return Ok(waited_for);
             }
             waited_for = waited_for.max(waiting);
             if Instant::now() >= deadline {
-                tracing::warn!(waiting, after = ?timeout, "{}: client writes still wait in raft", crate::server::SHUTDOWN_OVERRAN);
-                return false;
+                return Err(waiting);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -949,15 +1033,17 @@ impl Cluster {
     /// leads or `deadline` passes; true once this node does not lead (or is the only
     /// voter). The follower wins because this leader votes for it (its log is as long)
     /// and this node no longer campaigns.
-    async fn hand_over_leadership(&self, deadline: Instant) -> bool {
-        while self.is_leader() && Instant::now() < deadline {
-            let metrics = self.raft.metrics().borrow().clone();
+    async fn hand_over(&self, raft: &Raft, group: &str, deadline: Instant) -> bool {
+        let leads = || raft.metrics().borrow().current_leader == Some(self.node_id);
+        while leads() && Instant::now() < deadline {
+            let metrics = raft.metrics().borrow().clone();
             let draining = self
                 .draining_members
                 .lock()
                 .map(|d| d.clone())
                 .unwrap_or_default();
-            let voters = self.voters();
+            let voters: BTreeSet<NodeId> =
+                metrics.membership_config.membership().voter_ids().collect();
             let candidate = metrics
                 .replication
                 .iter()
@@ -976,34 +1062,33 @@ impl Cluster {
             let Some((id, member)) = candidate else {
                 // Alone, there is nobody to hand over to and nothing to wait for.
                 let alone = voters.len() <= 1;
-                tracing::info!(alone, "no follower to hand leadership to");
+                tracing::info!(%group, alone, "no follower to hand leadership to");
                 return alone;
             };
             let asked: Result<(), String> = self
-                .call_peer_at(&member.addr, id, Method::Elect, &(), Duration::from_secs(2))
+                .call_peer_at(
+                    &member.addr,
+                    id,
+                    group,
+                    Method::Elect,
+                    &(),
+                    Duration::from_secs(2),
+                )
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|answer: Result<(), String>| answer);
             match asked {
-                Ok(()) => tracing::info!(to = %member, "handing leadership over"),
+                Ok(()) => tracing::info!(%group, to = %member, "handing leadership over"),
                 Err(e) => {
-                    tracing::info!(to = %member, error = %e, "handing leadership over failed")
+                    tracing::info!(%group, to = %member, error = %e, "handing leadership over failed")
                 }
             }
             let until = (Instant::now() + Duration::from_secs(3)).min(deadline);
-            while self.is_leader() && Instant::now() < until {
+            while leads() && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        !self.is_leader()
-    }
-
-    /// At a leader's request: campaign now (refused while this node drains itself).
-    pub async fn elect_self(&self) -> Result<(), String> {
-        if self.is_draining() {
-            return Err("this node is draining".into());
-        }
-        self.raft.trigger().elect().await.map_err(|e| e.to_string())
+        !leads()
     }
 
     /// On the leader: keeps the partition assignment balanced over the live voters, and
@@ -1039,6 +1124,7 @@ impl Cluster {
                     // look live and be handed partitions back.
                     continue;
                 }
+                this.place_tables().await;
                 let current = this.state.assignments().nodes();
                 let next = assignment::rebalance(&current, &slots, &live);
                 if next != current {
@@ -1105,41 +1191,53 @@ impl Cluster {
         out
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the index a
-    /// linearizable read must see applied.
-    pub async fn read_index_here(&self) -> Result<u64, ClusterError> {
-        let read = self
-            .raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        Ok(read.map(|l| l.index).unwrap_or(0))
-    }
-
     /// Waits until this node has applied every write committed before the call, so a
     /// local read that follows sees them (`select_sequential_consistency = 1`).
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        self.barrier(&self.raft, META_GROUP).await
+    }
+
+    /// Waits until this node's replica of `group` (run by `raft`) has applied every write
+    /// the group committed before the call.
+    async fn barrier(&self, raft: &Raft, group: &str) -> Result<(), ClusterError> {
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let index = loop {
-            if self.is_leader() {
-                if let Ok(i) = self.read_index_here().await {
-                    break i;
+            let metrics = raft.metrics().borrow().clone();
+            let leader = metrics.current_leader.and_then(|id| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|m| (id, m.clone()))
+            });
+            match leader {
+                Some((id, _)) if id == self.node_id => {
+                    if let Ok(i) = self.read_index_in(group).await {
+                        break i;
+                    }
                 }
-            } else if let Some(leader) = self.leader_member() {
-                let asked: Result<Result<u64, String>, _> = self
-                    .call_peer(&leader.addr, Method::ReadIndex, &(), Duration::from_secs(5))
-                    .await;
-                if let Ok(Ok(i)) = asked {
-                    break i;
+                Some((_, leader)) => {
+                    let asked: Result<Result<u64, String>, _> = self
+                        .call_group(
+                            &leader.addr,
+                            group,
+                            Method::ReadIndex,
+                            &(),
+                            Duration::from_secs(5),
+                        )
+                        .await;
+                    if let Ok(Ok(i)) = asked {
+                        break i;
+                    }
                 }
+                None => {}
             }
             if Instant::now() > deadline {
                 return Err(ClusterError::NoLeader(WRITE_TIMEOUT));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        self.raft
-            .wait(Some(WRITE_TIMEOUT))
+        raft.wait(Some(WRITE_TIMEOUT))
             .applied_index_at_least(Some(index), "read barrier")
             .await
             .map_err(|e| ClusterError::Raft(format!("catching up to the leader: {e}")))?;
@@ -1291,6 +1389,7 @@ impl Cluster {
 
     /// Hands leadership over and stops Raft, for a clean shutdown.
     pub async fn shutdown(&self) {
+        self.shutdown_groups().await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "stopping raft");
         }
@@ -1310,8 +1409,15 @@ impl crate::ingest::Replica for Cluster {
             .map(|o| o.epoch)
     }
 
-    async fn catch_up(&self) -> Result<(), String> {
-        self.read_barrier().await.map_err(|e| e.to_string())
+    async fn stored_offset(&self, table: &str, key: &PositionKey) -> Result<Option<i64>, String> {
+        match self
+            .read_table(table, groups::TableRead::Position(key.clone()), true)
+            .await
+        {
+            Ok(groups::TableReadReply::Position(offset)) => Ok(offset),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     async fn write_block(
@@ -1320,6 +1426,16 @@ impl crate::ingest::Replica for Cluster {
         epoch: u64,
         block: Block,
     ) -> Result<ApplyOutcome, String> {
+        // The table fences a stale epoch once a newer one wrote; a consumer that already
+        // knows it lost its partition stops before that.
+        let current = self.assigned_epoch(key);
+        if current != Some(epoch) {
+            return Err(format!(
+                "fenced: {} was given to this node at epoch {epoch} and is {} now",
+                Slot::of(key),
+                current.map_or("another node's".to_string(), |e| format!("at epoch {e}"))
+            ));
+        }
         let fence = Fence {
             slot: Slot::of(key),
             node: self.node_id,
@@ -1398,6 +1514,16 @@ mod tests {
             })
             .await
             .expect("create table");
+        // What the meta leader's assigner and every node's keeper do in a running node.
+        cluster.place_tables().await;
+        cluster.keep_groups().await;
+        let group = cluster.hosted_group_of("t").expect("t is placed here");
+        group
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(cluster.node_id, "the group forms")
+            .await
+            .expect("group leader");
         cluster
     }
 

@@ -17,7 +17,7 @@ use rdkafka::error::KafkaError;
 
 use status::ConsumerKey;
 
-use crate::table::{ApplyOutcome, Block};
+use crate::table::{ApplyOutcome, Block, PositionKey};
 
 /// What ingestion needs from the cluster: where a consumer runs, and the write path of its
 /// blocks (replicated, acknowledged once a majority applied them).
@@ -25,8 +25,9 @@ use crate::table::{ApplyOutcome, Block};
 pub trait Replica: Send + Sync {
     /// The epoch at which this node was given `key`, if it runs that consumer.
     fn assigned_epoch(&self, key: &ConsumerKey) -> Option<u64>;
-    /// Waits until this node has applied every write acknowledged so far.
-    async fn catch_up(&self) -> Result<(), String>;
+    /// The next offset `table` stored for a source partition, as of every write
+    /// acknowledged so far (read from a replica of the table, wherever it is).
+    async fn stored_offset(&self, table: &str, key: &PositionKey) -> Result<Option<i64>, String>;
     /// Writes a block read under the assignment of `key` at `epoch`; refused once the
     /// partition was given to another node or epoch.
     async fn write_block(

@@ -234,13 +234,13 @@ impl PartitionJob {
     ) -> Result<(Vec<ViewPosition>, Offset), IngestError> {
         // The stored positions must include every block the previous owner of this
         // partition got acknowledged, or the first block would overlap them.
-        self.replica.catch_up().await.map_err(IngestError::State)?;
         let mut positions = Vec::new();
         for (view, target) in &self.views {
             let next_offset = self
-                .state
-                .next_offset(&target.name, &self.position_key(view))
-                .map_err(|e| IngestError::State(e.to_string()))?;
+                .replica
+                .stored_offset(&target.name, &self.position_key(view))
+                .await
+                .map_err(IngestError::State)?;
             positions.push(ViewPosition {
                 view: view.clone(),
                 target: target.clone(),

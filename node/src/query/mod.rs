@@ -1,7 +1,8 @@
 //! SELECTs over stored tables and `system.*` tables, through Apache DataFusion; and the
 //! materialized views run over each ingested block.
 //!
-//! Queries read the local replica. Must not import `rdkafka` or `actix`.
+//! Queries read this node's replica of a table, or a member's when this node holds none.
+//! Must not import `rdkafka` or `actix`.
 
 pub mod display;
 pub mod provider;
@@ -9,7 +10,7 @@ pub mod rewrite;
 pub mod system_tables;
 pub mod views;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -23,6 +24,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use sqlparser::ast::Statement as SqlStatement;
 
 use crate::catalog::Engine;
+use crate::cluster::groups::{TableRead, TableReadReply};
 use crate::cluster::Cluster;
 use crate::ingest::status::ConsumerRegistry;
 use crate::sql::DEFAULT_DATABASE;
@@ -85,9 +87,10 @@ impl QueryEngine {
     pub async fn execute(&self, mut statement: SqlStatement) -> Result<QueryResult, QueryError> {
         let dotted: BTreeSet<String> = system_tables::dotted_columns().into_iter().collect();
         let settings = rewrite::rewrite_query(&mut statement, &dotted);
-        if settings.iter().any(|s| {
+        let linearizable = settings.iter().any(|s| {
             s.key.to_string() == "select_sequential_consistency" && s.value.to_string() == "1"
-        }) {
+        });
+        if linearizable {
             self.cluster
                 .read_barrier()
                 .await
@@ -108,14 +111,14 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config(session_config(2));
         for (name, def) in &catalog.tables {
             if let Engine::MergeTree { .. } = def.engine {
-                let store = self
-                    .state
-                    .tables
-                    .get(name)
-                    .map_err(|e| QueryError::Internal(e.to_string()))?;
                 ctx.register_table(
                     name.as_str(),
-                    Arc::new(provider::StoredTable::new(def.arrow_schema(), store)),
+                    Arc::new(provider::StoredTable::new(
+                        def.arrow_schema(),
+                        name,
+                        self.cluster.clone(),
+                        linearizable,
+                    )),
                 )?;
             }
         }
@@ -163,20 +166,32 @@ impl QueryEngine {
         if wants("writer_log") {
             for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
                 let log = self
-                    .state
-                    .writer_log(&table.name)
+                    .cluster
+                    .read_table(&table.name, TableRead::WriterLog, false)
+                    .await
                     .map_err(|e| QueryError::Internal(e.to_string()))?;
-                writers.extend(log.into_iter().map(|e| (table.name.clone(), e)));
+                if let TableReadReply::WriterLog(log) = log {
+                    writers.extend(log.into_iter().map(|e| (table.name.clone(), e)));
+                }
             }
         }
         let writer_log = system_tables::writer_log(&writers)?;
-        let state = self.state.clone();
-        let tables = system_tables::tables(catalog, &|name| state.row_count(name).ok())?;
+        let mut rows = BTreeMap::new();
+        if wants("tables") {
+            for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
+                if let Some(n) = self.cluster.table_rows(&table.name).await {
+                    rows.insert(table.name.clone(), n);
+                }
+            }
+        }
+        let tables = system_tables::tables(catalog, &|name| rows.get(name).copied())?;
+        let groups = system_tables::raft_groups(&self.cluster.group_rows())?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
             ("tables", tables),
             ("replicas", replicas),
             ("writer_log", writer_log),
+            ("raft_groups", groups),
         ] {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;

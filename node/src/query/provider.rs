@@ -1,4 +1,7 @@
 //! A stored table as a DataFusion `TableProvider`: the seam between storage and SQL.
+//!
+//! A node that holds a replica of the table reads it; any other node reads it from a
+//! member of the table's group.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,25 +15,50 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::table::TableStore;
+use crate::cluster::groups::{TableRead, TableReadReply};
+use crate::cluster::Cluster;
+use crate::table::{block, TableStore};
 
 pub struct StoredTable {
     schema: SchemaRef,
-    store: Arc<TableStore>,
+    name: String,
+    cluster: Arc<Cluster>,
+    /// `select_sequential_consistency = 1`: see every write acknowledged before the query.
+    linearizable: bool,
 }
 
 impl StoredTable {
-    pub fn new(schema: SchemaRef, store: Arc<TableStore>) -> StoredTable {
-        StoredTable { schema, store }
+    pub fn new(
+        schema: SchemaRef,
+        name: &str,
+        cluster: Arc<Cluster>,
+        linearizable: bool,
+    ) -> StoredTable {
+        StoredTable {
+            schema,
+            name: name.to_string(),
+            cluster,
+            linearizable,
+        }
+    }
+
+    /// This node's replica, if it holds one.
+    fn local(&self) -> Option<Arc<TableStore>> {
+        self.cluster.hosted_group_of(&self.name)?;
+        self.cluster.state.tables.get(&self.name).ok()
     }
 }
 
 impl fmt::Debug for StoredTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredTable")
-            .field("table", &self.store.name())
+            .field("table", &self.name)
             .finish()
     }
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }
 
 #[async_trait]
@@ -44,7 +72,7 @@ impl TableProvider for StoredTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        let rows = self.store.row_count().ok()?;
+        let rows = self.local()?.row_count().ok()?;
         let mut stats = Statistics::new_unknown(&self.schema);
         stats.num_rows = Precision::Exact(usize::try_from(rows).ok()?);
         Some(stats)
@@ -57,17 +85,51 @@ impl TableProvider for StoredTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let store = self.store.clone();
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
         let projection = projection.cloned();
-        // Decoding blocks is CPU work; keep it off the async workers.
-        let batches = tokio::task::spawn_blocking(move || store.scan(projection))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batches = match self.local() {
+            Some(store) => {
+                if self.linearizable {
+                    if let Some(g) = self.cluster.hosted_group_of(&self.name) {
+                        self.cluster
+                            .group_read_barrier(&g)
+                            .await
+                            .map_err(external)?;
+                    }
+                }
+                // Decoding blocks is CPU work; keep it off the async workers.
+                tokio::task::spawn_blocking(move || store.scan(projection))
+                    .await
+                    .map_err(external)?
+                    .map_err(external)?
+            }
+            None => {
+                let reply = self
+                    .cluster
+                    .read_table(&self.name, TableRead::Blocks, self.linearizable)
+                    .await
+                    .map_err(external)?;
+                let TableReadReply::Blocks(blocks) = reply else {
+                    return Err(DataFusionError::Internal(format!(
+                        "a replica of {} answered a scan with {reply:?}",
+                        self.name
+                    )));
+                };
+                tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::new();
+                    for data in blocks {
+                        out.extend(block::decode(&data, projection.clone())?.1);
+                    }
+                    Ok::<_, arrow::error::ArrowError>(out)
+                })
+                .await
+                .map_err(external)?
+                .map_err(external)?
+            }
+        };
         let exec = MemorySourceConfig::try_new_exec(&[batches], schema, None)?;
         Ok(exec)
     }

@@ -15,6 +15,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::catalog::{Catalog, Engine};
+use crate::cluster::groups::GroupRow;
 use crate::ingest::status::{ConsumerKey, ConsumerSnapshot};
 use crate::sql::DEFAULT_DATABASE;
 use crate::table::WriterLogEntry;
@@ -172,6 +173,61 @@ pub fn tables(
             Arc::new(StringArray::from(engines)),
             Arc::new(UInt64Array::from(counts)),
             Arc::new(BooleanArray::from(detached)),
+        ],
+    )
+}
+
+pub fn raft_groups_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("group", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("leader", DataType::Utf8, false),
+        Field::new("term", DataType::UInt64, false),
+        Field::new("last_log_index", DataType::UInt64, false),
+        Field::new("applied_index", DataType::UInt64, false),
+        Field::new("voters", list(DataType::Utf8), false),
+        Field::new("rows", DataType::UInt64, false),
+    ]))
+}
+
+/// `system.raft_groups`: the tables' data groups this node runs, with the rows of its own
+/// replica. A table absent here is read from another node.
+pub fn raft_groups(rows: &[GroupRow]) -> Result<RecordBatch, ArrowError> {
+    let text = |f: &dyn Fn(&GroupRow) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let number = |f: &dyn Fn(&GroupRow) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let mut voters = ListBuilder::new(StringBuilder::new());
+    for r in rows {
+        for v in &r.voters {
+            voters.values().append_value(v);
+        }
+        voters.append(true);
+    }
+    let voters = voters.finish();
+    let schema = raft_groups_schema();
+    // The list's item field must match the schema's exactly.
+    let voters = arrow::array::ListArray::try_new(
+        Arc::new(Field::new("item", DataType::Utf8, true)),
+        voters.offsets().clone(),
+        voters.values().clone(),
+        None,
+    )?;
+    RecordBatch::try_new(
+        schema,
+        vec![
+            text(&|r| r.table.clone()),
+            text(&|r| r.group.clone()),
+            text(&|r| r.role.clone()),
+            text(&|r| r.leader.clone()),
+            number(&|r| r.term),
+            number(&|r| r.last_log_index),
+            number(&|r| r.applied_index),
+            Arc::new(voters),
+            number(&|r| r.rows),
         ],
     )
 }

@@ -1,9 +1,9 @@
 //! openraft wiring: the type config, the replicated commands, the log store and state
 //! machine on sled, and the tonic transport.
 //!
-//! One group exists today, `meta`: it carries the catalog, the cluster id and every table
-//! block. Every message names its group so tables can later get groups of their own
-//! without a change of the wire format.
+//! The `meta` group carries the catalog, the cluster id, the partition assignment and the
+//! placement of tables; each table's blocks go through a data group of their own, on the
+//! nodes the table is placed on. Every message names its group.
 
 pub mod log_store;
 pub mod network;
@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::assignment::Slot;
+use crate::cluster::placement::Placement;
 use crate::table::{ApplyOutcome, Block};
 
-/// The group that holds the catalog, the membership and (today) every table.
+/// The group that holds the catalog, the membership, the assignment and the placements.
 pub const META_GROUP: &str = "meta";
 
 pub type NodeId = u64;
@@ -55,6 +56,11 @@ pub enum Command {
     Assign {
         owners: Vec<(Slot, NodeId)>,
     },
+    /// Where a table lives, from the meta leader; none once the table is gone.
+    Place {
+        table: String,
+        placement: Option<Placement>,
+    },
 }
 
 /// Who may write a slot's blocks: its owner at the epoch it was given the slot.
@@ -74,6 +80,10 @@ impl fmt::Display for Command {
                 write!(f, "block of {} rows for {}", block.rows, block.table)
             }
             Command::Assign { owners } => write!(f, "assignment of {} partitions", owners.len()),
+            Command::Place { table, placement } => match placement {
+                Some(p) => write!(f, "placement of {table} on {:?}", p.members),
+                None => write!(f, "placement of {table} removed"),
+            },
         }
     }
 }

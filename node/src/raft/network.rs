@@ -114,6 +114,7 @@ where
         Method::Info => client.info(req).await,
         Method::ReadIndex => client.read_index(req).await,
         Method::Elect => client.elect(req).await,
+        Method::Read => client.read(req).await,
     }
     .map_err(|status| TransportError::Status {
         addr: addr.to_string(),
@@ -138,6 +139,7 @@ pub enum Method {
     Info,
     ReadIndex,
     Elect,
+    Read,
 }
 
 /// Makes connections to peers for one Raft group.

@@ -1,6 +1,6 @@
 //! The server side of the Raft transport: decodes a peer's message, checks that it comes
-//! from this node's cluster and names a known group, and hands it to openraft or to the
-//! cluster's membership logic.
+//! from this node's cluster and names a group this node runs, and hands it to that
+//! group's openraft, to the cluster's membership logic, or to a table read.
 
 use std::sync::Arc;
 
@@ -9,7 +9,8 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::network::cluster_id_of;
-use super::{decode, encode, Command, TypeConfig, META_GROUP};
+use super::{decode, encode, Command, Raft, TypeConfig, META_GROUP};
+use crate::cluster::groups::TableReadRequest;
 use crate::cluster::{Cluster, JoinRequest};
 use crate::raft_proto::raft_server::Raft as RaftRpc;
 use crate::raft_proto::{RaftReply, RaftRequest};
@@ -19,15 +20,41 @@ pub struct RaftService {
 }
 
 impl RaftService {
-    /// Refuses peers of another cluster and unknown groups; returns the decoded payload.
+    /// A message for the `meta` group only.
     fn accept<T: DeserializeOwned>(&self, request: Request<RaftRequest>) -> Result<T, Status> {
-        let request = request.into_inner();
-        if request.group != META_GROUP {
-            return Err(Status::not_found(format!(
-                "no raft group {}",
-                request.group
+        let (group, payload) = self.accept_any(request)?;
+        if group != META_GROUP {
+            return Err(Status::invalid_argument(format!(
+                "this call is for the meta group, not {group}"
             )));
         }
+        Ok(payload)
+    }
+
+    /// A Raft message for a group this node runs, and that group's Raft.
+    fn accept_raft<T: DeserializeOwned>(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<(Raft, T), Status> {
+        let (group, payload) = self.accept_any(request)?;
+        if group == META_GROUP {
+            return Ok((self.cluster.raft.clone(), payload));
+        }
+        match self.cluster.data_group(&group) {
+            Some(g) => Ok((g.raft.clone(), payload)),
+            None => Err(Status::not_found(format!(
+                "{} does not run raft group {group}",
+                self.cluster.member
+            ))),
+        }
+    }
+
+    /// Refuses peers of another cluster; returns the group and the decoded payload.
+    fn accept_any<T: DeserializeOwned>(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<(String, T), Status> {
+        let request = request.into_inner();
         if request.target != 0 && request.target != self.cluster.node_id {
             return Err(Status::failed_precondition(format!(
                 "message for raft node {}, but this is node {}: the address changed hands",
@@ -41,8 +68,9 @@ impl RaftService {
                 request.cluster_id
             )));
         }
-        decode(&request.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+        let payload = decode(&request.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+        Ok((request.group, payload))
     }
 }
 
@@ -57,26 +85,29 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = self.accept(request)?;
-        reply(&self.cluster.raft.append_entries(rpc).await)
+        let (raft, rpc): (_, openraft::raft::AppendEntriesRequest<TypeConfig>) =
+            self.accept_raft(request)?;
+        reply(&raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc: openraft::raft::VoteRequest<super::NodeId> = self.accept(request)?;
-        reply(&self.cluster.raft.vote(rpc).await)
+        let (raft, rpc): (_, openraft::raft::VoteRequest<super::NodeId>) =
+            self.accept_raft(request)?;
+        reply(&raft.vote(rpc).await)
     }
 
     async fn install_snapshot(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = self.accept(request)?;
-        reply(&self.cluster.raft.install_snapshot(rpc).await)
+        let (raft, rpc): (_, openraft::raft::InstallSnapshotRequest<TypeConfig>) =
+            self.accept_raft(request)?;
+        reply(&raft.install_snapshot(rpc).await)
     }
 
     async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let command: Command = self.accept(request)?;
-        reply(&self.cluster.propose_local(command).await)
+        let (group, command): (String, Command) = self.accept_any(request)?;
+        reply(&self.cluster.propose_for_peer(&group, command).await)
     }
 
     async fn join(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
@@ -102,8 +133,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn elect(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let _: () = self.accept(request)?;
-        let result: Result<(), String> = self.cluster.elect_self().await;
+        let (group, ()): (String, ()) = self.accept_any(request)?;
+        let result: Result<(), String> = self.cluster.elect_in(&group).await;
         reply(&result)
     }
 
@@ -111,13 +142,18 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let _: () = self.accept(request)?;
+        let (group, ()): (String, ()) = self.accept_any(request)?;
         let result: Result<u64, String> = self
             .cluster
-            .read_index_here()
+            .read_index_in(&group)
             .await
             .map_err(|e| e.to_string());
         reply(&result)
+    }
+
+    async fn read(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let (group, read): (String, TableReadRequest) = self.accept_any(request)?;
+        reply(&self.cluster.read_for_peer(&group, read).await)
     }
 
     async fn info(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -1,5 +1,6 @@
-//! The state machine of the `meta` group: applies commands to the node's state, and builds
-//! and installs snapshots of it.
+//! The state machine of a Raft group: applies its commands to the node's state, and
+//! builds and installs snapshots of the part of the state the group owns: the catalog,
+//! assignment and placements for `meta`, one table's replica for a data group.
 //!
 //! Applying is deterministic: a command's effect depends only on the command and the
 //! state. The applied log id is written after the command's own atomic write, so a crash
@@ -22,7 +23,6 @@ use serde::{Deserialize, Serialize};
 
 use super::network::ClusterIdCell;
 use super::{decode, encode, Command, Member, NodeId, Response, StorageError, TypeConfig};
-use crate::cluster::assignment::Owner;
 use crate::state::{NodeState, StateImage};
 
 const APPLIED: &[u8] = b"applied";
@@ -37,6 +37,17 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// What a group's state machine owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Meta,
+    /// The data group of one table, under its group id.
+    Table {
+        table: String,
+        group: String,
+    },
+}
+
 /// The snapshot's content: the replicated state as of `meta.last_log_id`.
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotContent {
@@ -46,6 +57,7 @@ struct SnapshotContent {
 #[derive(Clone)]
 pub struct StateMachine {
     state: Arc<NodeState>,
+    scope: Scope,
     tree: sled::Tree,
     /// Held while applying and while exporting, so a snapshot is exactly the state at its
     /// last log id.
@@ -69,11 +81,13 @@ impl StateMachine {
     pub fn open(
         db: &sled::Db,
         group: &str,
+        scope: Scope,
         state: Arc<NodeState>,
         cluster_id: ClusterIdCell,
     ) -> Result<StateMachine, sled::Error> {
         Ok(StateMachine {
             state,
+            scope,
             cluster_id,
             tree: db.open_tree(format!("raft/{group}/sm"))?,
             gate: Arc::new(tokio::sync::Mutex::new(())),
@@ -94,6 +108,13 @@ impl StateMachine {
     }
 
     fn apply_command(&self, command: &Command, index: u64) -> Result<Response, StorageError> {
+        match &self.scope {
+            Scope::Meta => self.apply_meta(command, index),
+            Scope::Table { table, group } => self.apply_data(table, group, command, index),
+        }
+    }
+
+    fn apply_meta(&self, command: &Command, index: u64) -> Result<Response, StorageError> {
         let state = &self.state;
         Ok(match command {
             Command::InitCluster { cluster_id } => {
@@ -112,43 +133,66 @@ impl StateMachine {
                 state.apply_assign(owners, index).map_err(sm_write)?;
                 Response::Done
             }
-            Command::Block {
-                fence: Some(fence), ..
-            } if state.assignments().owner(&fence.slot)
-                != Some(Owner {
-                    node: fence.node,
-                    epoch: fence.epoch,
-                }) =>
-            {
-                let current = state.assignments().owner(&fence.slot);
-                Response::Block(Err(format!(
-                    "fenced: {} belongs to {} now, not to node {} at epoch {}",
-                    fence.slot,
-                    current.map_or("nobody".to_string(), |o| format!(
-                        "node {} at epoch {}",
-                        o.node, o.epoch
-                    )),
-                    fence.node,
-                    fence.epoch
-                )))
+            Command::Place { table, placement } => {
+                // A placement for a table dropped since it was proposed is dropped too.
+                let placement = placement
+                    .as_ref()
+                    .filter(|_| state.catalog().table(table).is_some());
+                state.set_placement(table, placement).map_err(sm_write)?;
+                Response::Done
             }
-            Command::Block { block, fence } => match state.apply_block(
-                block,
-                fence.as_ref().map(|f| crate::table::Writer {
-                    node: f.node,
-                    kafka_table: f.slot.table.clone(),
-                    epoch: f.epoch,
-                    log_index: index,
-                }),
-            ) {
-                Ok(outcome) => Response::Block(Ok(outcome)),
-                // The table was dropped after the block was proposed: refused, like any
-                // write to a missing table.
-                Err(crate::state::StateError::NoTable(t)) => {
-                    Response::Block(Err(format!("table {t} does not exist")))
-                }
-                Err(e) => return Err(sm_write(e)),
-            },
+            Command::Block { block, .. } => Response::Block(Err(format!(
+                "a block for {} was sent to the meta group; blocks go to their table's group",
+                block.table
+            ))),
+        })
+    }
+
+    /// A data group applies the blocks of its table. Fencing here needs only the table's
+    /// own state (the highest epoch that wrote each partition), which every replica of the
+    /// group holds alike; the meta group's assignment is not ordered with this log.
+    fn apply_data(
+        &self,
+        table: &str,
+        group: &str,
+        command: &Command,
+        index: u64,
+    ) -> Result<Response, StorageError> {
+        let Command::Block { block, fence } = command else {
+            return Ok(Response::Block(Err(format!(
+                "group {group} of table {table} takes blocks only, not {command}"
+            ))));
+        };
+        if block.table != table {
+            return Ok(Response::Block(Err(format!(
+                "a block for {} was sent to group {group} of table {table}",
+                block.table
+            ))));
+        }
+        // The table was dropped, or dropped and created again with a group of its own,
+        // after this block was proposed: its data is not this group's any more.
+        if self
+            .state
+            .placements()
+            .of(table)
+            .is_none_or(|p| p.group != group)
+        {
+            return Ok(Response::Block(Err(format!(
+                "table {table} does not exist (any more) in group {group}"
+            ))));
+        }
+        let writer = fence.as_ref().map(|f| crate::table::Writer {
+            node: f.node,
+            kafka_table: f.slot.table.clone(),
+            epoch: f.epoch,
+            log_index: index,
+        });
+        Ok(match self.state.apply_block(block, writer) {
+            Ok(outcome) => Response::Block(Ok(outcome)),
+            Err(crate::state::StateError::NoTable(t)) => {
+                Response::Block(Err(format!("table {t} does not exist")))
+            }
+            Err(e) => return Err(sm_write(e)),
         })
     }
 
@@ -167,7 +211,11 @@ impl StateMachine {
         last_applied: Option<LogId<NodeId>>,
         membership: StoredMembership<NodeId, Member>,
     ) -> Result<StoredSnapshot, StorageError> {
-        let image = self.state.export().map_err(snap_err)?;
+        let image = match &self.scope {
+            Scope::Meta => self.state.export_meta(),
+            Scope::Table { table, .. } => self.state.export_table(table),
+        }
+        .map_err(snap_err)?;
         let data = encode(&SnapshotContent { image }).map_err(snap_err)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
@@ -269,7 +317,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let content: SnapshotContent = decode(&data).map_err(snap_err)?;
         let state = self.state.clone();
-        tokio::task::block_in_place(|| state.import(&content.image)).map_err(snap_err)?;
+        let scope = self.scope.clone();
+        tokio::task::block_in_place(|| match &scope {
+            Scope::Meta => state.import_meta(&content.image),
+            Scope::Table { table, .. } => state.import_table(table, &content.image),
+        })
+        .map_err(snap_err)?;
         self.put(APPLIED, &meta.last_log_id)?;
         self.put(MEMBERSHIP, &meta.last_membership)?;
         self.put(

@@ -256,6 +256,35 @@ impl TableStore {
         Ok(out)
     }
 
+    /// Replaces everything stored by `pairs` (a snapshot's content), atomically with
+    /// respect to applies.
+    pub fn replace_all(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), TableError> {
+        let _guard = self
+            .apply_lock
+            .lock()
+            .map_err(|_| TableError::Poisoned(self.name.clone()))?;
+        let storage = |e| TableError::storage(&self.name, e);
+        self.tree.clear().map_err(storage)?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in pairs {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.tree.apply_batch(batch).map_err(storage)?;
+        Ok(())
+    }
+
+    /// Every stored block as stored (Arrow IPC, compressed), in apply order: what a node
+    /// that holds no replica of the table is sent to answer a query.
+    pub fn raw_blocks(&self) -> Result<Vec<Vec<u8>>, TableError> {
+        self.tree
+            .scan_prefix(b"b/")
+            .map(|item| {
+                item.map(|(_, data)| data.to_vec())
+                    .map_err(|e| TableError::storage(&self.name, e))
+            })
+            .collect()
+    }
+
     /// Every stored block, decoded with the given projection, in apply order.
     pub fn scan(&self, projection: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, TableError> {
         let mut out = Vec::new();

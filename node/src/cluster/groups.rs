@@ -1,0 +1,877 @@
+//! The data groups: one Raft group per table, run by the nodes the table is placed on.
+//!
+//! A keeper on every node starts the groups placed on it, forms a new group with its first
+//! members, stops (and deletes) the groups it no longer holds, and, where this node leads
+//! a group, moves the group's members to its placement: learners first, then voters.
+//!
+//! Writes and reads of a table go to the table's group wherever it runs: a node that holds
+//! no replica of a table forwards its blocks to a member and reads the table from one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+
+use super::placement::{self, Placement};
+use super::{Cluster, ClusterError, InFlight, ProposeFailure, WRITE_TIMEOUT};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Method, Network};
+use crate::raft::state_machine::{Scope, StateMachine};
+use crate::raft::{raft_config, Command, Member, NodeId, Raft, Response, META_GROUP};
+use crate::table::{PositionKey, WriterLogEntry};
+
+/// How often the keeper looks at the placements without being woken.
+const KEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// A learner this close to the leader's log is made a voter.
+const CAUGHT_UP_ENTRIES: u64 = 64;
+/// How long a read from another node's replica may take (a scan ships the whole table).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node taken out of a group keeps its replica running while the group's leader
+/// moves the members: the group may need this node's vote to commit the change.
+const LEAVE_GRACE: Duration = Duration::from_secs(60);
+
+/// A table's data group as run on this node.
+pub struct DataGroup {
+    pub group: String,
+    pub table: String,
+    pub raft: Raft,
+    log_store: LogStore,
+    /// Set while this node, as leader, changes the group's members.
+    changing: AtomicBool,
+}
+
+/// The data groups this node runs.
+#[derive(Default)]
+pub struct DataGroups {
+    running: std::sync::RwLock<BTreeMap<String, Arc<DataGroup>>>,
+    /// One keeper pass at a time.
+    pass: tokio::sync::Mutex<()>,
+    /// The address that last accepted a write for each group this node does not run.
+    leaders: std::sync::Mutex<BTreeMap<String, String>>,
+    /// When this node was taken out of each group it still runs.
+    left_at: std::sync::Mutex<BTreeMap<String, Instant>>,
+}
+
+/// A read of a table's replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TableRead {
+    /// The stored next offset of a source partition.
+    Position(PositionKey),
+    /// Every stored block, as stored.
+    Blocks,
+    RowCount,
+    WriterLog,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableReadRequest {
+    pub table: String,
+    /// Read what every write acknowledged before the read holds.
+    pub linearizable: bool,
+    pub read: TableRead,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TableReadReply {
+    Position(Option<i64>),
+    Blocks(Vec<serde_bytes::ByteBuf>),
+    RowCount(u64),
+    WriterLog(Vec<WriterLogEntry>),
+}
+
+/// One data group as `system.raft_groups` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupRow {
+    pub group: String,
+    pub table: String,
+    pub role: String,
+    pub leader: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<String>,
+    pub rows: u64,
+}
+
+/// A group id for a table placed for the first time: readable, and new every time.
+pub fn new_group_id(table: &str) -> String {
+    let readable: String = table
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
+    format!("{readable}.{:016x}", rand::random::<u64>())
+}
+
+/// The group a Raft tree of this node belongs to (`raft/<group>/<part>`).
+fn group_of_tree(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("raft/")?;
+    let (group, _) = rest.rsplit_once('/')?;
+    Some(group)
+}
+
+impl Cluster {
+    /// The data group `group`, if this node runs it.
+    pub fn data_group(&self, group: &str) -> Option<Arc<DataGroup>> {
+        self.groups
+            .running
+            .read()
+            .ok()
+            .and_then(|r| r.get(group).cloned())
+    }
+
+    fn running_groups(&self) -> Vec<Arc<DataGroup>> {
+        self.groups
+            .running
+            .read()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The group of `table` if this node runs it.
+    pub fn hosted_group_of(&self, table: &str) -> Option<Arc<DataGroup>> {
+        let placements = self.state.placements();
+        let group = &placements.of(table)?.group;
+        self.data_group(group)
+    }
+
+    /// A cluster member's name and address, from the meta group's membership.
+    fn member_of(&self, id: NodeId) -> Option<Member> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// On the meta leader: proposes a placement for every stored table that has none or
+    /// whose members must change.
+    pub async fn place_tables(&self) {
+        let catalog = self.state.catalog();
+        let wanted: Vec<placement::Wanted<'_>> = catalog
+            .tables
+            .values()
+            .filter_map(|t| {
+                t.replicas().map(|replicas| placement::Wanted {
+                    table: &t.name,
+                    replicas,
+                })
+            })
+            .collect();
+        let changes = placement::plan(
+            &self.state.placements(),
+            &wanted,
+            &self.voters(),
+            &self.live_voters(),
+            new_group_id,
+        );
+        for (table, placement) in changes {
+            tracing::info!(%table, group = %placement.group, members = ?placement.members, generation = placement.generation, "placing a table");
+            let placed = self
+                .write(Command::Place {
+                    table: table.clone(),
+                    placement: Some(placement),
+                })
+                .await;
+            if let Err(e) = placed {
+                tracing::warn!(%table, error = %e, "proposing a placement failed");
+            }
+        }
+    }
+
+    /// Runs the keeper: a pass whenever the meta state changes, and once a second.
+    pub fn spawn_group_keeper(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut changes = this.state.watch_catalog();
+            loop {
+                this.keep_groups().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(KEEP_INTERVAL) => {}
+                    _ = changes.changed() => {}
+                }
+            }
+        });
+    }
+
+    /// One pass of the keeper.
+    pub async fn keep_groups(self: &Arc<Self>) {
+        let _one = self.groups.pass.lock().await;
+        let placements = self.state.placements();
+        let catalog = self.state.catalog();
+        let mine: BTreeMap<String, (String, Placement)> = if self.is_removed() {
+            BTreeMap::new()
+        } else {
+            placements
+                .tables
+                .iter()
+                .filter(|(t, p)| p.holds(self.node_id) && catalog.table(t).is_some())
+                .map(|(t, p)| (p.group.clone(), (t.clone(), p.clone())))
+                .collect()
+        };
+        for g in self.running_groups() {
+            if mine.contains_key(&g.group) {
+                self.left(&g.group, false);
+                continue;
+            }
+            // Taken out of a group that goes on: this replica stays until the group no
+            // longer counts on it (or for a grace period), so the change can commit.
+            let goes_on = placements
+                .of(&g.table)
+                .filter(|p| p.group == g.group && !p.members.is_empty());
+            if let Some(p) = goes_on {
+                let metrics = g.raft.metrics().borrow().clone();
+                let leads = metrics.current_leader == Some(self.node_id);
+                if self.is_removed() {
+                    // Removed from the cluster, this node no longer hears of placements:
+                    // a member that does must lead the group and move its members.
+                    g.raft.runtime_config().elect(false);
+                    if leads {
+                        self.spawn_hand_over(&g);
+                    }
+                } else if leads {
+                    self.spawn_member_change(&g, p.clone());
+                    continue;
+                }
+                let voter = metrics
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|id| id == self.node_id);
+                if voter && self.left(&g.group, true) < LEAVE_GRACE {
+                    continue;
+                }
+            }
+            let holds_table = placements
+                .of(&g.table)
+                .is_some_and(|p| p.holds(self.node_id));
+            self.left(&g.group, false);
+            self.stop_group(&g, !holds_table).await;
+        }
+        for (group, (table, placement)) in &mine {
+            let g = match self.data_group(group) {
+                Some(g) => g,
+                None => match self.start_group(table, group).await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(%table, %group, error = %e, "starting a table's group failed");
+                        continue;
+                    }
+                },
+            };
+            self.form_group(&g, placement).await;
+            if g.raft.metrics().borrow().current_leader == Some(self.node_id) {
+                self.spawn_member_change(&g, placement.clone());
+            }
+        }
+        self.drop_orphan_trees(&mine);
+    }
+
+    /// Hands a group's leadership to a follower, in the background.
+    fn spawn_hand_over(self: &Arc<Self>, g: &Arc<DataGroup>) {
+        if g.changing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let this = self.clone();
+        let g = g.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let released = this.hand_over(&g.raft, &g.group, deadline).await;
+            tracing::info!(group = %g.group, released, "handing a group over: this node was removed");
+            g.changing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Records that this node left `group` (or forgets it); how long ago it left.
+    fn left(&self, group: &str, left: bool) -> Duration {
+        let Ok(mut left_at) = self.groups.left_at.lock() else {
+            return Duration::ZERO;
+        };
+        if left {
+            left_at
+                .entry(group.to_string())
+                .or_insert_with(Instant::now)
+                .elapsed()
+        } else {
+            left_at.remove(group);
+            Duration::ZERO
+        }
+    }
+
+    async fn start_group(&self, table: &str, group: &str) -> Result<Arc<DataGroup>, ClusterError> {
+        let log_store = LogStore::open(&self.db, group, self.sled_data_file.as_deref())?;
+        let scope = Scope::Table {
+            table: table.to_string(),
+            group: group.to_string(),
+        };
+        let sm = StateMachine::open(
+            &self.db,
+            group,
+            scope,
+            self.state.clone(),
+            self.cluster_id.clone(),
+        )?;
+        let network = Network {
+            group: group.to_string(),
+            cluster_id: self.cluster_id.clone(),
+            source: self.source_ip,
+        };
+        let config = raft_config("sluice").map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            self.node_id,
+            Arc::new(config),
+            network,
+            log_store.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if self.is_draining() {
+            raft.runtime_config().elect(false);
+        }
+        self.watch_storage(group, &raft);
+        let g = Arc::new(DataGroup {
+            group: group.to_string(),
+            table: table.to_string(),
+            raft,
+            log_store,
+            changing: AtomicBool::new(false),
+        });
+        if let Ok(mut running) = self.groups.running.write() {
+            running.insert(group.to_string(), g.clone());
+        }
+        tracing::info!(%table, %group, "started a table's group");
+        Ok(g)
+    }
+
+    /// A first member of a group that has no Raft state forms the group, with the same
+    /// membership as the other first members.
+    async fn form_group(&self, g: &DataGroup, placement: &Placement) {
+        if !placement.forms(self.node_id) || g.log_store.has_state().unwrap_or(true) {
+            return;
+        }
+        let members: Option<BTreeMap<NodeId, Member>> = placement
+            .initial
+            .iter()
+            .map(|id| self.member_of(*id).map(|m| (*id, m)))
+            .collect();
+        let Some(members) = members else {
+            tracing::debug!(group = %g.group, "a first member is unknown yet; forming later");
+            return;
+        };
+        match g.raft.initialize(members).await {
+            Ok(()) => tracing::info!(table = %g.table, group = %g.group, "formed a table's group"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => {
+                tracing::warn!(group = %g.group, error = %e, "forming a table's group failed")
+            }
+        }
+    }
+
+    /// On a group's leader: makes the group's voters the placement's members.
+    fn spawn_member_change(&self, g: &Arc<DataGroup>, placement: Placement) {
+        let target: BTreeSet<NodeId> = placement.members.iter().copied().collect();
+        let metrics = g.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let extra_learners = membership
+            .nodes()
+            .any(|(id, _)| !voters.contains(id) && !target.contains(id));
+        if (voters == target && !extra_learners) || target.is_empty() {
+            return;
+        }
+        if g.changing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut add = Vec::new();
+        for id in target.iter().filter(|id| membership.get_node(id).is_none()) {
+            match self.member_of(*id) {
+                Some(m) => add.push((*id, m)),
+                None => {
+                    g.changing.store(false, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+        let g = g.clone();
+        tokio::spawn(async move {
+            let changed = async {
+                for (id, member) in add {
+                    g.raft
+                        .add_learner(id, member.clone(), false)
+                        .await
+                        .map_err(|e| format!("adding {member} as a learner: {e}"))?;
+                }
+                let metrics = g.raft.metrics().borrow().clone();
+                let last = metrics.last_log_index.unwrap_or(0);
+                let replication = metrics.replication.unwrap_or_default();
+                // Only new voters must have caught up; a current one that is down does not
+                // hold the change back (the joint quorum decides).
+                let lagging: Vec<NodeId> = target
+                    .iter()
+                    .filter(|id| **id != metrics.id && !voters.contains(id))
+                    .filter(|id| {
+                        replication
+                            .get(id)
+                            .and_then(|m| m.map(|l| l.index))
+                            .is_none_or(|m| m + CAUGHT_UP_ENTRIES < last)
+                    })
+                    .copied()
+                    .collect();
+                if !lagging.is_empty() {
+                    return Err(format!("waiting for {lagging:?} to catch up"));
+                }
+                g.raft
+                    .change_membership(ChangeMembers::ReplaceAllVoters(target.clone()), false)
+                    .await
+                    .map_err(|e| format!("making {target:?} the voters: {e}"))?;
+                Ok::<(), String>(())
+            }
+            .await;
+            match changed {
+                Ok(()) => {
+                    tracing::info!(table = %g.table, group = %g.group, members = ?placement.members, "group members changed")
+                }
+                Err(e) => tracing::info!(group = %g.group, "{e}"),
+            }
+            g.changing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Stops a group here; with `drop_data`, deletes its log and the table's replica too.
+    async fn stop_group(&self, g: &DataGroup, drop_data: bool) {
+        if let Ok(mut running) = self.groups.running.write() {
+            running.remove(&g.group);
+        }
+        if let Err(e) = g.raft.shutdown().await {
+            tracing::warn!(group = %g.group, error = %e, "stopping a table's group");
+        }
+        self.drop_group_trees(&g.group);
+        if drop_data {
+            if let Err(e) = self.state.tables.drop_table(&g.table) {
+                tracing::warn!(table = %g.table, error = %e, "deleting a table's replica");
+            }
+        }
+        tracing::info!(table = %g.table, group = %g.group, drop_data, "stopped a table's group here");
+    }
+
+    fn drop_group_trees(&self, group: &str) {
+        for part in ["log", "state", "sm"] {
+            if let Err(e) = self.db.drop_tree(format!("raft/{group}/{part}")) {
+                tracing::warn!(%group, error = %e, "deleting a group's raft state");
+            }
+        }
+    }
+
+    /// Raft state of groups this node neither runs nor holds (left by a crash during a
+    /// stop) is deleted.
+    fn drop_orphan_trees(&self, mine: &BTreeMap<String, (String, Placement)>) {
+        let orphans: BTreeSet<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| group_of_tree(&String::from_utf8_lossy(n)).map(str::to_string))
+            .filter(|g| g != META_GROUP && !mine.contains_key(g) && self.data_group(g).is_none())
+            .collect();
+        for group in orphans {
+            tracing::info!(%group, "deleting the raft state of a group this node does not hold");
+            self.drop_group_trees(&group);
+        }
+    }
+
+    /// A storage failure in any group stops the node, as one in `meta` does.
+    fn watch_storage(&self, group: &str, raft: &Raft) {
+        let mut metrics = raft.metrics();
+        let fatal = self.fatal.clone();
+        let group = group.to_string();
+        tokio::spawn(async move {
+            loop {
+                match &metrics.borrow_and_update().running_state {
+                    // Stopped on purpose: the group left this node.
+                    Err(openraft::error::Fatal::Stopped) => return,
+                    Err(e) => {
+                        fatal.send_replace(Some(format!("group {group}: {e}")));
+                        return;
+                    }
+                    Ok(()) => {}
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Waits until some group's Raft stopped on a storage error; its error.
+    pub async fn storage_failure(&self) -> String {
+        let mut meta = self.raft.metrics();
+        let mut groups = self.fatal.subscribe();
+        loop {
+            if let Err(fatal) = &meta.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if let Some(fatal) = groups.borrow_and_update().clone() {
+                return fatal;
+            }
+            tokio::select! {
+                changed = meta.changed() => if changed.is_err() {
+                    return "raft metrics closed".into();
+                },
+                _ = groups.changed() => {}
+            }
+        }
+    }
+
+    /// Proposes on this node's replica of a group; succeeds only on its leader.
+    pub async fn propose_in(
+        &self,
+        g: &DataGroup,
+        command: Command,
+    ) -> Result<(Response, u64), ProposeFailure> {
+        if self.refuses_writes(&g.raft) {
+            return Err(ProposeFailure::ForwardToLeader(None));
+        }
+        let _in_flight = InFlight::new(&self.proposals_in_flight);
+        match g.raft.client_write(command).await {
+            Ok(r) => Ok((r.data, r.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeFailure::ForwardToLeader(f.leader_node))
+            }
+            Err(e) => Err(ProposeFailure::Failed(e.to_string())),
+        }
+    }
+
+    /// A peer's proposal for a group: refused when this node does not run it.
+    pub async fn propose_for_peer(
+        &self,
+        group: &str,
+        command: Command,
+    ) -> Result<(Response, u64), ProposeFailure> {
+        if group == META_GROUP {
+            return self.propose_local(command).await;
+        }
+        match self.data_group(group) {
+            Some(g) => self.propose_in(&g, command).await,
+            None => Err(ProposeFailure::ForwardToLeader(None)),
+        }
+    }
+
+    /// Writes a command to `table`'s group, wherever its leader runs; returns once a
+    /// majority of the group applied it.
+    pub async fn write_to_table(
+        &self,
+        table: &str,
+        command: Command,
+    ) -> Result<Response, ClusterError> {
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let mut pause = Duration::from_millis(50);
+        let mut hint: Option<String> = None;
+        loop {
+            let placement = self.state.placements().of(table).cloned();
+            let Some(placement) = placement else {
+                if self.state.catalog().table(table).is_none() {
+                    return Err(ClusterError::Write(format!("table {table} does not exist")));
+                }
+                // Created a moment ago: the meta leader has not placed it yet.
+                if Instant::now() + pause > deadline {
+                    return Err(ClusterError::Write(format!(
+                        "table {table} was not placed on any node within {WRITE_TIMEOUT:?}"
+                    )));
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            };
+            let group = placement.group.clone();
+            let mut targets: Vec<String> = Vec::new();
+            if let Some(g) = self.data_group(&group) {
+                match self.propose_in(&g, command.clone()).await {
+                    Ok((response, _)) => return Ok(response),
+                    Err(ProposeFailure::Failed(reason)) => return Err(ClusterError::Write(reason)),
+                    Err(ProposeFailure::ForwardToLeader(Some(leader)))
+                        if leader.addr != self.member.addr =>
+                    {
+                        targets.push(leader.addr)
+                    }
+                    Err(ProposeFailure::ForwardToLeader(_)) => {}
+                }
+            } else {
+                let known = self
+                    .groups
+                    .leaders
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.get(&group).cloned());
+                targets.extend(hint.take().into_iter().chain(known));
+                targets.extend(
+                    placement
+                        .members
+                        .iter()
+                        .filter_map(|id| self.member_of(*id))
+                        .map(|m| m.addr),
+                );
+            }
+            let mut seen = BTreeSet::new();
+            targets.retain(|a| seen.insert(a.clone()));
+            for addr in targets {
+                let sent: Result<Result<(Response, u64), ProposeFailure>, _> = self
+                    .call_group(&addr, &group, Method::Propose, &command, WRITE_TIMEOUT)
+                    .await;
+                match sent {
+                    Ok(Ok((response, _))) => {
+                        if let Ok(mut leaders) = self.groups.leaders.lock() {
+                            leaders.insert(group.clone(), addr);
+                        }
+                        return Ok(response);
+                    }
+                    Ok(Err(ProposeFailure::Failed(reason))) => {
+                        return Err(ClusterError::Write(reason))
+                    }
+                    Ok(Err(ProposeFailure::ForwardToLeader(Some(leader)))) => {
+                        hint = Some(leader.addr);
+                        break;
+                    }
+                    Ok(Err(ProposeFailure::ForwardToLeader(None))) | Err(_) => {}
+                }
+            }
+            if Instant::now() + pause > deadline {
+                return Err(ClusterError::NoLeader(WRITE_TIMEOUT));
+            }
+            if hint.is_none() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+
+    /// Reads `table`, from this node's replica if it holds one, else from a member's.
+    pub async fn read_table(
+        &self,
+        table: &str,
+        read: TableRead,
+        linearizable: bool,
+    ) -> Result<TableReadReply, ClusterError> {
+        let Some(placement) = self.state.placements().of(table).cloned() else {
+            // Not placed yet (created a moment ago): nothing is stored anywhere.
+            if self.state.catalog().table(table).is_none() {
+                return Err(ClusterError::Write(format!("table {table} does not exist")));
+            }
+            return self.read_local(table, read);
+        };
+        if let Some(g) = self.data_group(&placement.group) {
+            if linearizable {
+                self.group_read_barrier(&g).await?;
+            }
+            return self.read_local(table, read);
+        }
+        let request = TableReadRequest {
+            table: table.to_string(),
+            linearizable,
+            read,
+        };
+        let mut failures = Vec::new();
+        for id in &placement.members {
+            let Some(member) = self.member_of(*id) else {
+                continue;
+            };
+            let answer: Result<Result<TableReadReply, String>, _> = self
+                .call_group(
+                    &member.addr,
+                    &placement.group,
+                    Method::Read,
+                    &request,
+                    READ_TIMEOUT,
+                )
+                .await;
+            match answer {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(e)) => failures.push(format!("{member}: {e}")),
+                Err(e) => failures.push(format!("{member}: {e}")),
+            }
+        }
+        Err(ClusterError::Raft(format!(
+            "no replica of table {table} answered: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// A peer's read of a table this node holds.
+    pub async fn read_for_peer(
+        &self,
+        group: &str,
+        request: TableReadRequest,
+    ) -> Result<TableReadReply, String> {
+        let g = self
+            .data_group(group)
+            .filter(|g| g.table == request.table)
+            .ok_or_else(|| {
+                format!(
+                    "{} holds no replica of table {} (group {group})",
+                    self.member, request.table
+                )
+            })?;
+        if request.linearizable {
+            self.group_read_barrier(&g)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.read_local(&request.table, request.read)
+            .map_err(|e| e.to_string())
+    }
+
+    fn read_local(&self, table: &str, read: TableRead) -> Result<TableReadReply, ClusterError> {
+        let store = self
+            .state
+            .tables
+            .get(table)
+            .map_err(|e| ClusterError::State(e.into()))?;
+        let table_err = |e: crate::table::TableError| ClusterError::State(e.into());
+        Ok(match read {
+            TableRead::Position(key) => {
+                TableReadReply::Position(store.next_offset(&key).map_err(table_err)?)
+            }
+            TableRead::Blocks => TableReadReply::Blocks(
+                store
+                    .raw_blocks()
+                    .map_err(table_err)?
+                    .into_iter()
+                    .map(serde_bytes::ByteBuf::from)
+                    .collect(),
+            ),
+            TableRead::RowCount => TableReadReply::RowCount(store.row_count().map_err(table_err)?),
+            TableRead::WriterLog => {
+                TableReadReply::WriterLog(store.writer_log().map_err(table_err)?)
+            }
+        })
+    }
+
+    /// Waits until this node's replica of a group has applied every write the group
+    /// acknowledged before the call.
+    pub async fn group_read_barrier(&self, g: &DataGroup) -> Result<(), ClusterError> {
+        self.barrier(&g.raft, &g.group).await
+    }
+
+    /// The number of rows of `table`, from a replica.
+    pub async fn table_rows(&self, table: &str) -> Option<u64> {
+        match self.read_table(table, TableRead::RowCount, false).await {
+            Ok(TableReadReply::RowCount(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// This node's data groups, for `system.raft_groups`.
+    pub fn group_rows(&self) -> Vec<GroupRow> {
+        let mut rows: Vec<GroupRow> = self
+            .running_groups()
+            .iter()
+            .map(|g| {
+                let metrics = g.raft.metrics().borrow().clone();
+                let membership = metrics.membership_config.membership().clone();
+                let name = |id: &NodeId| {
+                    membership
+                        .get_node(id)
+                        .map(|m| m.name.clone())
+                        .unwrap_or_else(|| id.to_string())
+                };
+                GroupRow {
+                    group: g.group.clone(),
+                    table: g.table.clone(),
+                    role: super::role_name(metrics.state).to_string(),
+                    leader: metrics
+                        .current_leader
+                        .as_ref()
+                        .map(name)
+                        .unwrap_or_default(),
+                    term: metrics.current_term,
+                    last_log_index: metrics.last_log_index.unwrap_or(0),
+                    applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+                    voters: membership.voter_ids().map(|id| name(&id)).collect(),
+                    rows: self.state.row_count(&g.table).unwrap_or(0),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.table.cmp(&b.table));
+        rows
+    }
+
+    /// Stops every data group, for a clean shutdown.
+    pub(super) async fn shutdown_groups(&self) {
+        let stops = self.running_groups().into_iter().map(|g| async move {
+            if let Err(e) = g.raft.shutdown().await {
+                tracing::warn!(group = %g.group, error = %e, "stopping a table's group");
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+
+    /// On a drain: this node no longer campaigns in any group it runs.
+    pub(super) fn stop_campaigning_in_groups(&self) {
+        for g in self.running_groups() {
+            g.raft.runtime_config().elect(false);
+        }
+    }
+
+    /// On a drain: hands over every group this node leads.
+    pub(super) async fn hand_over_groups(&self, deadline: Instant) -> bool {
+        let groups = self.running_groups();
+        let handovers = groups
+            .iter()
+            .map(|g| self.hand_over(&g.raft, &g.group, deadline));
+        futures::future::join_all(handovers)
+            .await
+            .into_iter()
+            .all(|released| released)
+    }
+
+    /// At a leader's request: campaign now in `group` (refused while draining).
+    pub async fn elect_in(&self, group: &str) -> Result<(), String> {
+        if self.is_draining() {
+            return Err("this node is draining".into());
+        }
+        if group == META_GROUP {
+            return self.raft.trigger().elect().await.map_err(|e| e.to_string());
+        }
+        let g = self
+            .data_group(group)
+            .ok_or_else(|| format!("this node does not run group {group}"))?;
+        g.raft.trigger().elect().await.map_err(|e| e.to_string())
+    }
+
+    /// On a group's leader: the index a linearizable read must see applied.
+    pub async fn read_index_in(&self, group: &str) -> Result<u64, ClusterError> {
+        let raft = if group == META_GROUP {
+            self.raft.clone()
+        } else {
+            self.data_group(group)
+                .map(|g| g.raft.clone())
+                .ok_or_else(|| {
+                    ClusterError::Raft(format!("this node does not run group {group}"))
+                })?
+        };
+        let read = raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(read.map(|l| l.index).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_trees_name_their_group() {
+        assert_eq!(group_of_tree("raft/meta/log"), Some("meta"));
+        assert_eq!(group_of_tree("raft/events.00ff/sm"), Some("events.00ff"));
+        assert_eq!(group_of_tree("table/events"), None);
+        let id = new_group_id("my table");
+        assert!(id.starts_with("my_table."), "{id}");
+        assert_ne!(id, new_group_id("my table"));
+    }
+}
