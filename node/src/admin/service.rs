@@ -503,8 +503,31 @@ impl Admin for AdminService {
                 epoch: owner.epoch,
             })
             .collect();
+        let names: std::collections::BTreeMap<u64, String> = view
+            .members
+            .iter()
+            .map(|m| (m.node_id, m.member.name.clone()))
+            .collect();
+        let placements = self
+            .executor
+            .state
+            .placements()
+            .tables
+            .iter()
+            .map(|(table, p)| TablePlacement {
+                table: table.clone(),
+                group: p.group.clone(),
+                nodes: p
+                    .members
+                    .iter()
+                    .map(|id| names.get(id).cloned().unwrap_or_else(|| id.to_string()))
+                    .collect(),
+                generation: p.generation,
+            })
+            .collect();
         Ok(Response::new(ClusterStatusResponse {
             assignments,
+            placements,
             cluster_id: view.cluster_id.unwrap_or_default(),
             node_id: view.node_id,
             name: view.member.name,

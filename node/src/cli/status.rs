@@ -80,6 +80,18 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             ]);
         }
         println!("{members}");
+        if !cluster.placements.is_empty() {
+            let mut tables = Table::new();
+            tables.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+                "table",
+                "held by",
+                "raft group",
+            ]);
+            for p in cluster.placements {
+                tables.add_row(vec![p.table, p.nodes.join(", "), p.group]);
+            }
+            println!("{tables}");
+        }
     }
     // Cluster-wide: every member's consumers, with the node that runs each.
     let result = client
