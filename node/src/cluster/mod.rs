@@ -1,5 +1,6 @@
 //! The cluster: this node's identity, forming and joining a cluster, membership, the write
-//! path through Raft (forwarded to the leader), and where each partition consumer runs.
+//! path through Raft (forwarded to the leader), where each partition consumer runs
+//! (`assignment`), and where each table lives (`placement`, run by `groups`).
 //!
 //! A node's Raft id is drawn at random the first time its data dir is used, so a node
 //! whose data dir was wiped comes back as a new member (and never votes twice under an
