@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
 use super::placement::{self, Placement};
-use super::{Cluster, ClusterError, InFlight, ProposeFailure, WRITE_TIMEOUT};
+use super::{Cluster, ClusterError, ProposeFailure, WRITE_TIMEOUT};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Method, Network};
 use crate::raft::state_machine::{Scope, StateMachine};
@@ -122,6 +122,14 @@ impl Cluster {
             .read()
             .ok()
             .and_then(|r| r.get(group).cloned())
+    }
+
+    /// The Raft of `group` (`meta` or a data group), if this node runs it.
+    pub fn raft_of(&self, group: &str) -> Option<Raft> {
+        if group == META_GROUP {
+            return Some(self.raft.clone());
+        }
+        self.data_group(group).map(|g| g.raft.clone())
     }
 
     fn running_groups(&self) -> Vec<Arc<DataGroup>> {
@@ -528,36 +536,14 @@ impl Cluster {
         }
     }
 
-    /// Proposes on this node's replica of a group; succeeds only on its leader.
-    pub async fn propose_in(
-        &self,
-        g: &DataGroup,
-        command: Command,
-    ) -> Result<(Response, u64), ProposeFailure> {
-        if self.refuses_writes(&g.raft) {
-            return Err(ProposeFailure::ForwardToLeader(None));
-        }
-        let _in_flight = InFlight::new(&self.proposals_in_flight);
-        match g.raft.client_write(command).await {
-            Ok(r) => Ok((r.data, r.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeFailure::ForwardToLeader(f.leader_node))
-            }
-            Err(e) => Err(ProposeFailure::Failed(e.to_string())),
-        }
-    }
-
     /// A peer's proposal for a group: refused when this node does not run it.
     pub async fn propose_for_peer(
         &self,
         group: &str,
         command: Command,
     ) -> Result<(Response, u64), ProposeFailure> {
-        if group == META_GROUP {
-            return self.propose_local(command).await;
-        }
-        match self.data_group(group) {
-            Some(g) => self.propose_in(&g, command).await,
+        match self.raft_of(group) {
+            Some(raft) => self.propose_on(&raft, command).await,
             None => Err(ProposeFailure::ForwardToLeader(None)),
         }
     }
@@ -590,7 +576,7 @@ impl Cluster {
             let group = placement.group.clone();
             let mut targets: Vec<String> = Vec::new();
             if let Some(g) = self.data_group(&group) {
-                match self.propose_in(&g, command.clone()).await {
+                match self.propose_on(&g.raft, command.clone()).await {
                     Ok((response, _)) => return Ok(response),
                     Err(ProposeFailure::Failed(reason)) => return Err(ClusterError::Write(reason)),
                     Err(ProposeFailure::ForwardToLeader(Some(leader)))
@@ -833,26 +819,17 @@ impl Cluster {
         if self.is_draining() {
             return Err("this node is draining".into());
         }
-        if group == META_GROUP {
-            return self.raft.trigger().elect().await.map_err(|e| e.to_string());
-        }
-        let g = self
-            .data_group(group)
+        let raft = self
+            .raft_of(group)
             .ok_or_else(|| format!("this node does not run group {group}"))?;
-        g.raft.trigger().elect().await.map_err(|e| e.to_string())
+        raft.trigger().elect().await.map_err(|e| e.to_string())
     }
 
     /// On a group's leader: the index a linearizable read must see applied.
     pub async fn read_index_in(&self, group: &str) -> Result<u64, ClusterError> {
-        let raft = if group == META_GROUP {
-            self.raft.clone()
-        } else {
-            self.data_group(group)
-                .map(|g| g.raft.clone())
-                .ok_or_else(|| {
-                    ClusterError::Raft(format!("this node does not run group {group}"))
-                })?
-        };
+        let raft = self
+            .raft_of(group)
+            .ok_or_else(|| ClusterError::Raft(format!("this node does not run group {group}")))?;
         let read = raft
             .ensure_linearizable()
             .await

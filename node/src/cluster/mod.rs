@@ -534,11 +534,21 @@ impl Cluster {
 
     /// Proposes on this node; succeeds only on the leader, with the entry's log index.
     pub async fn propose_local(&self, command: Command) -> Result<(Response, u64), ProposeFailure> {
-        if self.refuses_writes(&self.raft) {
+        self.propose_on(&self.raft, command).await
+    }
+
+    /// Proposes on this node's replica of a group (`meta` or a table's), counted in flight;
+    /// succeeds only on the group's leader.
+    pub async fn propose_on(
+        &self,
+        raft: &Raft,
+        command: Command,
+    ) -> Result<(Response, u64), ProposeFailure> {
+        if self.refuses_writes(raft) {
             return Err(ProposeFailure::ForwardToLeader(None));
         }
         let _in_flight = InFlight::new(&self.proposals_in_flight);
-        match self.raft.client_write(command).await {
+        match raft.client_write(command).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeFailure::ForwardToLeader(f.leader_node))

@@ -15,7 +15,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::cluster::groups::{TableRead, TableReadReply};
+use crate::cluster::groups::{DataGroup, TableRead, TableReadReply};
 use crate::cluster::Cluster;
 use crate::table::{block, TableStore};
 
@@ -42,10 +42,11 @@ impl StoredTable {
         }
     }
 
-    /// This node's replica, if it holds one.
-    fn local(&self) -> Option<Arc<TableStore>> {
-        self.cluster.hosted_group_of(&self.name)?;
-        self.cluster.state.tables.get(&self.name).ok()
+    /// This node's replica and the group it belongs to, if this node holds one.
+    fn local(&self) -> Option<(Arc<DataGroup>, Arc<TableStore>)> {
+        let group = self.cluster.hosted_group_of(&self.name)?;
+        let store = self.cluster.state.tables.get(&self.name).ok()?;
+        Some((group, store))
     }
 }
 
@@ -72,7 +73,7 @@ impl TableProvider for StoredTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        let rows = self.local()?.row_count().ok()?;
+        let rows = self.local()?.1.row_count().ok()?;
         let mut stats = Statistics::new_unknown(&self.schema);
         stats.num_rows = Precision::Exact(usize::try_from(rows).ok()?);
         Some(stats)
@@ -91,14 +92,12 @@ impl TableProvider for StoredTable {
         };
         let projection = projection.cloned();
         let batches = match self.local() {
-            Some(store) => {
+            Some((group, store)) => {
                 if self.linearizable {
-                    if let Some(g) = self.cluster.hosted_group_of(&self.name) {
-                        self.cluster
-                            .group_read_barrier(&g)
-                            .await
-                            .map_err(external)?;
-                    }
+                    self.cluster
+                        .group_read_barrier(&group)
+                        .await
+                        .map_err(external)?;
                 }
                 // Decoding blocks is CPU work; keep it off the async workers.
                 tokio::task::spawn_blocking(move || store.scan(projection))

@@ -37,11 +37,8 @@ impl RaftService {
         request: Request<RaftRequest>,
     ) -> Result<(Raft, T), Status> {
         let (group, payload) = self.accept_any(request)?;
-        if group == META_GROUP {
-            return Ok((self.cluster.raft.clone(), payload));
-        }
-        match self.cluster.data_group(&group) {
-            Some(g) => Ok((g.raft.clone(), payload)),
+        match self.cluster.raft_of(&group) {
+            Some(raft) => Ok((raft, payload)),
             None => Err(Status::not_found(format!(
                 "{} does not run raft group {group}",
                 self.cluster.member
