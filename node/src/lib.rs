@@ -8,10 +8,14 @@
 //!   -> format               JSONEachRow bytes -> Arrow batch + virtual columns
 //!   -> query::views         each materialized view's SELECT over the batch
 //!   -> table::block         one block per target table; its identity is its hash
-//!   -> cluster / raft       proposed to the leader, replicated, applied on every member
+//!   -> cluster / raft       proposed to the leader of the table's group, replicated,
+//!                           applied on each of the table's replicas
 //!   -> table::store         apply: rows + source position + dedup window, one atomic batch
 //!   -> Kafka group commit   for lag tools; where to resume is the table's stored position
 //! ```
+//!
+//! A consumer decodes its next block while the previous one is being written, so the
+//! `format` step of block N+1 overlaps the `cluster / raft` step of block N.
 //!
 //! DDL takes the path `sql` -> `sql::ddl` / `query::views` -> `catalog` -> `state`.
 

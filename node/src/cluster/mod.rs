@@ -849,14 +849,23 @@ impl Cluster {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// On the leader: how long it has led in its current term (zero before `live_voters`
-    /// first ran in this term).
-    fn leading_for(&self) -> Duration {
+    /// On the leader: whether it has heard every other voter in its current term (each
+    /// heartbeat says whether its node drains), or has led for two heartbeats, after which
+    /// a member not heard is not live. Before `live_voters` first ran in this term: no.
+    fn knows_every_member(&self) -> bool {
         let term = self.raft.metrics().borrow().current_term;
-        match self.leading_since.lock().map(|g| *g) {
-            Ok(Some((t, at))) if t == term => at.elapsed(),
-            _ => Duration::ZERO,
+        let since = match self.leading_since.lock().map(|g| *g) {
+            Ok(Some((t, at))) if t == term => at,
+            _ => return false,
+        };
+        if since.elapsed() >= 2 * HEARTBEAT_INTERVAL {
+            return true;
         }
+        let seen = self.last_seen.lock().map(|s| s.clone()).unwrap_or_default();
+        self.voters()
+            .into_iter()
+            .filter(|id| *id != self.node_id)
+            .all(|id| seen.get(&id).is_some_and(|at| *at >= since))
     }
 
     /// On the leader: the voters that were heard from within the node timeout. A leader
@@ -1130,7 +1139,7 @@ impl Cluster {
                 }
                 let slots = this.slots(&partitions);
                 let live = this.live_voters();
-                if this.leading_for() < 2 * HEARTBEAT_INTERVAL {
+                if !this.knows_every_member() {
                     // A new leader has not heard every member yet: a draining one would
                     // look live and be handed partitions back.
                     continue;

@@ -14,7 +14,7 @@ use futures::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::block_cutter::{BlockCutter, BlockLimits};
 use super::client::KafkaClientDefaults;
@@ -22,7 +22,7 @@ use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerStatus};
 use super::{IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
-use crate::format::{decode_block, RawMessage};
+use crate::format::{decode_block, DecodedBlock, RawMessage};
 use crate::query::views::run_view;
 use crate::state::NodeState;
 use crate::table::{ApplyOutcome, Block, Decision, PositionKey, SourceRange};
@@ -37,6 +37,8 @@ const RECOMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long to wait for the group's committed offset when a view has no stored position.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the topic's metadata is waited for before the partition is assigned.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a coordinator that is not ready yet is waited for.
 const COMMITTED_RETRY_FOR: Duration = Duration::from_secs(30);
 
@@ -102,14 +104,21 @@ impl PartitionJob {
     }
 
     /// Runs until `stop` turns true (finishing the open block) or an error.
+    ///
+    /// Two stages overlap: the reader polls, cuts and decodes block N+1 while the writer
+    /// runs the views over block N and waits for the table's group to commit it. A
+    /// one-slot channel between them bounds what is held to three blocks, and keeps the
+    /// writes in offset order.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
         let settings = self.settings()?.clone();
         let consumer = Arc::new(self.create_consumer()?);
         // Finding where to start waits on Raft and on the group coordinator, for up to
         // tens of seconds after a fault; a stop meanwhile has no open block to finish,
         // and must not hold up a node's shutdown.
-        let (mut positions, start) = tokio::select! {
-            ready = self.positions(&consumer) => ready?,
+        let (positions, start) = tokio::select! {
+            (ready, ()) = async {
+                tokio::join!(self.positions(&consumer), self.learn_leader(&consumer))
+            } => ready?,
             () = stop_requested(&mut stop) => return Ok(()),
         };
         let mut tpl = TopicPartitionList::new();
@@ -118,21 +127,52 @@ impl PartitionJob {
         consumer
             .assign(&tpl)
             .map_err(|source| self.kafka_error(source))?;
-        // What the group offset should say: the stored position. Re-sent while the
-        // partition is idle, since an async commit can be lost (a broker restart) or
-        // overtaken by a late one from the partition's previous owner, and with no new
-        // message nothing else would correct it.
-        let mut commit_next = None;
-        let mut committed_at = Instant::now();
-        let mut last_message_at = Instant::now();
-        let mut stall_checked_at = Instant::now();
+        let group_offset = std::sync::Mutex::new(GroupOffset {
+            next: None,
+            committed_at: Instant::now(),
+        });
         if let Offset::Offset(o) = start {
             self.status.positioned(o);
-            commit_next = Some(o);
+            set_group_offset(&group_offset, o);
         }
         self.status.set_used(true);
         tracing::info!(table = %self.key.table, topic = %self.key.topic, partition = self.key.partition, ?start, "consumer assigned");
 
+        let (blocks, decoded) = mpsc::channel(1);
+        let reader = self.read_blocks(&consumer, &settings, stop, blocks, &group_offset);
+        let writer = self.write_blocks(&consumer, positions, decoded, &group_offset);
+        tokio::pin!(reader, writer);
+        let outcome = tokio::select! {
+            // The reader is done (a stop, or an error): the blocks it cut are still
+            // written, since its end closes the channel and the writer drains it.
+            read = &mut reader => {
+                let written = writer.await;
+                written.and(read)
+            }
+            // The writer ends early only on an error; what the reader holds is read
+            // again by the partition's next consumer.
+            written = &mut writer => match written {
+                Ok(()) => reader.await,
+                Err(e) => Err(e),
+            },
+        };
+        self.status.set_used(false);
+        outcome
+    }
+
+    /// The reader: polls the partition, cuts blocks and decodes them, until a stop or an
+    /// error. While the partition is idle it re-sends the group offset and checks for a
+    /// stalled client.
+    async fn read_blocks(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        settings: &crate::catalog::KafkaSettings,
+        mut stop: watch::Receiver<bool>,
+        blocks: mpsc::Sender<CutBlock>,
+        group_offset: &std::sync::Mutex<GroupOffset>,
+    ) -> Result<(), IngestError> {
+        let mut last_message_at = Instant::now();
+        let mut stall_checked_at = Instant::now();
         let limits = BlockLimits {
             max_rows: settings.max_block_size,
             max_bytes: settings.max_block_bytes,
@@ -155,6 +195,8 @@ impl PartitionJob {
                             stopping = true;
                         }
                     }
+                    // The writer failed: what is polled now would never be written.
+                    () = blocks.closed() => return Ok(()),
                     received = tokio::time::timeout(wait, consumer.recv()) => match received {
                         Ok(Ok(m)) => {
                             let now = Instant::now();
@@ -191,20 +233,7 @@ impl PartitionJob {
                         // partial block does not wait for the flush interval when the
                         // partition is drained.
                         Err(_) if !messages.is_empty() => break,
-                        Err(_) => {
-                            if let Some(next) = commit_next {
-                                if committed_at.elapsed() >= RECOMMIT_INTERVAL {
-                                    self.commit_group_offset(&consumer, next);
-                                    committed_at = Instant::now();
-                                }
-                                if last_message_at.elapsed() >= STALL_AFTER
-                                    && stall_checked_at.elapsed() >= STALL_AFTER
-                                {
-                                    stall_checked_at = Instant::now();
-                                    self.check_stalled(&consumer, next, last_message_at).await?;
-                                }
-                            }
-                        }
+                        Err(_) => self.while_idle(consumer, group_offset, last_message_at, &mut stall_checked_at).await?,
                     }
                 }
             }
@@ -212,19 +241,102 @@ impl PartitionJob {
                 self.status.polled(messages.len() as u64);
                 let block = std::mem::take(&mut messages);
                 cutter.reset();
-                if let Some(next) = self
-                    .process_block(&consumer, &settings, &mut positions, block)
-                    .await?
-                {
-                    commit_next = Some(next);
-                    committed_at = Instant::now();
+                let cut = self.decode(settings, block).await?;
+                if blocks.send(cut).await.is_err() {
+                    return Ok(());
                 }
             }
             if stopping {
-                self.status.set_used(false);
                 return Ok(());
             }
         }
+    }
+
+    /// On a poll that brought nothing: re-sends the group offset now and then, and fails
+    /// when the client looks stalled.
+    async fn while_idle(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        group_offset: &std::sync::Mutex<GroupOffset>,
+        last_message_at: Instant,
+        stall_checked_at: &mut Instant,
+    ) -> Result<(), IngestError> {
+        let next = match group_offset.lock() {
+            Ok(mut g) => match g.next {
+                Some(next) => {
+                    if g.committed_at.elapsed() >= RECOMMIT_INTERVAL {
+                        self.commit_group_offset(consumer, next);
+                        g.committed_at = Instant::now();
+                    }
+                    next
+                }
+                None => return Ok(()),
+            },
+            Err(_) => return Ok(()),
+        };
+        if last_message_at.elapsed() >= STALL_AFTER && stall_checked_at.elapsed() >= STALL_AFTER {
+            *stall_checked_at = Instant::now();
+            self.check_stalled(consumer, next, last_message_at).await?;
+        }
+        Ok(())
+    }
+
+    /// Decodes a cut block off the async threads; fails when it holds more broken
+    /// messages than the table allows.
+    async fn decode(
+        &self,
+        settings: &crate::catalog::KafkaSettings,
+        messages: Vec<RawMessage>,
+    ) -> Result<CutBlock, IngestError> {
+        let started = Instant::now();
+        let count = messages.len();
+        let first_offset = messages.first().map_or(0, |m| m.offset);
+        let last_offset = messages.last().map_or(0, |m| m.offset);
+        let table = self.table.clone();
+        let (topic, partition) = (self.key.topic.clone(), self.key.partition);
+        let decoded =
+            tokio::task::spawn_blocking(move || decode_block(&table, &topic, partition, &messages))
+                .await
+                .map_err(|e| IngestError::State(e.to_string()))?
+                .map_err(|e| IngestError::Format {
+                    key: Box::new(self.key.clone()),
+                    reason: e.to_string(),
+                })?;
+        if decoded.broken.len() as u64 > settings.skip_broken_messages {
+            let worst = &decoded.broken[0];
+            return Err(IngestError::BrokenMessages {
+                key: Box::new(self.key.clone()),
+                offset: worst.offset,
+                error: worst.error.clone(),
+                broken: decoded.broken.len(),
+                allowed: settings.skip_broken_messages,
+            });
+        }
+        for b in &decoded.broken {
+            tracing::warn!(table = %self.key.table, partition = self.key.partition, offset = b.offset, error = %b.error, "skipped broken message");
+        }
+        Ok(CutBlock {
+            first_offset,
+            last_offset,
+            count,
+            decoded,
+            decode_time: started.elapsed(),
+        })
+    }
+
+    /// The writer: writes each decoded block, in order, until the reader is done.
+    async fn write_blocks(
+        &self,
+        consumer: &StreamConsumer,
+        mut positions: Vec<ViewPosition>,
+        mut decoded: mpsc::Receiver<CutBlock>,
+        group_offset: &std::sync::Mutex<GroupOffset>,
+    ) -> Result<(), IngestError> {
+        while let Some(cut) = decoded.recv().await {
+            let next = self.write_block(consumer, &mut positions, cut).await?;
+            set_group_offset(group_offset, next);
+        }
+        Ok(())
     }
 
     /// Each view's stored position, and the offset to read from.
@@ -249,6 +361,21 @@ impl PartitionJob {
         }
         let start = self.start_offset(consumer, &mut positions).await?;
         Ok((positions, start))
+    }
+
+    /// Asks for the topic's metadata before the partition is assigned. A new client learns
+    /// partition leaders from its first background refresh, and until then an assigned
+    /// partition waits on librdkafka's 500 ms offset-query timer: about a second lost at
+    /// every consumer start, which is also how long a moved partition stays still. A failure
+    /// here costs only that second, so it is logged and not returned.
+    async fn learn_leader(&self, consumer: &Arc<StreamConsumer>) {
+        let (c, topic) = (consumer.clone(), self.key.topic.clone());
+        let fetched =
+            tokio::task::spawn_blocking(move || c.fetch_metadata(Some(&topic), METADATA_TIMEOUT))
+                .await;
+        if let Ok(Err(e)) = fetched {
+            tracing::debug!(table = %self.key.table, topic = %self.key.topic, error = %e, "topic metadata not available yet");
+        }
     }
 
     /// Sends `rows`, new in `table`, through every view from `table` into a Kafka table.
@@ -351,43 +478,22 @@ impl PartitionJob {
         }
     }
 
-    async fn process_block(
+    /// Writes one decoded block through every view, then commits the group offset.
+    /// Returns the partition's next offset.
+    async fn write_block(
         &self,
         consumer: &StreamConsumer,
-        settings: &crate::catalog::KafkaSettings,
         positions: &mut [ViewPosition],
-        messages: Vec<RawMessage>,
-    ) -> Result<Option<i64>, IngestError> {
-        let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
-            return Ok(None);
-        };
-        let (first_offset, last_offset) = (first.offset, last.offset);
+        cut: CutBlock,
+    ) -> Result<i64, IngestError> {
+        let CutBlock {
+            first_offset,
+            last_offset,
+            count,
+            decoded,
+            decode_time,
+        } = cut;
         let started = Instant::now();
-        let count = messages.len();
-        let table = self.table.clone();
-        let (topic, partition) = (self.key.topic.clone(), self.key.partition);
-        let decoded =
-            tokio::task::spawn_blocking(move || decode_block(&table, &topic, partition, &messages))
-                .await
-                .map_err(|e| IngestError::State(e.to_string()))?
-                .map_err(|e| IngestError::Format {
-                    key: Box::new(self.key.clone()),
-                    reason: e.to_string(),
-                })?;
-        if decoded.broken.len() as u64 > settings.skip_broken_messages {
-            let worst = &decoded.broken[0];
-            return Err(IngestError::BrokenMessages {
-                key: Box::new(self.key.clone()),
-                offset: worst.offset,
-                error: worst.error.clone(),
-                broken: decoded.broken.len(),
-                allowed: settings.skip_broken_messages,
-            });
-        }
-        for b in &decoded.broken {
-            tracing::warn!(table = %self.key.table, partition = self.key.partition, offset = b.offset, error = %b.error, "skipped broken message");
-        }
-        let decoded_in = started.elapsed();
         let mut rows_written = 0;
         for position in positions.iter_mut() {
             let from = match position.next_offset {
@@ -433,8 +539,8 @@ impl PartitionJob {
                 table = %self.key.table,
                 partition = self.key.partition,
                 messages = count,
-                decode_ms = decoded_in.as_millis() as u64,
-                build_ms = (built - decoded_in).as_millis() as u64,
+                decode_ms = decode_time.as_millis() as u64,
+                build_ms = built.as_millis() as u64,
                 write_ms = (started.elapsed() - built).as_millis() as u64,
                 "block written"
             );
@@ -461,7 +567,7 @@ impl PartitionJob {
         self.commit_group_offset(consumer, last_offset + 1);
         self.status
             .committed(last_offset + 1, rows_written, decoded.broken.len() as u64);
-        Ok(Some(last_offset + 1))
+        Ok(last_offset + 1)
     }
 
     /// Fails with `Stalled` when the partition ends past `next` although nothing arrived
@@ -521,6 +627,29 @@ impl PartitionJob {
                 self.status.error(format!("commit: {e}"));
             }
         }
+    }
+}
+
+/// A block cut from the partition and decoded, on its way to the writer.
+struct CutBlock {
+    first_offset: i64,
+    last_offset: i64,
+    count: usize,
+    decoded: DecodedBlock,
+    decode_time: Duration,
+}
+
+/// What the group offset should say (the stored position), and when it was last sent.
+/// The writer sets it; the reader re-sends it while the partition is idle.
+struct GroupOffset {
+    next: Option<i64>,
+    committed_at: Instant,
+}
+
+fn set_group_offset(group_offset: &std::sync::Mutex<GroupOffset>, next: i64) {
+    if let Ok(mut g) = group_offset.lock() {
+        g.next = Some(next);
+        g.committed_at = Instant::now();
     }
 }
 
