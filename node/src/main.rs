@@ -5,6 +5,9 @@ use clap::{Parser, Subcommand};
 use sluice::cli;
 use sluice::config::{NodeArgs, NodeConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
