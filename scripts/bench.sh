@@ -5,6 +5,7 @@
 #   (c) Sluice, three nodes, three replicas: the same, until every replica holds N rows.
 # Prints the rates, the ratios against (a) and the nodes' peak RSS. Release build.
 #   scripts/bench.sh [N]        (default 1,000,000 events)
+# BENCH_LOG sets the nodes' log filter (default warn); BENCH_KEEP=1 keeps their logs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$SLUICE_ROOT"
@@ -25,7 +26,7 @@ stop_nodes() {
 cleanup() {
   stop_nodes
   bash scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
-  rm -rf "$WORK"
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "node logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -46,7 +47,7 @@ base_rate=$(sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$base_line")
 start_node() {
   local name=$1 port=$2; shift 2
   "$SLUICE" node --node-id "$name" --data-dir "$WORK/$name" --grpc-addr "127.0.0.1:$port" \
-    --log warn "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    --log "${BENCH_LOG:-warn}" "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
   PIDS+=($!)
   for _ in $(seq 1 100); do [ -s "$WORK/$name/grpc-address" ] && break; sleep 0.1; done
 }
@@ -81,18 +82,29 @@ peak_rss_mib() {
   echo $((max / 1024))
 }
 
+# CPU seconds (user + system) the nodes have used so far, all together: steadier than the
+# rate when the machine is shared, and what a change to the ingest path moves.
+cpu_secs() {
+  local ticks=0 t
+  for pid in "${PIDS[@]}"; do
+    t=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    ticks=$((ticks + t))
+  done
+  awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
+}
+
 report() {
-  local label=$1 secs=$2 rss=$3
-  awk -v n="$N" -v s="$secs" -v base="$base_rate" -v rss="$rss" -v label="$label" 'BEGIN {
+  local label=$1 secs=$2 rss=$3 cpu=$4
+  awk -v n="$N" -v s="$secs" -v base="$base_rate" -v rss="$rss" -v cpu="$cpu" -v label="$label" 'BEGIN {
     rate = n / s
-    printf "%s: %d rows in %.2f s = %.0f rows/s; ratio to baseline %.2f; peak RSS per node %d MiB\n", label, n, s, rate, rate / base, rss
+    printf "%s: %d rows in %.2f s = %.0f rows/s; ratio to baseline %.2f; peak RSS per node %d MiB; node CPU %.1f s\n", label, n, s, rate, rate / base, rss, cpu
   }'
 }
 
 echo "== (b) Sluice, one node"
 start_node solo 27070 --bootstrap
 secs=$(ingest bench-1 http://127.0.0.1:27070)
-one=$(report "sluice 1 node" "$secs" "$(peak_rss_mib)")
+one=$(report "sluice 1 node" "$secs" "$(peak_rss_mib)" "$(cpu_secs)")
 stop_nodes
 
 echo "== (c) Sluice, three nodes, three replicas"
@@ -105,7 +117,7 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 secs=$(ingest bench-3 http://127.0.0.1:27171 http://127.0.0.1:27172 http://127.0.0.1:27173)
-three=$(report "sluice 3 nodes, 3 replicas" "$secs" "$(peak_rss_mib)")
+three=$(report "sluice 3 nodes, 3 replicas" "$secs" "$(peak_rss_mib)" "$(cpu_secs)")
 stop_nodes
 
 echo
