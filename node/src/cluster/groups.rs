@@ -549,7 +549,7 @@ impl Cluster {
     }
 
     /// Writes a command to `table`'s group, wherever its leader runs; returns once a
-    /// majority of the group applied it.
+    /// majority of the group has it on disk and the group's leader applied it.
     pub async fn write_to_table(
         &self,
         table: &str,

@@ -20,7 +20,8 @@ use status::ConsumerKey;
 use crate::table::{ApplyOutcome, Block, PositionKey};
 
 /// What ingestion needs from the cluster: where a consumer runs, and the write path of its
-/// blocks (replicated, acknowledged once a majority applied them).
+/// blocks (replicated, acknowledged once a majority of the table's group has them on disk
+/// and its leader applied them).
 #[async_trait::async_trait]
 pub trait Replica: Send + Sync {
     /// The epoch at which this node was given `key`, if it runs that consumer.
