@@ -227,7 +227,36 @@ impl PartitionJob {
                             // they are shown, not fatal.
                             tracing::warn!(table = %self.key.table, partition = self.key.partition, error = %e, "consume error");
                             self.status.error(format!("consume: {e}"));
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            // Errors that queued while nobody polled (a consumer that
+                            // started while the broker was down holds dozens) are taken
+                            // at once: one per pause held the messages behind them for
+                            // seconds after the broker was back. Only a fresh error pauses.
+                            let now = Instant::now();
+                            let mut queued = 0u32;
+                            let mut took_message = false;
+                            while !cutter.is_due(now) {
+                                match consumer.recv().now_or_never() {
+                                    Some(Err(e)) => {
+                                        queued += 1;
+                                        self.status.error(format!("consume: {e}"));
+                                    }
+                                    Some(Ok(m)) => {
+                                        last_message_at = now;
+                                        let raw = raw_message(&m);
+                                        cutter.push(raw.len_bytes().max(1), now);
+                                        messages.push(raw);
+                                        took_message = true;
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            if queued > 0 {
+                                tracing::debug!(table = %self.key.table, partition = self.key.partition, queued, "took queued consume errors");
+                            }
+                            if !took_message {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
                         }
                         // A poll that brings nothing ends the block, as in ClickHouse: a
                         // partial block does not wait for the flush interval when the
