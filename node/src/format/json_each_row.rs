@@ -212,6 +212,14 @@ fn finish_columns(
     Ok((batch, rows_per_message))
 }
 
+/// A column decoded as text (enums and DateTimes are).
+fn as_text<'a>(array: &'a ArrayRef, column: &str) -> Result<&'a StringArray, FormatError> {
+    array
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| FormatError::Internal(format!("column {column} was not decoded as text")))
+}
+
 /// Enum values arrive as names, or as their numbers (ClickHouse accepts both); the table
 /// stores names.
 fn normalize_enum(
@@ -220,10 +228,8 @@ fn normalize_enum(
     array: &ArrayRef,
     bad_rows: &mut Vec<(usize, String)>,
 ) -> Result<ArrayRef, FormatError> {
-    let strings = array
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| FormatError::Internal(format!("enum column {column} is not text")))?;
+    let strings = as_text(array, column)?;
+    let bad_before = bad_rows.len();
     let mut changed = false;
     let mut out: Vec<Option<String>> = Vec::with_capacity(strings.len());
     for (row, value) in strings.iter().enumerate() {
@@ -248,7 +254,7 @@ fn normalize_enum(
             }
         }
     }
-    if changed || !bad_rows.is_empty() {
+    if changed || bad_rows.len() > bad_before {
         Ok(Arc::new(StringArray::from(out)))
     } else {
         Ok(array.clone())
@@ -265,10 +271,7 @@ fn parse_datetimes(
     array: &ArrayRef,
     bad_rows: &mut Vec<(usize, String)>,
 ) -> Result<ArrayRef, FormatError> {
-    let strings = array
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| FormatError::Internal(format!("DateTime column {column} is not text")))?;
+    let strings = as_text(array, column)?;
     let seconds: TimestampSecondArray = strings
         .iter()
         .enumerate()

@@ -65,13 +65,21 @@ struct ViewPosition {
     next_offset: Option<i64>,
 }
 
-fn raw_message(m: &rdkafka::message::BorrowedMessage<'_>) -> RawMessage {
-    RawMessage {
+/// Adds a received message to the open block.
+fn add_message(
+    cutter: &mut BlockCutter,
+    messages: &mut Vec<RawMessage>,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    now: Instant,
+) {
+    let raw = RawMessage {
         payload: m.payload().map(<[u8]>::to_vec),
         key: m.key().map(<[u8]>::to_vec),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis(),
-    }
+    };
+    cutter.push(raw.len_bytes().max(1), now);
+    messages.push(raw);
 }
 
 impl PartitionJob {
@@ -201,21 +209,14 @@ impl PartitionJob {
                         Ok(Ok(m)) => {
                             let now = Instant::now();
                             last_message_at = now;
-                            let raw = raw_message(&m);
-                            cutter.push(raw.len_bytes().max(1), now);
-                            messages.push(raw);
+                            add_message(&mut cutter, &mut messages, &m, now);
                             // Take what librdkafka already holds without a timer or a select
                             // per message: those cost more than the message itself.
                             while !cutter.is_due(now) {
                                 match consumer.recv().now_or_never() {
-                                    Some(Ok(m)) => {
-                                        let raw = raw_message(&m);
-                                        cutter.push(raw.len_bytes().max(1), now);
-                                        messages.push(raw);
-                                    }
+                                    Some(Ok(m)) => add_message(&mut cutter, &mut messages, &m, now),
                                     Some(Err(e)) => {
-                                        tracing::warn!(table = %self.key.table, partition = self.key.partition, error = %e, "consume error");
-                                        self.status.error(format!("consume: {e}"));
+                                        self.consume_error(&e);
                                         break;
                                     }
                                     None => break,
@@ -225,8 +226,7 @@ impl PartitionJob {
                         Ok(Err(e)) => {
                             // Broker errors are transient for librdkafka, which retries;
                             // they are shown, not fatal.
-                            tracing::warn!(table = %self.key.table, partition = self.key.partition, error = %e, "consume error");
-                            self.status.error(format!("consume: {e}"));
+                            self.consume_error(&e);
                             // Errors that queued while nobody polled (a consumer that
                             // started while the broker was down holds dozens) are taken
                             // at once: one per pause held the messages behind them for
@@ -242,9 +242,7 @@ impl PartitionJob {
                                     }
                                     Some(Ok(m)) => {
                                         last_message_at = now;
-                                        let raw = raw_message(&m);
-                                        cutter.push(raw.len_bytes().max(1), now);
-                                        messages.push(raw);
+                                        add_message(&mut cutter, &mut messages, &m, now);
                                         took_message = true;
                                         break;
                                     }
@@ -279,6 +277,11 @@ impl PartitionJob {
                 return Ok(());
             }
         }
+    }
+
+    fn consume_error(&self, e: &KafkaError) {
+        tracing::warn!(table = %self.key.table, partition = self.key.partition, error = %e, "consume error");
+        self.status.error(format!("consume: {e}"));
     }
 
     /// On a poll that brought nothing: re-sends the group offset now and then, and fails
