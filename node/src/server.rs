@@ -76,7 +76,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
                 kafka: kafka.clone(),
                 // Bound to one address: leave from it too. Bound to all (a pod): any.
                 source_ip: Some(local.ip()).filter(|ip| !ip.is_unspecified()),
-                sled_data_file: Some(sled_dir.join("db")),
+                sled_dir: Some(sled_dir.clone()),
             },
         ))
         .context("starting raft")?;

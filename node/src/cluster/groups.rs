@@ -313,7 +313,7 @@ impl Cluster {
     }
 
     async fn start_group(&self, table: &str, group: &str) -> Result<Arc<DataGroup>, ClusterError> {
-        let log_store = LogStore::open(&self.db, group, self.sled_data_file.as_deref())?;
+        let log_store = LogStore::open(&self.db, group, self.disk.clone())?;
         let scope = Scope::Table {
             table: table.to_string(),
             group: group.to_string(),

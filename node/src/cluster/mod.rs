@@ -29,6 +29,7 @@ use crate::ingest::supervisor::partition_count;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest};
 use crate::query::system_tables::{NodeConsumer, ReplicaRow};
+use crate::raft::disk_sync::DiskSync;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, call, ClusterIdCell, Method, Network, Route};
 use crate::raft::state_machine::{Scope, StateMachine};
@@ -174,7 +175,7 @@ pub struct Cluster {
     /// leader until the node stops).
     handing_over: std::sync::atomic::AtomicBool,
     db: sled::Db,
-    sled_data_file: Option<std::path::PathBuf>,
+    disk: Option<Arc<DiskSync>>,
     /// The tables' data groups this node runs.
     groups: groups::DataGroups,
     /// Set when a data group's Raft stopped on a storage error.
@@ -240,8 +241,8 @@ pub struct ClusterOptions {
     pub kafka: Arc<KafkaClientDefaults>,
     /// The address connections to peers leave from (the node's listening address).
     pub source_ip: Option<IpAddr>,
-    /// sled's data file, fdatasynced after every Raft log write (none in unit tests).
-    pub sled_data_file: Option<std::path::PathBuf>,
+    /// sled's directory, made durable after every Raft log write (none in unit tests).
+    pub sled_dir: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -257,8 +258,14 @@ impl Cluster {
             node_timeout,
             kafka,
             source_ip,
-            sled_data_file,
+            sled_dir,
         } = options;
+        let disk = match &sled_dir {
+            Some(dir) => Some(DiskSync::open(dir).map_err(|e| {
+                ClusterError::Raft(format!("opening storage for durable writes: {e}"))
+            })?),
+            None => None,
+        };
         let identity = db.open_tree(IDENTITY_TREE)?;
         let node_id = match identity.get(RAFT_ID_KEY)? {
             Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -274,7 +281,7 @@ impl Cluster {
         let cluster_id: ClusterIdCell = Arc::new(std::sync::RwLock::new(
             state.cluster_id()?.unwrap_or_default(),
         ));
-        let log_store = LogStore::open(db, META_GROUP, sled_data_file.as_deref())?;
+        let log_store = LogStore::open(db, META_GROUP, disk.clone())?;
         let sm = StateMachine::open(
             db,
             META_GROUP,
@@ -317,7 +324,7 @@ impl Cluster {
             source_ip,
             removed: std::sync::atomic::AtomicBool::new(false),
             db: db.clone(),
-            sled_data_file,
+            disk,
             groups: groups::DataGroups::default(),
             fatal: tokio::sync::watch::channel(None).0,
         }))

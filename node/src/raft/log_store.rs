@@ -1,26 +1,22 @@
 //! The Raft log and vote of one group, on sled.
 //!
 //! Entries are keyed by index (big-endian, so sled's order is log order). Appends and the
-//! vote are flushed before openraft is told they are done: Raft may only count a vote or
-//! an entry that survives a crash.
-//!
-//! sled's own flush ends in `sync_file_range`, which neither reaches the device's cache
-//! nor reports a failed fsync (its background fsync only logs one). So after sled's
-//! flush the log store fdatasyncs sled's data file itself, as etcd does for its WAL: an
-//! error there (EIO, ENOSPC) fails the write, openraft stops, and the node exits instead
-//! of acknowledging what the disk may have dropped.
+//! vote are made durable (`DiskSync`) before openraft is told they are done: Raft may only
+//! count a vote or an entry that survives a crash or a power loss. An error there (EIO,
+//! ENOSPC) fails the write, openraft stops, and the node exits instead of acknowledging
+//! what the disk may have dropped.
 
 // openraft's storage traits fix the error type, a large one; boxing it is not ours to do.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
 
+use super::disk_sync::DiskSync;
 use super::{decode, encode, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
@@ -31,8 +27,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     log: sled::Tree,
     state: sled::Tree,
-    /// sled's data file, synced after each flush; none for an in-memory test store.
-    data_file: Option<Arc<std::fs::File>>,
+    /// The node's sled made durable after each write; none for an in-memory test store.
+    disk: Option<Arc<DiskSync>>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -44,32 +40,28 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    /// `data_file` is sled's data file (`<sled dir>/db`).
+    /// `disk` is shared by every group of the node: they share its sled.
     pub fn open(
         db: &sled::Db,
         group: &str,
-        data_file: Option<&Path>,
+        disk: Option<Arc<DiskSync>>,
     ) -> Result<LogStore, sled::Error> {
-        let data_file = match data_file {
-            Some(path) => Some(Arc::new(std::fs::File::open(path)?)),
-            None => None,
-        };
         Ok(LogStore {
             log: db.open_tree(format!("raft/{group}/log"))?,
             state: db.open_tree(format!("raft/{group}/state"))?,
-            data_file,
+            disk,
         })
     }
 
-    /// sled's flush, then an fdatasync of its data file.
     async fn flush(&self, tree: &sled::Tree) -> Result<(), std::io::Error> {
-        tree.flush_async().await.map_err(std::io::Error::other)?;
-        if let Some(file) = self.data_file.clone() {
-            tokio::task::spawn_blocking(move || file.sync_data())
+        match &self.disk {
+            Some(disk) => disk.sync(tree).await.map(|_| ()),
+            None => tree
+                .flush_async()
                 .await
-                .map_err(std::io::Error::other)??;
+                .map(|_| ())
+                .map_err(std::io::Error::other),
         }
-        Ok(())
     }
 
     /// Whether this group ever held a vote or an entry here: such a node must never

@@ -5,6 +5,7 @@
 //! placement of tables; each table's blocks go through a data group of their own, on the
 //! nodes the table is placed on. Every message names its group.
 
+pub mod disk_sync;
 pub mod log_store;
 pub mod network;
 pub mod service;

@@ -1,0 +1,151 @@
+//! Makes what sled has written durable: a Raft log write is acknowledged only after this.
+//!
+//! sled's own flush is not enough, in two ways:
+//! - it ends in `sync_file_range`, which neither reaches the device's cache nor reports a
+//!   failed fsync, so its data file is fdatasynced here, as etcd does for its WAL: an
+//!   error there (EIO, ENOSPC) fails the write instead of acknowledging what the disk may
+//!   have dropped;
+//! - a value larger than a quarter of sled's segment (128 KiB by default), which every
+//!   block of any size is, goes to a file of its own under `blobs/`, written and never
+//!   synced. The log then holds only a pointer to it, so after a power loss an
+//!   acknowledged entry, a stored block or a snapshot could point at nothing. Every blob
+//!   file written since the last pass is fsynced here, then the directory that names it.
+//!
+//! The blob files are listed before sled's flush: a file that exists then was created by
+//! a write that the flush waits for, so the file is complete when it is synced. A file
+//! created after the listing belongs to a write whose own pass comes later.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub struct DiskSync {
+    data_file: File,
+    blobs_dir: PathBuf,
+    /// Blob files synced so far, with the length they had: a file seen while still being
+    /// written is synced again once it has grown. Only files still listed are kept.
+    synced: Mutex<HashMap<OsString, u64>>,
+}
+
+impl DiskSync {
+    /// `sled_dir` is the directory sled was opened on.
+    pub fn open(sled_dir: &Path) -> io::Result<Arc<DiskSync>> {
+        let data_file = File::open(sled_dir.join("db"))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}/db: {e}", sled_dir.display())))?;
+        Ok(Arc::new(DiskSync {
+            data_file,
+            blobs_dir: sled_dir.join("blobs"),
+            synced: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// sled's flush, then an fdatasync of its data file and an fsync of each new blob
+    /// file and of the blob directory. Returns how many blob files it synced.
+    pub async fn sync(self: &Arc<Self>, tree: &sled::Tree) -> io::Result<usize> {
+        let this = self.clone();
+        let listed = tokio::task::spawn_blocking(move || this.list_blobs())
+            .await
+            .map_err(io::Error::other)??;
+        tree.flush_async().await.map_err(io::Error::other)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync_listed(listed))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    fn list_blobs(&self) -> io::Result<Vec<(OsString, u64)>> {
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            // sled makes the directory on its first blob.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.blob_err("listing", &self.blobs_dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.blob_err("listing", &self.blobs_dir, e))?;
+            match entry.metadata() {
+                Ok(meta) if meta.is_file() => out.push((entry.file_name(), meta.len())),
+                Ok(_) => {}
+                // Collected by sled since it was listed: nothing left to keep.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.blob_err("reading", &entry.path(), e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn sync_listed(&self, listed: Vec<(OsString, u64)>) -> io::Result<usize> {
+        self.data_file.sync_data()?;
+        let mut synced = self
+            .synced
+            .lock()
+            .map_err(|_| io::Error::other("the blob sync state is poisoned"))?;
+        let mut count = 0;
+        let mut next = HashMap::with_capacity(listed.len());
+        for (name, len) in listed {
+            if synced.get(&name) != Some(&len) {
+                let path = self.blobs_dir.join(&name);
+                match File::open(&path) {
+                    Ok(file) => {
+                        file.sync_data()
+                            .map_err(|e| self.blob_err("syncing", &path, e))?;
+                        count += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.blob_err("opening", &path, e)),
+                }
+            }
+            next.insert(name, len);
+        }
+        if count > 0 {
+            File::open(&self.blobs_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| self.blob_err("syncing", &self.blobs_dir, e))?;
+        }
+        *synced = next;
+        Ok(count)
+    }
+
+    fn blob_err(&self, what: &str, path: &Path, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_blob_file_sled_writes_is_synced_once() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path())?;
+        let tree = db.open_tree("t")?;
+        let disk = DiskSync::open(dir.path())?;
+        tree.insert(b"small", b"value".as_slice())?;
+        assert_eq!(
+            disk.sync(&tree).await?,
+            0,
+            "small values stay in sled's log"
+        );
+
+        // What a block is: larger than a quarter of a segment, so sled writes a blob.
+        let block = vec![7u8; 1 << 20];
+        tree.insert(b"block-1", block.as_slice())?;
+        assert_eq!(disk.sync(&tree).await?, 1);
+        assert_eq!(
+            disk.sync(&tree).await?,
+            0,
+            "a synced blob is not synced again"
+        );
+
+        tree.insert(b"block-2", block.as_slice())?;
+        tree.insert(b"block-3", block.as_slice())?;
+        assert_eq!(disk.sync(&tree).await?, 2);
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs"))?.count(), 3);
+        Ok(())
+    }
+}
