@@ -41,6 +41,12 @@ impl DiskSync {
     pub fn open(sled_dir: &Path) -> io::Result<Arc<DiskSync>> {
         let data_file = File::open(sled_dir.join("db"))
             .map_err(|e| io::Error::new(e.kind(), format!("{}/db: {e}", sled_dir.display())))?;
+        // sled made `blobs/` when it opened, without syncing the directory that names it.
+        File::open(sled_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("syncing {}: {e}", sled_dir.display()))
+            })?;
         Ok(Arc::new(DiskSync {
             data_file,
             blobs_dir: sled_dir.join("blobs"),
@@ -65,7 +71,7 @@ impl DiskSync {
     fn list_blobs(&self) -> io::Result<Vec<OsString>> {
         let entries = match std::fs::read_dir(&self.blobs_dir) {
             Ok(entries) => entries,
-            // sled makes the directory on its first blob.
+            // sled makes it when it opens; without it there is nothing to sync.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.blob_err("listing", &self.blobs_dir, e)),
         };
