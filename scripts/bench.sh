@@ -3,7 +3,8 @@
 #   (a) baseline: a plain librdkafka consumer drains the topic and discards it;
 #   (b) Sluice, one node: ingests the topic through the guide's tables until count() = N;
 #   (c) Sluice, three nodes, three replicas: the same, until every replica holds N rows.
-# Prints the rates, the ratios against (a) and the nodes' peak RSS. Release build.
+# Prints the rates, the ratios against (a), the nodes' peak RSS and their CPU seconds.
+# Release build.
 #   scripts/bench.sh [N]        (default 1,000,000 events)
 # BENCH_LOG sets the nodes' log filter (default warn); BENCH_KEEP=1 keeps their logs.
 set -euo pipefail

@@ -868,11 +868,16 @@ impl Cluster {
         if since.elapsed() >= 2 * HEARTBEAT_INTERVAL {
             return true;
         }
-        let seen = self.last_seen.lock().map(|s| s.clone()).unwrap_or_default();
-        self.voters()
+        let voters = self.voters();
+        let seen = self.last_seen.lock().ok();
+        voters
             .into_iter()
             .filter(|id| *id != self.node_id)
-            .all(|id| seen.get(&id).is_some_and(|at| *at >= since))
+            .all(|id| {
+                seen.as_ref()
+                    .and_then(|s| s.get(&id))
+                    .is_some_and(|at| *at >= since)
+            })
     }
 
     /// On the leader: the voters that were heard from within the node timeout. A leader
