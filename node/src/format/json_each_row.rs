@@ -1,9 +1,11 @@
 //! JSONEachRow messages to an Arrow batch of a Kafka table's columns.
 //!
-//! Decoding is arrow-json's. The fast path feeds every message of a block to one decoder;
-//! only when that fails are messages decoded one by one, so a broken message costs its own
-//! rows and nothing else. Omitted fields and JSON `null` in non-Nullable columns take the
-//! column's default, as ClickHouse does (`input_format_defaults_for_omitted_fields`,
+//! A block is first decoded by `json_columns`, which parses with serde_json straight into
+//! Arrow builders and gives up on anything whose arrow-json reading it does not know.
+//! Then arrow-json is fed every message of the block at once; only when that fails are
+//! messages decoded one by one, so a broken message costs its own rows and nothing else.
+//! Omitted fields and JSON `null` in non-Nullable columns take the column's default, as
+//! ClickHouse does (`input_format_defaults_for_omitted_fields`,
 //! `input_format_null_as_default`); unknown fields are skipped.
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use arrow::json::reader::Decoder;
 use arrow::json::ReaderBuilder;
 use chrono::{NaiveDate, Utc};
 
-use super::{BrokenMessage, FormatError, RawMessage};
+use super::{json_columns, BrokenMessage, FormatError, RawMessage};
 use crate::catalog::{ChType, Column};
 
 /// Decodes the messages of one block. Returns the rows of the good messages (declared
@@ -33,20 +35,28 @@ pub fn decode(
     columns: &[Column],
     messages: &[RawMessage],
 ) -> Result<(RecordBatch, Vec<usize>, Vec<BrokenMessage>), FormatError> {
-    let decode_schema = Arc::new(Schema::new(
+    let decode_schema = decode_schema(columns);
+    let mut broken = Vec::new();
+    let fast = json_columns::decode(&decode_schema, messages);
+    let (batch, rows_per_message) =
+        match fast.map_or_else(|| decode_together(&decode_schema, messages), Ok) {
+            Ok(ok) => ok,
+            Err(_) => decode_one_by_one(&decode_schema, messages, &mut broken)?,
+        };
+    let (batch, rows_per_message) =
+        finish_columns(columns, batch, rows_per_message, messages, &mut broken)?;
+    Ok((batch, rows_per_message, broken))
+}
+
+/// What the columns are decoded as before `finish_columns`: every column nullable, so an
+/// omitted key or `null` can be told from a value.
+fn decode_schema(columns: &[Column]) -> SchemaRef {
+    Arc::new(Schema::new(
         columns
             .iter()
             .map(|c| Field::new(&c.name, decode_type(&c.ty), true))
             .collect::<Vec<_>>(),
-    ));
-    let mut broken = Vec::new();
-    let (batch, rows_per_message) = match decode_together(&decode_schema, messages) {
-        Ok(ok) => ok,
-        Err(_) => decode_one_by_one(&decode_schema, messages, &mut broken)?,
-    };
-    let (batch, rows_per_message) =
-        finish_columns(columns, batch, rows_per_message, messages, &mut broken)?;
-    Ok((batch, rows_per_message, broken))
+    ))
 }
 
 /// The type arrow-json decodes a column as. DateTime columns are read as text and parsed
@@ -229,36 +239,33 @@ fn normalize_enum(
     bad_rows: &mut Vec<(usize, String)>,
 ) -> Result<ArrayRef, FormatError> {
     let strings = as_text(array, column)?;
-    let bad_before = bad_rows.len();
-    let mut changed = false;
-    let mut out: Vec<Option<String>> = Vec::with_capacity(strings.len());
-    for (row, value) in strings.iter().enumerate() {
-        match value {
-            None => out.push(None),
-            Some(v) if members.iter().any(|(n, _)| n == v) => out.push(Some(v.to_string())),
-            Some(v) => {
-                let by_number = v
-                    .parse::<i16>()
-                    .ok()
-                    .and_then(|num| members.iter().find(|(_, value)| *value == num));
-                match by_number {
-                    Some((name, _)) => {
-                        changed = true;
-                        out.push(Some(name.clone()));
-                    }
-                    None => {
-                        bad_rows.push((row, format!("column {column}: unknown enum value '{v}'")));
-                        out.push(None);
-                    }
+    let is_member = |v: &str| members.iter().any(|(n, _)| n == v);
+    // Names are the common case: the column is then kept as it was decoded.
+    if strings.iter().flatten().all(is_member) {
+        return Ok(array.clone());
+    }
+    let out: StringArray = strings
+        .iter()
+        .enumerate()
+        .map(|(row, value)| {
+            let v = value?;
+            if is_member(v) {
+                return Some(v);
+            }
+            let by_number = v
+                .parse::<i16>()
+                .ok()
+                .and_then(|num| members.iter().find(|(_, value)| *value == num));
+            match by_number {
+                Some((name, _)) => Some(name.as_str()),
+                None => {
+                    bad_rows.push((row, format!("column {column}: unknown enum value '{v}'")));
+                    None
                 }
             }
-        }
-    }
-    if changed || bad_rows.len() > bad_before {
-        Ok(Arc::new(StringArray::from(out)))
-    } else {
-        Ok(array.clone())
-    }
+        })
+        .collect();
+    Ok(Arc::new(out))
 }
 
 /// DateTime text (or a JSON number, which arrives as its text) to seconds since the epoch,
@@ -487,6 +494,93 @@ mod tests {
             created.values().to_vec(),
             vec![1_297_477_320, 1_297_477_320, 0]
         );
+    }
+
+    fn msgs(payloads: &[&str]) -> Vec<RawMessage> {
+        payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| msg(i as i64, p))
+            .collect()
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_arrow_json() {
+        let schema = decode_schema(&columns());
+        // The guide's Kafka table, as the quickstart creates it.
+        let ddl = include_str!("../../../scripts/sql/quickstart.sql");
+        let first = ddl.split(';').next().expect("a statement");
+        let crate::sql::Statement::CreateTable(queue) = crate::sql::parse(first).expect("parses")
+        else {
+            panic!("the quickstart starts with its Kafka table");
+        };
+        let guide_columns: Vec<Column> = queue
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                ty: ChType::parse(&c.type_text).expect("type"),
+            })
+            .collect();
+        assert_eq!(guide_columns.len(), 25);
+        let guide_events: Vec<RawMessage> = (0..2_000)
+            .map(|i| RawMessage {
+                payload: Some(crate::sample::github::event(11, i).json_line().into_bytes()),
+                key: None,
+                offset: i as i64,
+                timestamp_ms: None,
+            })
+            .collect();
+        let hand_made = msgs(&[
+            r#"{"created_at":"2011-02-12 02:22:00","state":"open","number":7,"title":"Über","labels":["bug","ui"]}"#,
+            r#"{"labels":[],"title":"tab\there \"quoted\" \u00e9 \ud83d\ude00","number":0}"#,
+            r#"{"title":12345678901234567890,"state":2,"note":true}"#,
+            r#"{"title":-42,"note":false,"created_at":1297477320}"#,
+            r#"{"extra":{"deep":[1,2.5,{"x":null}]},"number":null,"labels":null,"note":null}"#,
+            r#"{"ti\u0074le":"escaped key","unknown":-0,"other":1.5e3}"#,
+            "",
+            " \n\t ",
+            r#"  {"number":4294967295}  "#,
+            "{}",
+        ]);
+        for (schema, messages) in [
+            (schema.clone(), hand_made),
+            (decode_schema(&guide_columns), guide_events),
+        ] {
+            let fast = json_columns::decode(&schema, &messages).expect("fast path takes it");
+            let arrow = decode_together(&schema, &messages).expect("arrow-json reads it");
+            assert_eq!(fast, arrow);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_gives_up_where_it_cannot_match_arrow_json() {
+        let schema = decode_schema(&columns());
+        for payload in [
+            r#"{"title":1.5}"#,
+            r#"{"title":-0}"#,
+            r#"{"number":"9"}"#,
+            r#"{"number":-1}"#,
+            r#"{"number":4294967296}"#,
+            r#"{"number":1,"number":2}"#,
+            r#"{"number":3}{"number":4}"#,
+            r#"{"number":2"#,
+            r#"[1]"#,
+            r#"{"labels":[null]}"#,
+            r#"{"labels":"bug"}"#,
+            r#"{"title":{"a":1}}"#,
+        ] {
+            let messages = msgs(&[r#"{"number":1}"#, payload]);
+            assert!(
+                json_columns::decode(&schema, &messages).is_none(),
+                "{payload}"
+            );
+        }
+        let floats = decode_schema(&[Column {
+            name: "x".into(),
+            ty: ChType::parse("Float64").expect("type"),
+        }]);
+        assert!(json_columns::decode(&floats, &msgs(&[r#"{"x":1}"#])).is_none());
     }
 
     #[test]

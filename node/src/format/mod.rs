@@ -5,6 +5,7 @@
 //! columns `_topic`, `_partition`, `_offset`, `_key`, `_timestamp`.
 //! Must not import `rdkafka`, `actix` or storage: the consumer hands plain messages in.
 
+mod json_columns;
 pub mod json_each_row;
 
 use std::sync::Arc;
