@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ingestion benchmark. In one run, on one broker and one topic:
-#   (a) baseline: a plain librdkafka consumer drains the topic and discards it;
+#   (a) baseline: a plain librdkafka consumer drains the topic and discards it (3 times; the
+#       fastest counts);
 #   (b) Sluice, one node: ingests the topic through the guide's tables until count() = N;
 #   (c) Sluice, three nodes, three replicas: the same, until every replica holds N rows.
 # Prints the rates, the ratios against (a), the nodes' peak RSS and their CPU seconds.
@@ -39,10 +40,16 @@ bash scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
 bash scripts/kafka.sh start >/dev/null
 "$SLUICE" produce --brokers "$BROKERS" --topic bench --partitions 3 --count "$N" --quiet
 
-echo "== (a) baseline: librdkafka consumer, discarding"
-base_line=$("$SLUICE" baseline --brokers "$BROKERS" --topic bench --count "$N")
-echo "$base_line"
-base_rate=$(sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$base_line")
+# A drain takes a second or two, so one run of it varied from 370 k to 755 k msg/s here; the
+# fastest of three is steadier, and a ratio against it errs low, not high.
+echo "== (a) baseline: librdkafka consumer, discarding; the fastest of 3 runs counts"
+base_rate=0
+for _ in 1 2 3; do
+  line=$("$SLUICE" baseline --brokers "$BROKERS" --topic bench --count "$N")
+  echo "   $line"
+  rate=$(sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$line")
+  if [ "$rate" -gt "$base_rate" ]; then base_rate=$rate; base_line="$line (fastest of 3)"; fi
+done
 
 # start_node NAME PORT EXTRA_ARGS...
 start_node() {
