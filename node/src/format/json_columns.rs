@@ -76,17 +76,9 @@ pub fn decode(schema: &SchemaRef, messages: &[RawMessage]) -> Option<(RecordBatc
     Some((batch, rows_per_message))
 }
 
-/// Why this path gave up; never shown, since the block is then decoded by arrow-json.
-struct GiveUp;
-
-impl fmt::Display for GiveUp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("outside the fast path")
-    }
-}
-
+/// Gives up on the block. The message is never shown: the block then goes to arrow-json.
 fn give_up<T, E: de::Error>() -> Result<T, E> {
-    Err(E::custom(GiveUp))
+    Err(E::custom("outside the fast path"))
 }
 
 /// One column's values as they are read.
@@ -122,22 +114,19 @@ impl ColumnSink {
             ColumnSink::Scalar(sink) => sink.append_null(),
             ColumnSink::List {
                 offsets, validity, ..
-            } => {
-                offsets.push(*offsets.last()?);
-                validity.append_null();
-            }
+            } => append_null_list(offsets, validity)?,
         }
         Some(())
     }
 
     fn finish(self) -> Option<ArrayRef> {
         match self {
-            ColumnSink::Scalar(sink) => Some(sink.finish()),
+            ColumnSink::Scalar(mut sink) => Some(sink.finish()),
             ColumnSink::List {
                 field,
                 offsets,
                 mut validity,
-                items,
+                mut items,
             } => {
                 let offsets = OffsetBuffer::new(offsets.into());
                 ListArray::try_new(field, offsets, items.finish(), validity.finish())
@@ -161,9 +150,10 @@ enum ScalarSink {
     UInt64(UInt64Builder),
 }
 
-/// Applies `$body` to the builder of whichever integer sink `$sink` is.
-macro_rules! with_int_builder {
-    ($sink:expr, $b:ident => $body:expr, else => $other:expr) => {
+/// A match on a sink whose eight integer arms all run `$body` on their builder; the
+/// arms for the other sinks follow it.
+macro_rules! match_sink {
+    ($sink:expr, $b:ident => $body:expr, $($other_arms:tt)*) => {
         match $sink {
             ScalarSink::Int8($b) => $body,
             ScalarSink::Int16($b) => $body,
@@ -173,7 +163,7 @@ macro_rules! with_int_builder {
             ScalarSink::UInt16($b) => $body,
             ScalarSink::UInt32($b) => $body,
             ScalarSink::UInt64($b) => $body,
-            _ => $other,
+            $($other_arms)*
         }
     };
 }
@@ -199,46 +189,33 @@ impl ScalarSink {
     }
 
     fn len(&self) -> usize {
-        match self {
+        match_sink!(self, b => b.len(),
             ScalarSink::Text(b) => b.len(),
             ScalarSink::Bool(b) => b.len(),
-            other => with_int_builder!(other, b => b.len(), else => 0),
-        }
+        )
     }
 
     fn append_null(&mut self) {
-        match self {
+        match_sink!(self, b => b.append_null(),
             ScalarSink::Text(b) => b.append_null(),
             ScalarSink::Bool(b) => b.append_null(),
-            other => with_int_builder!(other, b => b.append_null(), else => ()),
-        }
+        )
     }
 
     /// An integer as arrow-json stores it: in range, or not at all.
     fn append_int(&mut self, v: i128) -> Option<()> {
-        match self {
+        match_sink!(self, b => b.append_value(v.try_into().ok()?),
             ScalarSink::Text(b) => b.append_value(v.to_string()),
             ScalarSink::Bool(_) => return None,
-            other => {
-                with_int_builder!(other, b => b.append_value(v.try_into().ok()?), else => return None)
-            }
-        }
+        );
         Some(())
     }
 
-    fn finish(self) -> ArrayRef {
-        match self {
-            ScalarSink::Text(mut b) => Arc::new(b.finish()),
-            ScalarSink::Bool(mut b) => Arc::new(b.finish()),
-            ScalarSink::Int8(mut b) => Arc::new(b.finish()),
-            ScalarSink::Int16(mut b) => Arc::new(b.finish()),
-            ScalarSink::Int32(mut b) => Arc::new(b.finish()),
-            ScalarSink::Int64(mut b) => Arc::new(b.finish()),
-            ScalarSink::UInt8(mut b) => Arc::new(b.finish()),
-            ScalarSink::UInt16(mut b) => Arc::new(b.finish()),
-            ScalarSink::UInt32(mut b) => Arc::new(b.finish()),
-            ScalarSink::UInt64(mut b) => Arc::new(b.finish()),
-        }
+    fn finish(&mut self) -> ArrayRef {
+        match_sink!(self, b => Arc::new(b.finish()),
+            ScalarSink::Text(b) => Arc::new(b.finish()),
+            ScalarSink::Bool(b) => Arc::new(b.finish()),
+        )
     }
 }
 
@@ -443,9 +420,13 @@ impl<'de> Visitor<'de> for ListVisitor<'_> {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        let end = self.offsets.last().copied().map_or_else(give_up, Ok)?;
-        self.offsets.push(end);
-        self.validity.append_null();
-        Ok(())
+        append_null_list(self.offsets, self.validity).map_or_else(give_up, Ok)
     }
+}
+
+/// A `null` array: no items, so its end is the previous row's.
+fn append_null_list(offsets: &mut Vec<i32>, validity: &mut NullBufferBuilder) -> Option<()> {
+    offsets.push(*offsets.last()?);
+    validity.append_null();
+    Some(())
 }

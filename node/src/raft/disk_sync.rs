@@ -73,12 +73,12 @@ impl DiskSync {
             Ok(entries) => entries,
             // sled makes it when it opens; without it there is nothing to sync.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.blob_err("listing", &self.blobs_dir, e)),
+            Err(e) => return Err(blob_err("listing", &self.blobs_dir, e)),
         };
         entries
             .map(|entry| entry.map(|e| e.file_name()))
             .collect::<io::Result<Vec<_>>>()
-            .map_err(|e| self.blob_err("listing", &self.blobs_dir, e))
+            .map_err(|e| blob_err("listing", &self.blobs_dir, e))
     }
 
     fn sync_listed(&self, listed: Vec<OsString>) -> io::Result<usize> {
@@ -95,12 +95,12 @@ impl DiskSync {
                 match File::open(&path) {
                     Ok(file) => {
                         file.sync_data()
-                            .map_err(|e| self.blob_err("syncing", &path, e))?;
+                            .map_err(|e| blob_err("syncing", &path, e))?;
                         count += 1;
                     }
                     // Collected by sled since it was listed: nothing left to keep.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(self.blob_err("opening", &path, e)),
+                    Err(e) => return Err(blob_err("opening", &path, e)),
                 }
             }
             next.insert(name);
@@ -108,15 +108,16 @@ impl DiskSync {
         if count > 0 {
             File::open(&self.blobs_dir)
                 .and_then(|dir| dir.sync_all())
-                .map_err(|e| self.blob_err("syncing", &self.blobs_dir, e))?;
+                .map_err(|e| blob_err("syncing", &self.blobs_dir, e))?;
         }
         *synced = next;
         Ok(count)
     }
+}
 
-    fn blob_err(&self, what: &str, path: &Path, e: io::Error) -> io::Error {
-        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-    }
+/// The error with what was being done to which path.
+fn blob_err(what: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
 #[cfg(test)]
