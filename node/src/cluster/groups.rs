@@ -107,6 +107,16 @@ pub fn new_group_id(table: &str) -> String {
     format!("{readable}.{:016x}", rand::random::<u64>())
 }
 
+/// Deletes a group's block files; a failure is logged (they are only space).
+fn remove_payload_dir(dir: &std::path::Path) {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), error = %e, "deleting a group's block files");
+        }
+        _ => {}
+    }
+}
+
 /// The group a Raft tree of this node belongs to (`raft/<group>/<part>`).
 fn group_of_tree(name: &str) -> Option<&str> {
     let rest = name.strip_prefix("raft/")?;
@@ -475,6 +485,9 @@ impl Cluster {
                 tracing::warn!(%group, error = %e, "deleting a group's raft state");
             }
         }
+        if let Some(disk) = &self.disk {
+            remove_payload_dir(&disk.payload_dir(group));
+        }
     }
 
     /// Raft state of groups this node neither runs nor holds (left by a crash during a
@@ -490,6 +503,25 @@ impl Cluster {
         for group in orphans {
             tracing::info!(%group, "deleting the raft state of a group this node does not hold");
             self.drop_group_trees(&group);
+        }
+        // A crash between a group's trees and its block files leaves the files.
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        let held: BTreeSet<std::path::PathBuf> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| group_of_tree(&String::from_utf8_lossy(n)).map(|g| disk.payload_dir(g)))
+            .collect();
+        match disk.payload_dirs() {
+            Ok(dirs) => {
+                for dir in dirs.into_iter().filter(|d| !held.contains(d)) {
+                    tracing::info!(dir = %dir.display(), "deleting the block files of a group this node does not hold");
+                    remove_payload_dir(&dir);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing the groups' block files"),
         }
     }
 

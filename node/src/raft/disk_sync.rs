@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex};
 pub struct DiskSync {
     data_file: File,
     blobs_dir: PathBuf,
+    /// Where the Raft log keeps block bytes, a directory per group (`log_store`).
+    payloads_dir: PathBuf,
     /// Blob files synced so far that were still there at the last listing.
     synced: Mutex<HashSet<OsString>>,
 }
@@ -47,9 +49,14 @@ impl DiskSync {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("syncing {}: {e}", sled_dir.display()))
             })?;
+        let payloads_dir = sled_dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("raft-payloads");
         Ok(Arc::new(DiskSync {
             data_file,
             blobs_dir: sled_dir.join("blobs"),
+            payloads_dir,
             synced: Mutex::new(HashSet::new()),
         }))
     }
@@ -66,6 +73,46 @@ impl DiskSync {
         tokio::task::spawn_blocking(move || this.sync_listed(listed))
             .await
             .map_err(io::Error::other)?
+    }
+
+    /// The same as `sync`, and then each of `files` and the directories that name them
+    /// are synced: files written outside sled, which its flush knows nothing of.
+    pub async fn sync_with_files(
+        self: &Arc<Self>,
+        tree: &sled::Tree,
+        files: Vec<PathBuf>,
+    ) -> io::Result<usize> {
+        let synced = self.sync(tree).await?;
+        if files.is_empty() {
+            return Ok(synced);
+        }
+        tokio::task::spawn_blocking(move || sync_files(&files))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(synced)
+    }
+
+    /// The directory of a group's block payloads. Group ids are made of letters, digits,
+    /// `.` and `_` (`groups::new_group_id`); anything else is replaced, and a prefix keeps
+    /// `.` and `..` out, so an id never names a path outside the directory.
+    pub fn payload_dir(&self, group: &str) -> PathBuf {
+        let name: String = group
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+                _ => '_',
+            })
+            .collect();
+        self.payloads_dir.join(format!("g-{name}"))
+    }
+
+    /// The payload directories there are, by name.
+    pub fn payload_dirs(&self) -> io::Result<Vec<PathBuf>> {
+        match std::fs::read_dir(&self.payloads_dir) {
+            Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(blob_err("listing", &self.payloads_dir, e)),
+        }
     }
 
     fn list_blobs(&self) -> io::Result<Vec<OsString>> {
@@ -113,6 +160,25 @@ impl DiskSync {
         *synced = next;
         Ok(count)
     }
+}
+
+/// Syncs each file, then each directory that names one, once.
+fn sync_files(files: &[PathBuf]) -> io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in files {
+        File::open(path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| blob_err("syncing", path, e))?;
+        if let Some(dir) = path.parent() {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| blob_err("syncing", &dir, e))?;
+    }
+    Ok(())
 }
 
 /// The error with what was being done to which path.

@@ -5,23 +5,123 @@
 //! count a vote or an entry that survives a crash or a power loss. An error there (EIO,
 //! ENOSPC) fails the write, openraft stops, and the node exits instead of acknowledging
 //! what the disk may have dropped.
+//!
+//! A block's bytes go to a file of their own, one per entry, named by its index, in a
+//! directory per group; the entry in sled keeps the rest. Kept in sled, a block would be
+//! written again and again: sled keeps up to 16 entries in a leaf and rewrites the whole
+//! leaf, blocks and all, at every tenth change to it, and on a read that finds it
+//! fragmented. The files are synced with the append, removed after a truncation or a
+//! purge is stored, and any left by a crash between the two are removed at open.
+//!
+//! The newest entries are also kept in memory, for the reads that follow an append at
+//! once: the leader's replication to each follower and every member's apply read each
+//! entry back. From sled that is a blob-file read and a decode per entry per reader, and
+//! sled may rewrite the entry's whole leaf, blocks and all, when a read finds its page
+//! fragmented.
 
 // openraft's storage traits fix the error type, a large one; boxing it is not ours to do.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote,
+};
 
 use super::disk_sync::DiskSync;
-use super::{decode, encode, NodeId, StorageError, TypeConfig};
+use super::{decode, encode, Command, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+
+/// How much of the newest entries is kept in memory: about 64 blocks of the default
+/// size, more than a follower that keeps up or apply lags behind.
+const RECENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// The newest entries by index, contiguous, up to `RECENT_BYTES` of blocks.
+#[derive(Default)]
+struct Recent {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    bytes: usize,
+}
+
+/// An entry's size as counted against `RECENT_BYTES`: its block's bytes, which clones of
+/// the entry share, and a little for the rest.
+fn weight(entry: &Entry<TypeConfig>) -> usize {
+    512 + match &entry.payload {
+        EntryPayload::Normal(Command::Block { block, .. }) => block.data.len(),
+        _ => 0,
+    }
+}
+
+impl Recent {
+    /// Adds entries just appended, dropping the oldest kept ones beyond the bound. An
+    /// append that does not follow the kept entries starts over, so they stay contiguous.
+    fn append(&mut self, appended: Vec<Entry<TypeConfig>>) {
+        for entry in appended {
+            let index = entry.log_id.index;
+            if self
+                .entries
+                .last_key_value()
+                .is_some_and(|(last, _)| index != last + 1)
+            {
+                self.clear();
+            }
+            self.bytes += weight(&entry);
+            self.entries.insert(index, entry);
+        }
+        while self.bytes > RECENT_BYTES {
+            match self.entries.pop_first() {
+                Some((_, old)) => self.bytes -= weight(&old),
+                None => break,
+            }
+        }
+    }
+
+    /// Entries `start..end`, when all of them are kept.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        if start >= end {
+            return Some(Vec::new());
+        }
+        let (first, _) = self.entries.first_key_value()?;
+        let (last, _) = self.entries.last_key_value()?;
+        if start < *first || end > last + 1 {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(start..end)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        )
+    }
+
+    /// Forgets entries at and after `index` (a truncation).
+    fn remove_from(&mut self, index: u64) {
+        let removed = self.entries.split_off(&index);
+        self.bytes -= removed.values().map(weight).sum::<usize>();
+    }
+
+    /// Forgets entries up to and including `index` (a purge).
+    fn remove_through(&mut self, index: u64) {
+        let kept = self.entries.split_off(&index.saturating_add(1));
+        let removed = std::mem::replace(&mut self.entries, kept);
+        self.bytes -= removed.values().map(weight).sum::<usize>();
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -29,6 +129,39 @@ pub struct LogStore {
     state: sled::Tree,
     /// The node's sled made durable after each write; none for an in-memory test store.
     disk: Option<Arc<DiskSync>>,
+    /// Shared by the store and its readers.
+    recent: Arc<Mutex<Recent>>,
+    /// The group's directory of block bytes; none for an in-memory test store, whose
+    /// blocks stay in the entries. Entries written before there was one keep their
+    /// blocks too, and read as they are.
+    payloads: Option<PathBuf>,
+}
+
+/// The block bytes an entry carries, if any.
+fn payload_of(entry: &Entry<TypeConfig>) -> Option<&Bytes> {
+    match &entry.payload {
+        EntryPayload::Normal(Command::Block { block, .. }) if !block.data.is_empty() => {
+            Some(&block.data)
+        }
+        _ => None,
+    }
+}
+
+/// The entry as sled keeps it when its block's bytes are in a file: all but those.
+fn without_payload(entry: &Entry<TypeConfig>) -> Entry<TypeConfig> {
+    let mut stored = entry.clone();
+    if let EntryPayload::Normal(Command::Block { block, .. }) = &mut stored.payload {
+        block.data = Bytes::new();
+    }
+    stored
+}
+
+fn payload_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:020}"))
+}
+
+fn io_context(what: &str, path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -46,16 +179,95 @@ impl LogStore {
         group: &str,
         disk: Option<Arc<DiskSync>>,
     ) -> Result<LogStore, sled::Error> {
-        Ok(LogStore {
+        let payloads = disk.as_ref().map(|d| d.payload_dir(group));
+        let store = LogStore {
             log: db.open_tree(format!("raft/{group}/log"))?,
             state: db.open_tree(format!("raft/{group}/state"))?,
             disk,
-        })
+            recent: Arc::default(),
+            payloads,
+        };
+        if let Some(dir) = &store.payloads {
+            store
+                .open_payloads(dir)
+                .map_err(|e| sled::Error::Io(io_context("preparing", dir, e)))?;
+        }
+        Ok(store)
     }
 
-    async fn flush(&self, tree: &sled::Tree) -> Result<(), std::io::Error> {
+    /// Makes the group's payload directory, durably, and removes the files of entries
+    /// sled no longer holds: left by a crash after a truncation or a purge was stored
+    /// and before its files were removed.
+    fn open_payloads(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut parent = dir.parent();
+        for _ in 0..2 {
+            if let Some(p) = parent {
+                std::fs::File::open(p).and_then(|d| d.sync_all())?;
+                parent = p.parent();
+            }
+        }
+        for item in std::fs::read_dir(dir)? {
+            let path = item?.path();
+            let index = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u64>().ok());
+            let held = match index {
+                Some(i) => self
+                    .log
+                    .contains_key(i.to_be_bytes())
+                    .map_err(std::io::Error::other)?,
+                None => false,
+            };
+            if !held {
+                remove_payload(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts back the block bytes of an entry read from sled, from its file.
+    fn fill_payload(&self, entry: &mut Entry<TypeConfig>) -> Result<(), StorageError> {
+        let (Some(dir), EntryPayload::Normal(Command::Block { block, .. })) =
+            (&self.payloads, &mut entry.payload)
+        else {
+            return Ok(());
+        };
+        // Only a block with no rows has no bytes of its own.
+        if block.rows == 0 || !block.data.is_empty() {
+            return Ok(());
+        }
+        let path = payload_path(dir, entry.log_id.index);
+        let data = std::fs::read(&path).map_err(|e| read_err(io_context("reading", &path, e)))?;
+        block.data = Bytes::from(data);
+        Ok(())
+    }
+
+    /// Removes the payload files of entries sled no longer holds.
+    fn remove_payloads(&self, indexes: &[u64]) -> Result<(), StorageError> {
+        let Some(dir) = &self.payloads else {
+            return Ok(());
+        };
+        for index in indexes {
+            remove_payload(&payload_path(dir, *index)).map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// A poisoned lock only means a panic elsewhere while it was held; each change to
+    /// `Recent` completes before anything that could panic.
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        match self.recent.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Makes `tree` durable, and with it `files` written outside sled.
+    async fn flush(&self, tree: &sled::Tree, files: Vec<PathBuf>) -> Result<(), std::io::Error> {
         match &self.disk {
-            Some(disk) => disk.sync(tree).await.map(|_| ()),
+            Some(disk) => disk.sync_with_files(tree, files).await.map(|_| ()),
             None => tree
                 .flush_async()
                 .await
@@ -84,6 +296,18 @@ impl LogStore {
     }
 }
 
+fn index_of(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+/// Removes a payload file; one already gone is fine.
+fn remove_payload(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_context("removing", path, e)),
+        _ => Ok(()),
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -94,6 +318,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(kept) = end.and_then(|end| self.recent().get(start, end)) {
+            return Ok(kept);
+        }
         let mut out = Vec::new();
         for item in self.log.range(start.to_be_bytes()..) {
             let (key, value) = item.map_err(read_err)?;
@@ -103,7 +335,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            out.push(decode(&value).map_err(read_err)?);
+            let mut entry = decode(&value).map_err(read_err)?;
+            self.fill_payload(&mut entry)?;
+            out.push(entry);
         }
         Ok(out)
     }
@@ -135,7 +369,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put(VOTE, vote)?;
         let state = self.state.clone();
-        self.flush(&state)
+        self.flush(&state, Vec::new())
             .await
             .map_err(|e| StorageError::from(StorageIOError::write_vote(AnyError::new(&e))))?;
         Ok(())
@@ -166,13 +400,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
+        let mut files = Vec::new();
         for entry in entries {
-            let bytes = encode(&entry).map_err(write_err)?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+            let index = entry.log_id.index;
+            let stored = match (&self.payloads, payload_of(&entry)) {
+                (Some(dir), Some(data)) => {
+                    let path = payload_path(dir, index);
+                    std::fs::write(&path, data)
+                        .map_err(|e| write_err(io_context("writing", &path, e)))?;
+                    files.push(path);
+                    encode(&without_payload(&entry))
+                }
+                _ => encode(&entry),
+            }
+            .map_err(write_err)?;
+            batch.insert(&index.to_be_bytes(), stored);
+            appended.push(entry);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
+        self.recent().append(appended);
         let log = self.log.clone();
-        match self.flush(&log).await {
+        match self.flush(&log, files).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -185,27 +434,160 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.recent().remove_from(log_id.index);
         let mut batch = sled::Batch::default();
+        let mut removed = Vec::new();
         for item in self.log.range(log_id.index.to_be_bytes()..) {
             let (key, _) = item.map_err(read_err)?;
+            removed.extend(index_of(&key));
             batch.remove(key);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
         let log = self.log.clone();
-        self.flush(&log).await.map_err(write_err)?;
-        Ok(())
+        self.flush(&log, Vec::new()).await.map_err(write_err)?;
+        self.remove_payloads(&removed)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.recent().remove_through(log_id.index);
         self.put(LAST_PURGED, &log_id)?;
         let state = self.state.clone();
-        self.flush(&state).await.map_err(write_err)?;
+        self.flush(&state, Vec::new()).await.map_err(write_err)?;
         let mut batch = sled::Batch::default();
+        let mut removed = Vec::new();
         for item in self.log.range(..=log_id.index.to_be_bytes()) {
             let (key, _) = item.map_err(read_err)?;
+            removed.extend(index_of(&key));
             batch.remove(key);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
+        // Entries up to the purged id are never read again, even where sled has not
+        // stored their removal yet.
+        self.remove_payloads(&removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Block;
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::CommittedLeaderId;
+
+    fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn block_entry(term: u64, index: u64, size: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(Command::Block {
+                block: Block {
+                    table: "t".into(),
+                    source: None,
+                    rows: 1,
+                    hash: [index as u8; 32],
+                    data: vec![term as u8; size].into(),
+                },
+                fence: None,
+            }),
+        }
+    }
+
+    /// The kept entries, and what sled alone holds (a store that has appended nothing
+    /// keeps nothing), must read the same for every range.
+    async fn assert_reads_agree(
+        store: &mut LogStore,
+        sled_only: &mut LogStore,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<(), StorageError> {
+        for range in ranges {
+            let kept = store.try_get_log_entries(range.clone()).await?;
+            let stored = sled_only.try_get_log_entries(range.clone()).await?;
+            assert_eq!(kept, stored, "{range:?}");
+        }
+        Ok(())
+    }
+
+    fn payload_files(dir: &Path) -> Result<Vec<u64>, std::io::Error> {
+        let mut found = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().parse().unwrap_or(u64::MAX)))
+            .collect::<Result<Vec<u64>, _>>()?;
+        found.sort();
+        Ok(found)
+    }
+
+    #[tokio::test]
+    async fn kept_entries_read_as_sled_and_the_files_hold_them(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let sled_dir = dir.path().join("sled");
+        let db = sled::open(&sled_dir)?;
+        let disk = DiskSync::open(&sled_dir)?;
+        let mut store = LogStore::open(&db, "g.00ff", Some(disk.clone()))?;
+        let mut sled_only = LogStore::open(&db, "g.00ff", Some(disk.clone()))?;
+        let payloads = disk.payload_dir("g.00ff");
+
+        // More than RECENT_BYTES: the oldest are read from sled and their files.
+        store
+            .blocking_append((1..=40).map(|i| block_entry(1, i, 1 << 20)))
+            .await?;
+        let first_kept = store.recent().entries.first_key_value().map(|(i, _)| *i);
+        assert!(first_kept.is_some_and(|i| i > 1), "{first_kept:?}");
+        assert_eq!(store.try_get_log_entries(1..41).await?.len(), 40);
+        assert_reads_agree(
+            &mut store,
+            &mut sled_only,
+            &[1..41, 30..41, 38..40, 5..6, 40..40, 39..45],
+        )
+        .await?;
+        assert_eq!(payload_files(&payloads)?, (1..=40).collect::<Vec<_>>());
+        // sled holds the entries without their blocks.
+        let stored = db.open_tree("raft/g.00ff/log")?.get(1u64.to_be_bytes())?;
+        assert!(stored.is_some_and(|v| v.len() < 1024));
+
+        // A new leader's entries replace a truncated tail; a block with no rows has no
+        // file.
+        store.truncate(log_id(1, 35)).await?;
+        let mut empty = block_entry(2, 36, 0);
+        if let EntryPayload::Normal(Command::Block { block, .. }) = &mut empty.payload {
+            block.rows = 0;
+        }
+        store
+            .blocking_append([block_entry(2, 35, 10), empty])
+            .await?;
+        assert_reads_agree(&mut store, &mut sled_only, &[30..37, 35..37, 36..37]).await?;
+        assert_eq!(store.try_get_log_entries(30..100).await?.len(), 7);
+        assert_eq!(payload_files(&payloads)?, (1..=35).collect::<Vec<_>>());
+
+        store.purge(log_id(1, 32)).await?;
+        assert_eq!(
+            store.recent().entries.first_key_value().map(|(i, _)| *i),
+            Some(33)
+        );
+        assert_reads_agree(&mut store, &mut sled_only, &[33..37, 1..37]).await?;
+        assert_eq!(payload_files(&payloads)?, vec![33, 34, 35]);
+
+        // Files a crash left behind (of entries gone from sled) are removed at open.
+        std::fs::write(payload_path(&payloads, 7), b"left")?;
+        std::fs::write(payload_path(&payloads, 99), b"left")?;
+        let mut reopened = LogStore::open(&db, "g.00ff", Some(disk.clone()))?;
+        assert_eq!(payload_files(&payloads)?, vec![33, 34, 35]);
+        assert_reads_agree(&mut reopened, &mut sled_only, &[33..37, 34..36]).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_store_without_a_disk_keeps_blocks_in_sled() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path())?;
+        let mut store = LogStore::open(&db, "g", None)?;
+        store.blocking_append([block_entry(1, 1, 4096)]).await?;
+        let stored = db.open_tree("raft/g/log")?.get(1u64.to_be_bytes())?;
+        assert!(stored.is_some_and(|v| v.len() > 4096));
+        let mut fresh = LogStore::open(&db, "g", None)?;
+        assert_reads_agree(&mut store, &mut fresh, &[1..2, 0..2]).await?;
         Ok(())
     }
 }

@@ -76,7 +76,7 @@ mod tests {
             }),
             rows: 1,
             hash: [0; 32],
-            data: vec![],
+            data: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Where a block's rows came from: a range of one Kafka partition, read for one view.
@@ -53,9 +54,25 @@ pub struct Block {
     pub rows: u64,
     pub hash: BlockHash,
     /// Arrow IPC stream, LZ4-compressed; empty when the block has no rows (it then only
-    /// advances its source position).
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// advances its source position). Shared, not copied, when an entry is cloned: the
+    /// log hands the same block to each follower's replication and to apply. Serialized
+    /// as MessagePack bin, as a `Vec<u8>` under `serde_bytes` was.
+    #[serde(with = "shared_bytes")]
+    pub data: Bytes,
+}
+
+/// `Bytes` as a byte string.
+mod shared_bytes {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(data)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Bytes::from(b.into_vec()))
+    }
 }
 
 impl Block {
@@ -66,9 +83,9 @@ impl Block {
     ) -> Result<Block, ArrowError> {
         let rows = batch.num_rows() as u64;
         let data = if rows == 0 {
-            Vec::new()
+            Bytes::new()
         } else {
-            encode(batch)?
+            Bytes::from(encode(batch)?)
         };
         let mut hasher = blake3::Hasher::new();
         if let Some(s) = &source {

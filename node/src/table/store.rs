@@ -188,7 +188,7 @@ impl TableStore {
         let mut stored_seq = None;
         if block.rows > 0 {
             let seq = read_u64(self.tree.get(NEXT_SEQ).map_err(storage)?);
-            batch.insert(block_key(seq), block.data.as_slice());
+            batch.insert(block_key(seq), block.data.as_ref());
             batch.insert(NEXT_SEQ, &(seq + 1).to_be_bytes());
             let rows = self.row_count()? + block.rows;
             batch.insert(ROWS, &rows.to_be_bytes());
