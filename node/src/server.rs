@@ -46,7 +46,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .path(&sled_dir)
         .open()
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
-    let state = Arc::new(NodeState::open(db.clone()).context("loading the catalog")?);
+    let state = Arc::new(
+        NodeState::open(db.clone(), Some(config.data_dir.join("table-blocks")))
+            .context("loading the catalog")?,
+    );
     let registry = Arc::new(ConsumerRegistry::default());
     let listener = runtime.block_on(async {
         tokio::net::TcpListener::bind(config.grpc_addr)

@@ -7,6 +7,7 @@
 //! runs, in its group's log order.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -136,7 +137,8 @@ fn load<T: serde::de::DeserializeOwned + Default>(
 }
 
 impl NodeState {
-    pub fn open(db: sled::Db) -> Result<NodeState, StateError> {
+    /// `table_files`: where tables keep their blocks' bytes; none keeps them in sled.
+    pub fn open(db: sled::Db, table_files: Option<PathBuf>) -> Result<NodeState, StateError> {
         let meta = db.open_tree(META_TREE)?;
         let catalog = match meta.get(CATALOG_KEY)? {
             Some(bytes) => serde_json::from_slice::<Catalog>(&bytes)
@@ -147,7 +149,7 @@ impl NodeState {
         let placements = load(&meta, PLACEMENTS_KEY)?;
         let (catalog_version, _) = watch::channel(0);
         Ok(NodeState {
-            tables: Tables::new(db.clone()),
+            tables: Tables::new(db.clone(), table_files),
             db,
             meta,
             catalog: RwLock::new(Arc::new(catalog)),
@@ -256,9 +258,11 @@ impl NodeState {
     /// content of its data group's snapshots.
     pub fn export_table(&self, table: &str) -> Result<StateImage, StateError> {
         let name = format!("{TABLE_TREE_PREFIX}{table}");
-        let tree = self.db.open_tree(&name)?;
         Ok(StateImage {
-            trees: vec![image_of(&name, &tree)?],
+            trees: vec![ImageTree {
+                name,
+                pairs: self.tables.get(table)?.export()?,
+            }],
         })
     }
 

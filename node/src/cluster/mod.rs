@@ -1510,7 +1510,7 @@ mod tests {
 
     async fn one_node(dir: &std::path::Path) -> Arc<Cluster> {
         let db = sled::Config::new().path(dir).open().expect("sled");
-        let state = Arc::new(NodeState::open(db.clone()).expect("state"));
+        let state = Arc::new(NodeState::open(db.clone(), None).expect("state"));
         let member = Member {
             name: "solo".into(),
             addr: "127.0.0.1:1".into(),

@@ -24,6 +24,12 @@ pub enum TableError {
     Corrupt { table: String, reason: String },
     #[error("table {0}: a writer panicked while holding its lock")]
     Poisoned(String),
+    #[error("table {table}: block file: {source}")]
+    File {
+        table: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl TableError {

@@ -3,7 +3,18 @@
 //! The only sled code for tables. One apply is one atomic sled batch (rows, position,
 //! window, counters), so a crash leaves either all of a block or none of it, and never
 //! rows without the position that covers them.
+//!
+//! A block's bytes go to a file of their own, named by their content hash, in a directory
+//! per table; the batch records the hash. Kept in sled, a block would be written again
+//! and again: sled keeps up to 16 values in a leaf and rewrites the whole leaf, blocks
+//! and all, at every tenth change to it. A file is synced, renamed to its hash and its
+//! directory synced before the batch that names it is written, so a record never names a
+//! file that a crash could lose or cut short. Files no record names (a crash between the two, a replaced or dropped table) are
+//! removed when the table is opened or replaced. Blocks stored before there were files
+//! stay in sled and read as they are.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
@@ -17,6 +28,9 @@ const NEXT_SEQ: &[u8] = b"m/next_seq";
 /// Prefix of the writer log: one entry per applied block from a Kafka partition.
 const WRITER_LOG: &[u8] = b"l/";
 const ROWS: &[u8] = b"m/rows";
+/// A stored block's value when its bytes are in a file: this, then the file's content
+/// hash. An inline value is an Arrow IPC stream, which never starts so.
+const IN_FILE: &[u8] = b"\0file:";
 
 /// What applying a block did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,6 +70,62 @@ pub struct TableStore {
     tree: sled::Tree,
     /// Applies are serialized per table: the decision reads state the batch then writes.
     apply_lock: Mutex<()>,
+    /// The table's directory of block files; none keeps blocks in sled (unit tests).
+    files: Option<PathBuf>,
+}
+
+/// A table's directory name: its name, with every byte but letters, digits, `_` and `-`
+/// written as `%xx`, so two tables never share one and no name leaves the root.
+fn dir_name(table: &str) -> String {
+    let mut out = String::from("t-");
+    for b in table.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The file hash a stored value names, if its bytes are in a file.
+fn file_hash(value: &[u8]) -> Option<&[u8]> {
+    value
+        .strip_prefix(IN_FILE)
+        .filter(|hash| hash.len() == blake3::OUT_LEN)
+}
+
+fn hex(hash: &[u8]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn io_context(what: &str, path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Syncs a directory, so the names in it survive a power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_context("syncing", dir, e))
+}
+
+/// A table's stored keys and values, as a snapshot carries them.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A stored block's bytes: the value itself, or its file's content.
+enum StoredBytes {
+    Inline(sled::IVec),
+    File(Vec<u8>),
+}
+
+impl AsRef<[u8]> for StoredBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            StoredBytes::Inline(v) => v.as_ref(),
+            StoredBytes::File(v) => v.as_slice(),
+        }
+    }
 }
 
 fn block_key(seq: u64) -> Vec<u8> {
@@ -104,15 +174,116 @@ fn read_u64(v: Option<sled::IVec>) -> u64 {
 }
 
 impl TableStore {
-    pub fn open(db: &sled::Db, name: &str) -> Result<TableStore, TableError> {
+    /// `files`: the root of the tables' block directories; none keeps blocks in sled.
+    pub fn open(db: &sled::Db, name: &str, files: Option<&Path>) -> Result<TableStore, TableError> {
         let tree = db
             .open_tree(format!("table/{name}"))
             .map_err(|e| TableError::storage(name, e))?;
-        Ok(TableStore {
+        let store = TableStore {
             name: name.to_string(),
             tree,
             apply_lock: Mutex::new(()),
-        })
+            files: files.map(|root| root.join(dir_name(name))),
+        };
+        if let Some(dir) = &store.files {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| store.file_err(io_context("making", dir, e)))?;
+            let mut parent = dir.parent();
+            for _ in 0..2 {
+                if let Some(p) = parent {
+                    sync_dir(p).map_err(|e| store.file_err(e))?;
+                    parent = p.parent();
+                }
+            }
+            store.remove_unnamed_files()?;
+        }
+        Ok(store)
+    }
+
+    fn file_err(&self, source: std::io::Error) -> TableError {
+        TableError::File {
+            table: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Writes a block's bytes to their file, durably, and returns the value that names it;
+    /// without a directory, the bytes themselves. A file is written under a temporary
+    /// name and renamed, so one under its hash is always whole: a block whose file is
+    /// there already (the same bytes stored before) is not written again, and a query
+    /// reading it never sees it half written.
+    fn store_bytes(&self, data: &[u8]) -> Result<Vec<u8>, TableError> {
+        let Some(dir) = &self.files else {
+            return Ok(data.to_vec());
+        };
+        let hash = blake3::hash(data);
+        let name = hex(hash.as_bytes());
+        let path = dir.join(&name);
+        if !path.exists() {
+            let partial = dir.join(format!("{name}.partial"));
+            std::fs::File::create(&partial)
+                .and_then(|mut f| {
+                    f.write_all(data)?;
+                    f.sync_data()
+                })
+                .and_then(|()| std::fs::rename(&partial, &path))
+                .map_err(|e| self.file_err(io_context("writing", &partial, e)))?;
+            sync_dir(dir).map_err(|e| self.file_err(e))?;
+        }
+        Ok([IN_FILE, hash.as_bytes()].concat())
+    }
+
+    /// A stored value's block bytes.
+    fn stored_bytes(&self, value: sled::IVec) -> Result<StoredBytes, TableError> {
+        let Some(hash) = file_hash(&value) else {
+            return Ok(StoredBytes::Inline(value));
+        };
+        let dir = self.files.as_ref().ok_or_else(|| TableError::Corrupt {
+            table: self.name.clone(),
+            reason: "a block is in a file, and this store has no block files".into(),
+        })?;
+        let path = dir.join(hex(hash));
+        std::fs::read(&path)
+            .map(StoredBytes::File)
+            .map_err(|e| self.file_err(io_context("reading", &path, e)))
+    }
+
+    /// Removes the block files no stored value names.
+    fn remove_unnamed_files(&self) -> Result<(), TableError> {
+        let Some(dir) = &self.files else {
+            return Ok(());
+        };
+        let mut files = std::fs::read_dir(dir)
+            .map_err(|e| self.file_err(io_context("listing", dir, e)))?
+            .peekable();
+        if files.peek().is_none() {
+            return Ok(());
+        }
+        let mut named = std::collections::HashSet::new();
+        for item in self.tree.scan_prefix(b"b/") {
+            let (_, value) = item.map_err(|e| TableError::storage(&self.name, e))?;
+            if let Some(hash) = file_hash(&value) {
+                named.insert(hex(hash));
+            }
+        }
+        for item in files {
+            let path = item
+                .map_err(|e| self.file_err(io_context("listing", dir, e)))?
+                .path();
+            let is_named = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| named.contains(n));
+            if !is_named {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(self.file_err(io_context("removing", &path, e)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -188,7 +359,7 @@ impl TableStore {
         let mut stored_seq = None;
         if block.rows > 0 {
             let seq = read_u64(self.tree.get(NEXT_SEQ).map_err(storage)?);
-            batch.insert(block_key(seq), block.data.as_ref());
+            batch.insert(block_key(seq), self.store_bytes(&block.data)?);
             batch.insert(NEXT_SEQ, &(seq + 1).to_be_bytes());
             let rows = self.row_count()? + block.rows;
             batch.insert(ROWS, &rows.to_be_bytes());
@@ -256,20 +427,49 @@ impl TableStore {
         Ok(out)
     }
 
-    /// Replaces everything stored by `pairs` (a snapshot's content), atomically with
-    /// respect to applies.
+    /// Everything stored, as key/value pairs with every block's bytes in its value: a
+    /// snapshot's content, the same whether a block is in a file or in sled.
+    pub fn export(&self) -> Result<Pairs, TableError> {
+        let _guard = self
+            .apply_lock
+            .lock()
+            .map_err(|_| TableError::Poisoned(self.name.clone()))?;
+        let mut pairs = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(|e| TableError::storage(&self.name, e))?;
+            let v = if k.starts_with(b"b/") {
+                self.stored_bytes(v)?.as_ref().to_vec()
+            } else {
+                v.to_vec()
+            };
+            pairs.push((k.to_vec(), v));
+        }
+        Ok(pairs)
+    }
+
+    /// Replaces everything stored by `pairs` (a snapshot's content, from `export`),
+    /// atomically with respect to applies. The new blocks' files are written before the
+    /// records change, and the old ones removed after.
     pub fn replace_all(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), TableError> {
         let _guard = self
             .apply_lock
             .lock()
             .map_err(|_| TableError::Poisoned(self.name.clone()))?;
         let storage = |e| TableError::storage(&self.name, e);
-        self.tree.clear().map_err(storage)?;
         let mut batch = sled::Batch::default();
         for (k, v) in pairs {
-            batch.insert(k.as_slice(), v.as_slice());
+            if k.starts_with(b"b/") {
+                batch.insert(k.as_slice(), self.store_bytes(v)?);
+            } else {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
         }
+        self.tree.clear().map_err(storage)?;
         self.tree.apply_batch(batch).map_err(storage)?;
+        if self.files.is_some() {
+            self.tree.flush().map_err(storage)?;
+            self.remove_unnamed_files()?;
+        }
         Ok(())
     }
 
@@ -279,8 +479,8 @@ impl TableStore {
         self.tree
             .scan_prefix(b"b/")
             .map(|item| {
-                item.map(|(_, data)| data.to_vec())
-                    .map_err(|e| TableError::storage(&self.name, e))
+                let (_, value) = item.map_err(|e| TableError::storage(&self.name, e))?;
+                Ok(self.stored_bytes(value)?.as_ref().to_vec())
             })
             .collect()
     }
@@ -289,12 +489,14 @@ impl TableStore {
     pub fn scan(&self, projection: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, TableError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(b"b/") {
-            let (_, data) = item.map_err(|e| TableError::storage(&self.name, e))?;
-            let (_, batches) =
-                block::decode(&data, projection.clone()).map_err(|e| TableError::Corrupt {
+            let (_, value) = item.map_err(|e| TableError::storage(&self.name, e))?;
+            let data = self.stored_bytes(value)?;
+            let (_, batches) = block::decode(data.as_ref(), projection.clone()).map_err(|e| {
+                TableError::Corrupt {
                     table: self.name.clone(),
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             out.extend(batches);
         }
         Ok(out)
@@ -309,8 +511,8 @@ impl TableStore {
             .transpose()
             .map_err(|e| TableError::storage(&self.name, e))?
         {
-            Some((_, data)) => Ok(Some(
-                block::decode(&data, None)
+            Some((_, value)) => Ok(Some(
+                block::decode(self.stored_bytes(value)?.as_ref(), None)
                     .map_err(|e| TableError::Corrupt {
                         table: self.name.clone(),
                         reason: e.to_string(),
@@ -326,13 +528,21 @@ impl TableStore {
 pub struct Tables {
     db: sled::Db,
     open: Mutex<std::collections::BTreeMap<String, Arc<TableStore>>>,
+    /// The root of the tables' block directories; none keeps blocks in sled.
+    files: Option<PathBuf>,
 }
 
 impl Tables {
-    pub fn new(db: sled::Db) -> Tables {
+    /// `files`: where the tables' block files go; none keeps blocks in sled. Directories
+    /// of tables that no longer exist (a crash during a drop) are removed.
+    pub fn new(db: sled::Db, files: Option<PathBuf>) -> Tables {
+        if let Some(root) = &files {
+            remove_dropped_tables(&db, root);
+        }
         Tables {
             db,
             open: Mutex::new(Default::default()),
+            files,
         }
     }
 
@@ -344,7 +554,7 @@ impl Tables {
         if let Some(t) = open.get(name) {
             return Ok(t.clone());
         }
-        let t = Arc::new(TableStore::open(&self.db, name)?);
+        let t = Arc::new(TableStore::open(&self.db, name, self.files.as_deref())?);
         open.insert(name.to_string(), t.clone());
         Ok(t)
     }
@@ -369,7 +579,47 @@ impl Tables {
             .drop_tree(format!("table/{name}"))
             .map_err(|e| TableError::storage(name, e))?;
         self.db.flush().map_err(|e| TableError::storage(name, e))?;
+        if let Some(root) = &self.files {
+            remove_dir(&root.join(dir_name(name)));
+        }
         Ok(())
+    }
+}
+
+/// Removes the block directories of tables that have no tree: left by a crash between
+/// a drop's two steps. Failures are logged; the files are only space.
+fn remove_dropped_tables(db: &sled::Db, root: &Path) {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(dir = %root.display(), error = %e, "listing the tables' block files");
+            return;
+        }
+    };
+    let held: std::collections::HashSet<String> = db
+        .tree_names()
+        .iter()
+        .filter_map(|n| {
+            std::str::from_utf8(n)
+                .ok()?
+                .strip_prefix("table/")
+                .map(dir_name)
+        })
+        .collect();
+    for entry in entries.flatten() {
+        if !held.contains(&entry.file_name().to_string_lossy().into_owned()) {
+            remove_dir(&entry.path());
+        }
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing a table's block files");
+        }
+        _ => {}
     }
 }
 
@@ -403,8 +653,10 @@ mod tests {
     /// Table `t` in a fresh store; the directory lives as long as the returned guard.
     fn table_t() -> (tempfile::TempDir, Arc<TableStore>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::open(dir.path()).expect("sled");
-        let t = Tables::new(db).get("t").expect("table");
+        let db = sled::open(dir.path().join("sled")).expect("sled");
+        let t = Tables::new(db, Some(dir.path().join("blocks")))
+            .get("t")
+            .expect("table");
         (dir, t)
     }
 
@@ -515,22 +767,140 @@ mod tests {
         assert_eq!(t.row_count().expect("rows"), 4);
     }
 
+    /// Opens sled again where a closed `Db` was: its flusher thread holds the directory's
+    /// lock until it wakes (every 500 ms) and sees the `Db` gone.
+    fn reopen(path: &Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "sled still locked");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopening sled: {e}"),
+            }
+        }
+    }
+
     #[test]
     fn survives_reopen_and_drop() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let files = Some(dir.path().join("blocks"));
         {
-            let db = sled::open(dir.path()).expect("sled");
-            let tables = Tables::new(db);
+            let db = sled::open(dir.path().join("sled")).expect("sled");
+            let tables = Tables::new(db, files.clone());
             tables
                 .get("t")
                 .expect("t")
                 .apply(&from_kafka(0, 0, vec![7]), 10, None)
                 .expect("apply");
         }
-        let db = sled::open(dir.path()).expect("sled");
-        let tables = Tables::new(db);
+        let db = reopen(&dir.path().join("sled"));
+        let tables = Tables::new(db, files);
         assert_eq!(tables.get("t").expect("t").row_count().expect("rows"), 1);
+        assert_eq!(
+            tables.get("t").expect("t").scan(None).expect("scan"),
+            vec![batch(vec![7])]
+        );
         tables.drop_table("t").expect("drop");
+        assert!(!dir.path().join("blocks").join("t-t").exists());
         assert_eq!(tables.get("t").expect("t").row_count().expect("rows"), 0);
+    }
+
+    fn files_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn blocks_are_files_named_in_sled_and_snapshots_carry_their_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path().join("sled")).expect("sled");
+        let root = dir.path().join("blocks");
+        let tables = Tables::new(db.clone(), Some(root.clone()));
+        let t = tables.get("t").expect("t");
+        for (i, values) in [vec![1, 2], vec![3], vec![4, 5, 6]].into_iter().enumerate() {
+            let at = i64::try_from(i).unwrap_or_default() * 10;
+            t.apply(&from_kafka(at, at + 9, values), 10, None)
+                .expect("apply");
+        }
+        let table_dir = root.join("t-t");
+        assert_eq!(files_in(&table_dir), 3);
+        // sled names the files; it does not hold the bytes.
+        let stored = db.open_tree("table/t").expect("tree").get(block_key(0));
+        assert!(stored
+            .expect("get")
+            .is_some_and(|v| file_hash(&v).is_some()));
+
+        // A snapshot holds the bytes themselves, and installs the same rows elsewhere,
+        // in files or in sled.
+        let pairs = t.export().expect("export");
+        assert!(pairs
+            .iter()
+            .all(|(k, v)| !k.starts_with(b"b/") || file_hash(v).is_none()));
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let other_db = sled::open(elsewhere.path()).expect("sled");
+        for files in [Some(elsewhere.path().join("blocks")), None] {
+            let copy = Tables::new(other_db.clone(), files).get("t").expect("t");
+            copy.replace_all(&pairs).expect("install");
+            assert_eq!(copy.scan(None).expect("scan"), t.scan(None).expect("scan"));
+            assert_eq!(
+                copy.raw_blocks().expect("raw"),
+                t.raw_blocks().expect("raw")
+            );
+            assert_eq!(copy.row_count().expect("rows"), 6);
+        }
+
+        // Installing a snapshot over the table removes the files of its old blocks.
+        let small = tempfile::tempdir().expect("tempdir");
+        let small_db = sled::open(small.path()).expect("sled");
+        let one = Tables::new(small_db, None).get("t").expect("t");
+        one.apply(&from_kafka(0, 0, vec![9]), 10, None)
+            .expect("apply");
+        t.replace_all(&one.export().expect("export"))
+            .expect("install");
+        assert_eq!(files_in(&table_dir), 1);
+        assert_eq!(t.scan(None).expect("scan"), vec![batch(vec![9])]);
+
+        // Files no record names (a crash between a file and its record) are removed at
+        // open; so is the directory of a table with no tree (a crash during a drop).
+        std::fs::write(table_dir.join("00ff"), b"left").expect("write");
+        std::fs::create_dir_all(root.join("t-gone")).expect("mkdir");
+        drop(t);
+        drop(tables);
+        let tables = Tables::new(db, Some(root.clone()));
+        let t = tables.get("t").expect("t");
+        assert_eq!(files_in(&table_dir), 1);
+        assert!(!root.join("t-gone").exists());
+        assert_eq!(t.scan(None).expect("scan"), vec![batch(vec![9])]);
+    }
+
+    #[test]
+    fn blocks_stored_in_sled_before_read_as_they_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path().join("sled")).expect("sled");
+        Tables::new(db.clone(), None)
+            .get("t")
+            .expect("t")
+            .apply(&from_kafka(0, 0, vec![1]), 10, None)
+            .expect("apply");
+        let t = Tables::new(db, Some(dir.path().join("blocks")))
+            .get("t")
+            .expect("t");
+        t.apply(&from_kafka(1, 1, vec![2]), 10, None)
+            .expect("apply");
+        assert_eq!(
+            t.scan(None).expect("scan"),
+            vec![batch(vec![1]), batch(vec![2])]
+        );
+        assert_eq!(files_in(&dir.path().join("blocks").join("t-t")), 1);
+    }
+
+    #[test]
+    fn table_names_make_distinct_directories() {
+        assert_eq!(dir_name("events"), "t-events");
+        assert_ne!(dir_name("a b"), dir_name("a_b"));
+        assert_eq!(dir_name(".."), "t-%2e%2e");
+        assert_eq!(dir_name("a/b"), "t-a%2fb");
     }
 }
