@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod files;
 pub mod format;
 pub mod ingest;
 pub mod metrics;

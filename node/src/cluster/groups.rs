@@ -109,11 +109,8 @@ pub fn new_group_id(table: &str) -> String {
 
 /// Deletes a group's block files; a failure is logged (they are only space).
 fn remove_payload_dir(dir: &std::path::Path) {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            tracing::warn!(dir = %dir.display(), error = %e, "deleting a group's block files");
-        }
-        _ => {}
+    if let Err(e) = crate::files::remove_dir(dir) {
+        tracing::warn!(error = %e, "deleting a group's block files");
     }
 }
 

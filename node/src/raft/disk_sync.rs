@@ -32,6 +32,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::files::{sync_dir, with_path};
+
 pub struct DiskSync {
     data_file: File,
     blobs_dir: PathBuf,
@@ -114,7 +116,7 @@ impl DiskSync {
         match std::fs::read_dir(&self.payloads_dir) {
             Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(blob_err("listing", &self.payloads_dir, e)),
+            Err(e) => Err(with_path("listing", &self.payloads_dir, e)),
         }
     }
 
@@ -123,12 +125,12 @@ impl DiskSync {
             Ok(entries) => entries,
             // sled makes it when it opens; without it there is nothing to sync.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(blob_err("listing", &self.blobs_dir, e)),
+            Err(e) => return Err(with_path("listing", &self.blobs_dir, e)),
         };
         entries
             .map(|entry| entry.map(|e| e.file_name()))
             .collect::<io::Result<Vec<_>>>()
-            .map_err(|e| blob_err("listing", &self.blobs_dir, e))
+            .map_err(|e| with_path("listing", &self.blobs_dir, e))
     }
 
     fn sync_listed(&self, listed: Vec<OsString>) -> io::Result<usize> {
@@ -145,12 +147,12 @@ impl DiskSync {
                 match File::open(&path) {
                     Ok(file) => {
                         file.sync_data()
-                            .map_err(|e| blob_err("syncing", &path, e))?;
+                            .map_err(|e| with_path("syncing", &path, e))?;
                         count += 1;
                     }
                     // Collected by sled since it was listed: nothing left to keep.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(blob_err("opening", &path, e)),
+                    Err(e) => return Err(with_path("opening", &path, e)),
                 }
             }
             next.insert(name);
@@ -158,7 +160,7 @@ impl DiskSync {
         if count > 0 {
             File::open(&self.blobs_dir)
                 .and_then(|dir| dir.sync_all())
-                .map_err(|e| blob_err("syncing", &self.blobs_dir, e))?;
+                .map_err(|e| with_path("syncing", &self.blobs_dir, e))?;
         }
         *synced = next;
         Ok(count)
@@ -171,22 +173,15 @@ fn sync_files(files: &[PathBuf]) -> io::Result<()> {
     for path in files {
         File::open(path)
             .and_then(|f| f.sync_data())
-            .map_err(|e| blob_err("syncing", path, e))?;
+            .map_err(|e| with_path("syncing", path, e))?;
         if let Some(dir) = path.parent() {
             dirs.insert(dir.to_path_buf());
         }
     }
     for dir in dirs {
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| blob_err("syncing", &dir, e))?;
+        sync_dir(&dir)?;
     }
     Ok(())
-}
-
-/// The error with what was being done to which path.
-fn blob_err(what: &str, path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use openraft::{
 
 use super::disk_sync::DiskSync;
 use super::{decode, encode, Command, NodeId, StorageError, TypeConfig};
+use crate::files::{self, with_path};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -56,10 +57,7 @@ struct Recent {
 /// An entry's size as counted against `RECENT_BYTES`: its block's bytes, which clones of
 /// the entry share, and a little for the rest.
 fn weight(entry: &Entry<TypeConfig>) -> usize {
-    512 + match &entry.payload {
-        EntryPayload::Normal(Command::Block { block, .. }) => block.data.len(),
-        _ => 0,
-    }
+    512 + payload_of(entry).map_or(0, Bytes::len)
 }
 
 impl Recent {
@@ -160,10 +158,6 @@ fn payload_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("{index:020}"))
 }
 
-fn io_context(what: &str, path: &Path, e: std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-}
-
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read_logs(AnyError::new(&e)).into()
 }
@@ -190,7 +184,7 @@ impl LogStore {
         if let Some(dir) = &store.payloads {
             store
                 .open_payloads(dir)
-                .map_err(|e| sled::Error::Io(io_context("preparing", dir, e)))?;
+                .map_err(|e| sled::Error::Io(with_path("preparing", dir, e)))?;
         }
         Ok(store)
     }
@@ -199,14 +193,7 @@ impl LogStore {
     /// sled no longer holds: left by a crash after a truncation or a purge was stored
     /// and before its files were removed.
     fn open_payloads(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let mut parent = dir.parent();
-        for _ in 0..2 {
-            if let Some(p) = parent {
-                std::fs::File::open(p).and_then(|d| d.sync_all())?;
-                parent = p.parent();
-            }
-        }
+        files::make_dir_durably(dir)?;
         for item in std::fs::read_dir(dir)? {
             let path = item?.path();
             let index = path
@@ -221,7 +208,7 @@ impl LogStore {
                 None => false,
             };
             if !held {
-                remove_payload(&path)?;
+                files::remove_file(&path)?;
             }
         }
         Ok(())
@@ -239,7 +226,7 @@ impl LogStore {
             return Ok(());
         }
         let path = payload_path(dir, entry.log_id.index);
-        let data = std::fs::read(&path).map_err(|e| read_err(io_context("reading", &path, e)))?;
+        let data = std::fs::read(&path).map_err(|e| read_err(with_path("reading", &path, e)))?;
         block.data = Bytes::from(data);
         Ok(())
     }
@@ -250,7 +237,7 @@ impl LogStore {
             return Ok(());
         };
         for index in indexes {
-            remove_payload(&payload_path(dir, *index)).map_err(write_err)?;
+            files::remove_file(&payload_path(dir, *index)).map_err(write_err)?;
         }
         Ok(())
     }
@@ -298,14 +285,6 @@ impl LogStore {
 
 fn index_of(key: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
-}
-
-/// Removes a payload file; one already gone is fine.
-fn remove_payload(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_context("removing", path, e)),
-        _ => Ok(()),
-    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -408,7 +387,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 (Some(dir), Some(data)) => {
                     let path = payload_path(dir, index);
                     std::fs::write(&path, data)
-                        .map_err(|e| write_err(io_context("writing", &path, e)))?;
+                        .map_err(|e| write_err(with_path("writing", &path, e)))?;
                     files.push(path);
                     encode(&without_payload(&entry))
                 }

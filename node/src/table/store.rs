@@ -23,6 +23,7 @@ use arrow::datatypes::SchemaRef;
 use super::apply::{decide, Decision, Epochs};
 use super::block::{self, Block, BlockHash, PositionKey};
 use super::TableError;
+use crate::files::{self, with_path};
 
 const NEXT_SEQ: &[u8] = b"m/next_seq";
 /// Prefix of the writer log: one entry per applied block from a Kafka partition.
@@ -97,17 +98,6 @@ fn file_hash(value: &[u8]) -> Option<&[u8]> {
 
 fn hex(hash: &[u8]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn io_context(what: &str, path: &Path, e: std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-}
-
-/// Syncs a directory, so the names in it survive a power loss.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_context("syncing", dir, e))
 }
 
 /// A table's stored keys and values, as a snapshot carries them.
@@ -186,15 +176,7 @@ impl TableStore {
             files: files.map(|root| root.join(dir_name(name))),
         };
         if let Some(dir) = &store.files {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| store.file_err(io_context("making", dir, e)))?;
-            let mut parent = dir.parent();
-            for _ in 0..2 {
-                if let Some(p) = parent {
-                    sync_dir(p).map_err(|e| store.file_err(e))?;
-                    parent = p.parent();
-                }
-            }
+            files::make_dir_durably(dir).map_err(|e| store.file_err(e))?;
             store.remove_unnamed_files()?;
         }
         Ok(store)
@@ -227,8 +209,8 @@ impl TableStore {
                     f.sync_data()
                 })
                 .and_then(|()| std::fs::rename(&partial, &path))
-                .map_err(|e| self.file_err(io_context("writing", &partial, e)))?;
-            sync_dir(dir).map_err(|e| self.file_err(e))?;
+                .map_err(|e| self.file_err(with_path("writing", &partial, e)))?;
+            files::sync_dir(dir).map_err(|e| self.file_err(e))?;
         }
         Ok([IN_FILE, hash.as_bytes()].concat())
     }
@@ -245,7 +227,7 @@ impl TableStore {
         let path = dir.join(hex(hash));
         std::fs::read(&path)
             .map(StoredBytes::File)
-            .map_err(|e| self.file_err(io_context("reading", &path, e)))
+            .map_err(|e| self.file_err(with_path("reading", &path, e)))
     }
 
     /// Removes the block files no stored value names.
@@ -254,7 +236,7 @@ impl TableStore {
             return Ok(());
         };
         let mut files = std::fs::read_dir(dir)
-            .map_err(|e| self.file_err(io_context("listing", dir, e)))?
+            .map_err(|e| self.file_err(with_path("listing", dir, e)))?
             .peekable();
         if files.peek().is_none() {
             return Ok(());
@@ -268,19 +250,14 @@ impl TableStore {
         }
         for item in files {
             let path = item
-                .map_err(|e| self.file_err(io_context("listing", dir, e)))?
+                .map_err(|e| self.file_err(with_path("listing", dir, e)))?
                 .path();
             let is_named = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| named.contains(n));
             if !is_named {
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(self.file_err(io_context("removing", &path, e)))
-                    }
-                    _ => {}
-                }
+                files::remove_file(&path).map_err(|e| self.file_err(e))?;
             }
         }
         Ok(())
@@ -615,11 +592,8 @@ fn remove_dropped_tables(db: &sled::Db, root: &Path) {
 }
 
 fn remove_dir(dir: &Path) {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            tracing::warn!(dir = %dir.display(), error = %e, "removing a table's block files");
-        }
-        _ => {}
+    if let Err(e) = files::remove_dir(dir) {
+        tracing::warn!(error = %e, "removing a table's block files");
     }
 }
 
