@@ -135,6 +135,12 @@ async fn quickstart_flow_lands_every_event_exactly() -> anyhow::Result<()> {
             .await?,
         EVENTS
     );
+    // count() reads the table's stored row count; queries that read the rows agree.
+    assert_eq!(
+        node.number("SELECT count(created_at) FROM github").await?,
+        EVENTS
+    );
+    assert_eq!(node.number("SELECT sum(1) FROM github").await?, EVENTS);
     // The guide's sample query.
     let rows = node
         .rows("SELECT actor_login, event_type, created_at FROM github LIMIT 10")
