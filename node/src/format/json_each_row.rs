@@ -380,6 +380,7 @@ mod tests {
     use super::*;
     use arrow::array::AsArray;
     use arrow::datatypes::{TimestampSecondType, UInt32Type};
+    use bytes::Bytes;
 
     fn columns() -> Vec<Column> {
         [
@@ -400,7 +401,7 @@ mod tests {
 
     fn msg(offset: i64, payload: &str) -> RawMessage {
         RawMessage {
-            payload: Some(payload.as_bytes().to_vec()),
+            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
             key: None,
             offset,
             timestamp_ms: None,
@@ -525,7 +526,7 @@ mod tests {
         assert_eq!(guide_columns.len(), 25);
         let guide_events: Vec<RawMessage> = (0..2_000)
             .map(|i| RawMessage {
-                payload: Some(crate::sample::github::event(11, i).json_line().into_bytes()),
+                payload: Some(crate::sample::github::event(11, i).json_line().into()),
                 key: None,
                 offset: i as i64,
                 timestamp_ms: None,

@@ -12,21 +12,22 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampSecondArray, UInt64Array};
 use arrow::error::ArrowError;
+use bytes::Bytes;
 
 use crate::catalog::TableDef;
 
 /// A Kafka message as the consumer read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
-    pub payload: Option<Vec<u8>>,
-    pub key: Option<Vec<u8>>,
+    pub payload: Option<Bytes>,
+    pub key: Option<Bytes>,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
 }
 
 impl RawMessage {
     pub fn len_bytes(&self) -> usize {
-        self.payload.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
+        self.payload.as_ref().map_or(0, Bytes::len) + self.key.as_ref().map_or(0, Bytes::len)
     }
 }
 

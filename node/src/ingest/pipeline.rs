@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -65,21 +66,43 @@ struct ViewPosition {
     next_offset: Option<i64>,
 }
 
-/// Adds a received message to the open block.
-fn add_message(
-    cutter: &mut BlockCutter,
-    messages: &mut Vec<RawMessage>,
-    m: &rdkafka::message::BorrowedMessage<'_>,
-    now: Instant,
-) {
-    let raw = RawMessage {
-        payload: m.payload().map(<[u8]>::to_vec),
-        key: m.key().map(<[u8]>::to_vec),
-        offset: m.offset(),
-        timestamp_ms: m.timestamp().to_millis(),
-    };
-    cutter.push(raw.len_bytes().max(1), now);
-    messages.push(raw);
+/// Messages' bytes are copied into chunks of this size, each message keeping a slice of
+/// its chunk: a block costs an allocation per chunk instead of two per message, and a free
+/// per chunk instead of one per message on the decoding thread (those frees, crossing
+/// threads, were a few per cent of a node's CPU).
+const MESSAGE_CHUNK: usize = 1 << 20;
+
+/// The messages of the block being cut.
+#[derive(Default)]
+struct OpenBlock {
+    messages: Vec<RawMessage>,
+    chunk: BytesMut,
+}
+
+impl OpenBlock {
+    fn add(
+        &mut self,
+        cutter: &mut BlockCutter,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+        now: Instant,
+    ) {
+        let raw = RawMessage {
+            payload: m.payload().map(|b| self.copy(b)),
+            key: m.key().map(|b| self.copy(b)),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+        };
+        cutter.push(raw.len_bytes().max(1), now);
+        self.messages.push(raw);
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        if self.chunk.capacity() - self.chunk.len() < bytes.len() {
+            self.chunk = BytesMut::with_capacity(MESSAGE_CHUNK.max(bytes.len()));
+        }
+        self.chunk.extend_from_slice(bytes);
+        self.chunk.split().freeze()
+    }
 }
 
 impl PartitionJob {
@@ -188,7 +211,7 @@ impl PartitionJob {
         };
         let poll_timeout = Duration::from_millis(settings.poll_timeout_ms);
         let mut cutter = BlockCutter::new(limits);
-        let mut messages: Vec<RawMessage> = Vec::new();
+        let mut open = OpenBlock::default();
         let mut stopping = false;
         loop {
             while !stopping && !cutter.is_due(Instant::now()) {
@@ -209,12 +232,12 @@ impl PartitionJob {
                         Ok(Ok(m)) => {
                             let now = Instant::now();
                             last_message_at = now;
-                            add_message(&mut cutter, &mut messages, &m, now);
+                            open.add(&mut cutter, &m, now);
                             // Take what librdkafka already holds without a timer or a select
                             // per message: those cost more than the message itself.
                             while !cutter.is_due(now) {
                                 match consumer.recv().now_or_never() {
-                                    Some(Ok(m)) => add_message(&mut cutter, &mut messages, &m, now),
+                                    Some(Ok(m)) => open.add(&mut cutter, &m, now),
                                     Some(Err(e)) => {
                                         self.consume_error(&e);
                                         break;
@@ -242,7 +265,7 @@ impl PartitionJob {
                                     }
                                     Some(Ok(m)) => {
                                         last_message_at = now;
-                                        add_message(&mut cutter, &mut messages, &m, now);
+                                        open.add(&mut cutter, &m, now);
                                         took_message = true;
                                         break;
                                     }
@@ -259,14 +282,14 @@ impl PartitionJob {
                         // A poll that brings nothing ends the block, as in ClickHouse: a
                         // partial block does not wait for the flush interval when the
                         // partition is drained.
-                        Err(_) if !messages.is_empty() => break,
+                        Err(_) if !open.messages.is_empty() => break,
                         Err(_) => self.while_idle(consumer, group_offset, last_message_at, &mut stall_checked_at).await?,
                     }
                 }
             }
-            if !messages.is_empty() {
-                self.status.polled(messages.len() as u64);
-                let block = std::mem::take(&mut messages);
+            if !open.messages.is_empty() {
+                self.status.polled(open.messages.len() as u64);
+                let block = std::mem::take(&mut open.messages);
                 cutter.reset();
                 let cut = self.decode(settings, block).await?;
                 if blocks.send(cut).await.is_err() {
