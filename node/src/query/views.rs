@@ -10,11 +10,13 @@ use std::sync::Arc;
 use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{can_cast_types, cast, concat_batches, is_not_null, take};
+use arrow::datatypes::Schema;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use sqlparser::ast::{
     Expr, Ident, ObjectNamePart, SelectItem, SetExpr, Statement as SqlStatement, TableFactor,
 };
+use sqlparser::dialect::GenericDialect;
 
 use super::{session_config, QueryError};
 use crate::catalog::{Catalog, TableDef, ViewDef};
@@ -154,6 +156,19 @@ pub async fn run_view(
     target: &TableDef,
     batch: RecordBatch,
 ) -> Result<RecordBatch, QueryError> {
+    if let Some(out) = plain_projection(&view.query).and_then(|columns| project(&batch, &columns)) {
+        return conform(target, &out);
+    }
+    run_with_engine(view, source, target, batch).await
+}
+
+/// Runs a view's query through DataFusion.
+async fn run_with_engine(
+    view: &ViewDef,
+    source: &TableDef,
+    target: &TableDef,
+    batch: RecordBatch,
+) -> Result<RecordBatch, QueryError> {
     let ctx = view_context(source, batch)?;
     let batches = ctx.sql(&view.query).await?.collect().await?;
     let out = match batches.first() {
@@ -161,6 +176,68 @@ pub async fn run_view(
         None => return Ok(RecordBatch::new_empty(target.arrow_schema())),
     };
     conform(target, &out)
+}
+
+/// The columns a view reads and the names it gives them, when the view does nothing else
+/// (the guide's `SELECT *`, or a list of plain columns, aliased or not). Such a view is a
+/// projection of the block: running it through a fresh DataFusion session cost a few per
+/// cent of a node's CPU per block for nothing. `None` for any other query.
+fn plain_projection(query: &str) -> Option<Vec<(String, String)>> {
+    let statements = sqlparser::parser::Parser::parse_sql(&GenericDialect {}, query).ok()?;
+    let [SqlStatement::Query(parsed)] = statements.as_slice() else {
+        return None;
+    };
+    let SetExpr::Select(select) = parsed.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    if !from.joins.is_empty() || !matches!(from.relation, TableFactor::Table { args: None, .. }) {
+        return None;
+    }
+    // Anything besides the column list (WHERE, GROUP BY, DISTINCT, LIMIT, ...) shows up
+    // when the same query with a constant for its columns is printed.
+    let mut bare = (**parsed).clone();
+    if let SetExpr::Select(probe) = bare.body.as_mut() {
+        probe.projection = vec![SelectItem::UnnamedExpr(Expr::value(
+            sqlparser::ast::Value::Number("1".into(), false),
+        ))];
+    }
+    if bare.to_string() != format!("SELECT 1 FROM {}", from.relation) {
+        return None;
+    }
+    let mut columns = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        // Identifiers are not normalized (see `session_config`): each names its column as written.
+        let (column, name) = match item {
+            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => (&ident.value, &ident.value),
+            SelectItem::ExprWithAlias {
+                expr: Expr::Identifier(ident),
+                alias,
+            } => (&ident.value, &alias.value),
+            _ => return None,
+        };
+        if columns.iter().any(|(_, n)| n == name) {
+            return None;
+        }
+        columns.push((column.clone(), name.clone()));
+    }
+    Some(columns)
+}
+
+/// `batch`'s columns under their new names; `None` when one is missing, so that the query
+/// engine reports it.
+fn project(batch: &RecordBatch, columns: &[(String, String)]) -> Option<RecordBatch> {
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays = Vec::with_capacity(columns.len());
+    for (column, name) in columns {
+        let index = batch.schema().index_of(column).ok()?;
+        let field = batch.schema().field(index).clone().with_name(name);
+        fields.push(field);
+        arrays.push(batch.column(index).clone());
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).ok()
 }
 
 /// Casts a view's output to the target's columns, filling the ones it lacks.
@@ -189,4 +266,148 @@ pub fn conform(target: &TableDef, out: &RecordBatch) -> Result<RecordBatch, Quer
         columns.push(array);
     }
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ChType, Column, Engine, KafkaSettings, MergeTreeSettings};
+    use arrow::array::{StringArray, TimestampSecondArray, UInt32Array, UInt64Array};
+    use arrow::datatypes::DataType;
+
+    fn table(name: &str, columns: &[(&str, ChType)], engine: Engine) -> TableDef {
+        TableDef {
+            name: name.into(),
+            columns: columns
+                .iter()
+                .map(|(name, ty)| Column {
+                    name: (*name).into(),
+                    ty: ty.clone(),
+                })
+                .collect(),
+            engine,
+            detached: false,
+        }
+    }
+
+    fn source() -> TableDef {
+        let settings = KafkaSettings::from_pairs(&[
+            ("kafka_broker_list".into(), "b:9092".into()),
+            ("kafka_topic_list".into(), "t".into()),
+            ("kafka_group_name".into(), "g".into()),
+            ("kafka_format".into(), "JSONEachRow".into()),
+        ])
+        .expect("valid settings");
+        table(
+            "src",
+            &[("a", ChType::UInt32), ("Bee", ChType::String)],
+            Engine::Kafka(settings),
+        )
+    }
+
+    fn target() -> TableDef {
+        table(
+            "dst",
+            &[
+                ("a", ChType::UInt64),
+                ("Bee", ChType::String),
+                ("renamed", ChType::UInt32),
+                ("_offset", ChType::UInt64),
+                ("missing", ChType::String),
+            ],
+            Engine::MergeTree {
+                engine_name: "MergeTree".into(),
+                order_by: vec!["a".into()],
+                settings: MergeTreeSettings::default(),
+            },
+        )
+    }
+
+    /// Three rows of the source, virtual columns included.
+    fn block(source: &TableDef) -> RecordBatch {
+        let schema = source.source_schema();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.data_type() {
+                    DataType::UInt32 => Arc::new(UInt32Array::from(vec![1, 2, 3])),
+                    DataType::UInt64 => Arc::new(UInt64Array::from(vec![70, 80, 90])),
+                    DataType::Utf8 => Arc::new(StringArray::from(vec!["x", "é", ""])),
+                    _ => Arc::new(TimestampSecondArray::from(vec![Some(1), None, Some(3)])),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).expect("a valid block")
+    }
+
+    fn view(query: &str) -> ViewDef {
+        ViewDef {
+            name: "mv".into(),
+            source: "src".into(),
+            target: "dst".into(),
+            original_query: query.into(),
+            query: query.into(),
+            output_columns: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_column_views_skip_the_engine_and_give_its_rows() {
+        let (source, target) = (source(), target());
+        for query in [
+            r#"SELECT "a", "Bee" FROM src"#,
+            r#"SELECT a, Bee, a AS renamed, _offset FROM src"#,
+            r#"SELECT "Bee" AS "Bee", "a" FROM "src""#,
+        ] {
+            assert!(plain_projection(query).is_some(), "{query}");
+            let view = view(query);
+            let fast = run_view(&view, &source, &target, block(&source))
+                .await
+                .expect("runs");
+            let engine = run_with_engine(&view, &source, &target, block(&source))
+                .await
+                .expect("runs");
+            assert_eq!(fast, engine, "{query}");
+            assert_eq!(fast.num_rows(), 3);
+        }
+    }
+
+    #[test]
+    fn any_other_view_goes_through_the_engine() {
+        for query in [
+            "SELECT a FROM src WHERE a > 1",
+            "SELECT DISTINCT a FROM src",
+            "SELECT a + 1 AS a FROM src",
+            "SELECT a FROM src LIMIT 1",
+            "SELECT a FROM src ORDER BY a",
+            "SELECT a FROM src GROUP BY a",
+            "SELECT a, a FROM src",
+            "SELECT a AS x, Bee AS x FROM src",
+            "SELECT a FROM src, other",
+            "SELECT a FROM src JOIN other ON src.a = other.a",
+            "SELECT a FROM (SELECT a + 1 AS a FROM src) AS s",
+            "WITH w AS (SELECT a FROM src) SELECT a FROM w",
+            "SELECT a FROM src UNION ALL SELECT a FROM src",
+            "SELECT * FROM src",
+            "SELECT src.a FROM src",
+            "not sql",
+        ] {
+            assert_eq!(plain_projection(query), None, "{query}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_column_is_reported_by_the_engine() {
+        let (source, target) = (source(), target());
+        let err = run_view(
+            &view("SELECT nope FROM src"),
+            &source,
+            &target,
+            block(&source),
+        )
+        .await
+        .expect_err("no such column");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
 }
