@@ -30,6 +30,14 @@ use crate::state::NodeState;
 /// Largest gRPC message either way: query results can be large.
 pub const GRPC_MESSAGE_MAX: usize = 256 * 1024 * 1024;
 
+/// HTTP/2 limits for what peers send here. A block is a few hundred KiB and a Raft
+/// append carries up to `max_payload_entries` of them; with HTTP/2's 16 KiB frames and
+/// hyper's 1 MiB windows, a sender cut each into dozens of frames and stalled for window
+/// updates several times per append.
+const H2_MAX_FRAME: u32 = 1024 * 1024;
+const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+
 /// The file in the data dir that holds the bound gRPC address (useful with port 0).
 pub const ADDRESS_FILE: &str = "grpc-address";
 
@@ -247,6 +255,9 @@ async fn serve(
     };
     let open_requests = crate::open_requests::OpenRequests::default();
     let server = tonic::transport::Server::builder()
+        .max_frame_size(H2_MAX_FRAME)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .layer(open_requests.clone())
         .add_service(health_service)
         .add_service(
