@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use arrow::array::{BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
@@ -66,6 +67,14 @@ struct ViewPosition {
     next_offset: Option<i64>,
 }
 
+/// A message stream's next item; the stream of a consumer never ends, so an end reads as
+/// an error rather than a panic.
+fn next_message<'a>(
+    next: Option<KafkaResult<BorrowedMessage<'a>>>,
+) -> KafkaResult<BorrowedMessage<'a>> {
+    next.unwrap_or(Err(KafkaError::NoMessageReceived))
+}
+
 /// Messages' bytes are copied into chunks of this size, each message keeping a slice of
 /// its chunk: a block costs an allocation per chunk instead of two per message, and a free
 /// per chunk instead of one per message on the decoding thread (those frees, crossing
@@ -80,12 +89,7 @@ struct OpenBlock {
 }
 
 impl OpenBlock {
-    fn add(
-        &mut self,
-        cutter: &mut BlockCutter,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-        now: Instant,
-    ) {
+    fn add(&mut self, cutter: &mut BlockCutter, m: &BorrowedMessage<'_>, now: Instant) {
         let raw = RawMessage {
             payload: m.payload().map(|b| self.copy(b)),
             key: m.key().map(|b| self.copy(b)),
@@ -212,6 +216,9 @@ impl PartitionJob {
         let poll_timeout = Duration::from_millis(settings.poll_timeout_ms);
         let mut cutter = BlockCutter::new(limits);
         let mut open = OpenBlock::default();
+        // One stream for the consumer's life: `recv()` makes a stream per message, and
+        // registering and dropping its waker took a lock twice per message.
+        let mut stream = consumer.stream();
         let mut stopping = false;
         loop {
             while !stopping && !cutter.is_due(Instant::now()) {
@@ -228,7 +235,7 @@ impl PartitionJob {
                     }
                     // The writer failed: what is polled now would never be written.
                     () = blocks.closed() => return Ok(()),
-                    received = tokio::time::timeout(wait, consumer.recv()) => match received {
+                    received = tokio::time::timeout(wait, stream.next()) => match received.map(next_message) {
                         Ok(Ok(m)) => {
                             let now = Instant::now();
                             last_message_at = now;
@@ -236,7 +243,7 @@ impl PartitionJob {
                             // Take what librdkafka already holds without a timer or a select
                             // per message: those cost more than the message itself.
                             while !cutter.is_due(now) {
-                                match consumer.recv().now_or_never() {
+                                match stream.next().now_or_never().map(next_message) {
                                     Some(Ok(m)) => open.add(&mut cutter, &m, now),
                                     Some(Err(e)) => {
                                         self.consume_error(&e);
@@ -258,7 +265,7 @@ impl PartitionJob {
                             let mut queued = 0u32;
                             let mut took_message = false;
                             while !cutter.is_due(now) {
-                                match consumer.recv().now_or_never() {
+                                match stream.next().now_or_never().map(next_message) {
                                     Some(Err(e)) => {
                                         queued += 1;
                                         self.status.error(format!("consume: {e}"));
