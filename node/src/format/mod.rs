@@ -8,9 +8,12 @@
 mod json_columns;
 pub mod json_each_row;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampSecondArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampSecondArray, UInt64Array,
+};
 use arrow::error::ArrowError;
 use bytes::Bytes;
 
@@ -63,17 +66,21 @@ pub fn decode_block(
     let (rows, rows_per_message, broken) = json_each_row::decode(&table.columns, messages)?;
     let n = rows.num_rows();
     let mut offsets = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
+    let key_bytes = messages
+        .iter()
+        .map(|m| m.key.as_ref().map_or(0, Bytes::len))
+        .sum();
+    let mut keys = StringBuilder::with_capacity(n, key_bytes);
     let mut timestamps = Vec::with_capacity(n);
     for (m, count) in messages.iter().zip(&rows_per_message) {
+        // A valid key is appended as it is; only an invalid one is copied, mended.
+        let key = m.key.as_deref().unwrap_or_default();
+        let key = std::str::from_utf8(key)
+            .map(Cow::Borrowed)
+            .unwrap_or_else(|_| String::from_utf8_lossy(key));
         for _ in 0..*count {
             offsets.push(u64::try_from(m.offset).unwrap_or_default());
-            keys.push(
-                m.key
-                    .as_deref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default(),
-            );
+            keys.append_value(&key);
             timestamps.push(m.timestamp_ms.map(|ms| ms.div_euclid(1000)));
         }
     }
@@ -85,7 +92,7 @@ pub fn decode_block(
         n
     ])));
     columns.push(Arc::new(UInt64Array::from(offsets)));
-    columns.push(Arc::new(StringArray::from(keys)));
+    columns.push(Arc::new(keys.finish()));
     columns.push(Arc::new(TimestampSecondArray::from(timestamps)));
     let batch = RecordBatch::try_new(table.source_schema(), columns)?;
     Ok(DecodedBlock { batch, broken })
