@@ -99,6 +99,19 @@ const KNOWN: &[&str] = &[
 
 impl KafkaSettings {
     /// Validates raw `name = value` pairs (values already unquoted).
+    /// The smallest valid settings, for tests that need a Kafka table and no broker.
+    #[cfg(test)]
+    pub fn for_tests() -> KafkaSettings {
+        let pairs = [
+            ("kafka_broker_list", "b:9092"),
+            ("kafka_topic_list", "t"),
+            ("kafka_group_name", "g"),
+            ("kafka_format", "JSONEachRow"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        KafkaSettings::from_pairs(&pairs).expect("valid settings")
+    }
+
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<KafkaSettings, SettingsError> {
         let mut map: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, value) in pairs {

@@ -436,13 +436,7 @@ mod tests {
     use super::*;
 
     fn kafka_table(name: &str) -> TableDef {
-        let settings = KafkaSettings::from_pairs(&[
-            ("kafka_broker_list".into(), "b:9092".into()),
-            ("kafka_topic_list".into(), "t".into()),
-            ("kafka_group_name".into(), "g".into()),
-            ("kafka_format".into(), "JSONEachRow".into()),
-        ])
-        .expect("valid");
+        let settings = KafkaSettings::for_tests();
         TableDef {
             name: name.into(),
             columns: vec![Column {

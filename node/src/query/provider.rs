@@ -50,15 +50,24 @@ impl StoredTable {
         Some((group, store))
     }
 
+    /// This node's replica, if it holds one, after the read barrier when the query asks
+    /// to see every acknowledged write.
+    async fn local_for_read(&self) -> datafusion::error::Result<Option<Arc<TableStore>>> {
+        let Some((group, store)) = self.local() else {
+            return Ok(None);
+        };
+        if self.linearizable {
+            self.cluster
+                .group_read_barrier(&group)
+                .await
+                .map_err(external)?;
+        }
+        Ok(Some(store))
+    }
+
     /// The table's row count, from this node's replica or from a member of its group.
     async fn row_count(&self) -> datafusion::error::Result<u64> {
-        if let Some((group, store)) = self.local() {
-            if self.linearizable {
-                self.cluster
-                    .group_read_barrier(&group)
-                    .await
-                    .map_err(external)?;
-            }
+        if let Some(store) = self.local_for_read().await? {
             return store.row_count().map_err(external);
         }
         let reply = self
@@ -131,14 +140,8 @@ impl TableProvider for StoredTable {
             )?);
         }
         let projection = projection.cloned();
-        let batches = match self.local() {
-            Some((group, store)) => {
-                if self.linearizable {
-                    self.cluster
-                        .group_read_barrier(&group)
-                        .await
-                        .map_err(external)?;
-                }
+        let batches = match self.local_for_read().await? {
+            Some(store) => {
                 // Decoding blocks is CPU work; keep it off the async workers.
                 tokio::task::spawn_blocking(move || store.scan(projection))
                     .await

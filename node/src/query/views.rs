@@ -301,13 +301,7 @@ mod tests {
     }
 
     fn source() -> TableDef {
-        let settings = KafkaSettings::from_pairs(&[
-            ("kafka_broker_list".into(), "b:9092".into()),
-            ("kafka_topic_list".into(), "t".into()),
-            ("kafka_group_name".into(), "g".into()),
-            ("kafka_format".into(), "JSONEachRow".into()),
-        ])
-        .expect("valid settings");
+        let settings = KafkaSettings::for_tests();
         table(
             "src",
             &[("a", ChType::UInt32), ("Bee", ChType::String)],
