@@ -33,6 +33,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node taken out of a group keeps its replica running while the group's leader
 /// moves the members: the group may need this node's vote to commit the change.
 const LEAVE_GRACE: Duration = Duration::from_secs(60);
+/// How long the other first members of a new group leave forming it to the first one.
+/// Formed by all at once, each voted for itself and no one won until an election timeout
+/// (1 to 2 s) passed; they step in only when the first member has not reached them.
+const FORM_GRACE: Duration = Duration::from_secs(5);
+/// How often the first member of a new group campaigns again while it has no leader: its
+/// first votes often reach members whose keeper has not started the group yet, and
+/// openraft would otherwise wait a whole election timeout before asking again.
+const FIRST_ELECTION_RETRY: Duration = Duration::from_millis(150);
 
 /// A table's data group as run on this node.
 pub struct DataGroup {
@@ -42,6 +50,7 @@ pub struct DataGroup {
     log_store: LogStore,
     /// Set while this node, as leader, changes the group's members.
     changing: AtomicBool,
+    started_at: Instant,
 }
 
 /// The data groups this node runs.
@@ -95,6 +104,25 @@ pub struct GroupRow {
     pub applied_index: u64,
     pub voters: Vec<String>,
     pub rows: u64,
+}
+
+/// Campaigns again every `FIRST_ELECTION_RETRY` until the new group has a leader, for at
+/// most an election timeout; only the first member campaigns this early, so the retries
+/// cannot split the vote.
+fn spawn_first_election(raft: Raft, group: String) {
+    tokio::spawn(async move {
+        let give_up = Instant::now() + Duration::from_millis(raft.config().election_timeout_max);
+        while Instant::now() < give_up {
+            tokio::time::sleep(FIRST_ELECTION_RETRY).await;
+            if raft.metrics().borrow().current_leader.is_some() {
+                return;
+            }
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!(%group, error = %e, "campaigning in a new group failed");
+                return;
+            }
+        }
+    });
 }
 
 /// A group id for a table placed for the first time: readable, and new every time.
@@ -357,6 +385,7 @@ impl Cluster {
             raft,
             log_store,
             changing: AtomicBool::new(false),
+            started_at: Instant::now(),
         });
         if let Ok(mut running) = self.groups.running.write() {
             running.insert(group.to_string(), g.clone());
@@ -365,10 +394,15 @@ impl Cluster {
         Ok(g)
     }
 
-    /// A first member of a group that has no Raft state forms the group, with the same
-    /// membership as the other first members.
+    /// A new group is formed by its first member; the other first members form it too,
+    /// with the same membership, when the first one has not reached them within
+    /// `FORM_GRACE` (it may be down).
     async fn form_group(&self, g: &DataGroup, placement: &Placement) {
         if !placement.forms(self.node_id) || g.log_store.has_state().unwrap_or(true) {
+            return;
+        }
+        let first = placement.initial.first() == Some(&self.node_id);
+        if !first && g.started_at.elapsed() < FORM_GRACE {
             return;
         }
         let members: Option<BTreeMap<NodeId, Member>> = placement
@@ -381,7 +415,12 @@ impl Cluster {
             return;
         };
         match g.raft.initialize(members).await {
-            Ok(()) => tracing::info!(table = %g.table, group = %g.group, "formed a table's group"),
+            Ok(()) => {
+                tracing::info!(table = %g.table, group = %g.group, "formed a table's group");
+                if first && !self.is_draining() {
+                    spawn_first_election(g.raft.clone(), g.group.clone());
+                }
+            }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(e) => {
                 tracing::warn!(group = %g.group, error = %e, "forming a table's group failed")
