@@ -98,7 +98,6 @@ const KNOWN: &[&str] = &[
 ];
 
 impl KafkaSettings {
-    /// Validates raw `name = value` pairs (values already unquoted).
     /// The smallest valid settings, for tests that need a Kafka table and no broker.
     #[cfg(test)]
     pub fn for_tests() -> KafkaSettings {
@@ -112,6 +111,7 @@ impl KafkaSettings {
         KafkaSettings::from_pairs(&pairs).expect("valid settings")
     }
 
+    /// Validates raw `name = value` pairs (values already unquoted).
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<KafkaSettings, SettingsError> {
         let mut map: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, value) in pairs {

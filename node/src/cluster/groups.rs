@@ -401,7 +401,7 @@ impl Cluster {
         if !placement.forms(self.node_id) || g.log_store.has_state().unwrap_or(true) {
             return;
         }
-        let first = placement.initial.first() == Some(&self.node_id);
+        let first = placement.forms_first(self.node_id);
         if !first && g.started_at.elapsed() < FORM_GRACE {
             return;
         }

@@ -43,6 +43,11 @@ impl Placement {
     pub fn forms(&self, node: NodeId) -> bool {
         self.generation == 0 && self.initial.contains(&node)
     }
+
+    /// Whether `node` forms the group at once; the other first members wait for it.
+    pub fn forms_first(&self, node: NodeId) -> bool {
+        self.generation == 0 && self.initial.first() == Some(&node)
+    }
 }
 
 /// Every table's placement, replicated through the meta group.
