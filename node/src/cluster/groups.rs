@@ -36,7 +36,7 @@ const LEAVE_GRACE: Duration = Duration::from_secs(60);
 /// How long the other first members of a new group leave forming it to the first one.
 /// Formed by all at once, each voted for itself and no one won until an election timeout
 /// (1 to 2 s) passed; they step in only when the first member has not reached them.
-const FORM_GRACE: Duration = Duration::from_secs(5);
+pub(super) const FORM_GRACE: Duration = Duration::from_secs(5);
 /// How often the first member of a new group campaigns again while it has no leader: its
 /// first votes often reach members whose keeper has not started the group yet, and
 /// openraft would otherwise wait a whole election timeout before asking again.
@@ -47,7 +47,7 @@ pub struct DataGroup {
     pub group: String,
     pub table: String,
     pub raft: Raft,
-    log_store: LogStore,
+    pub(super) log_store: LogStore,
     /// Set while this node, as leader, changes the group's members.
     changing: AtomicBool,
     started_at: Instant,
@@ -396,13 +396,24 @@ impl Cluster {
 
     /// A new group is formed by its first member; the other first members form it too,
     /// with the same membership, when the first one has not reached them within
-    /// `FORM_GRACE` (it may be down).
+    /// `FORM_GRACE` (it may be down). A member that voted and got no entry in that time
+    /// writes the first entry itself (`adopt_first_entry`).
     async fn form_group(&self, g: &DataGroup, placement: &Placement) {
-        if !placement.forms(self.node_id) || g.log_store.has_state().unwrap_or(true) {
+        if !placement.forms(self.node_id) {
+            return;
+        }
+        let voted_only = match g.log_store.voted_without_entries() {
+            Ok(voted_only) => voted_only,
+            Err(e) => {
+                tracing::warn!(group = %g.group, error = %e, "reading a group's Raft state");
+                return;
+            }
+        };
+        if !voted_only && g.log_store.has_state().unwrap_or(true) {
             return;
         }
         let first = placement.forms_first(self.node_id);
-        if !first && g.started_at.elapsed() < FORM_GRACE {
+        if (voted_only || !first) && g.started_at.elapsed() < FORM_GRACE {
             return;
         }
         let members: Option<BTreeMap<NodeId, Member>> = placement
@@ -414,6 +425,10 @@ impl Cluster {
             tracing::debug!(group = %g.group, "a first member is unknown yet; forming later");
             return;
         };
+        if voted_only {
+            self.adopt_first_entry(g, members).await;
+            return;
+        }
         match g.raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!(table = %g.table, group = %g.group, "formed a table's group");
@@ -425,6 +440,31 @@ impl Cluster {
             Err(e) => {
                 tracing::warn!(group = %g.group, error = %e, "forming a table's group failed")
             }
+        }
+    }
+
+    /// Unsticks a new group whose former won this replica's vote and then went away before
+    /// its first entry reached it. openraft refuses to initialize a replica that has
+    /// voted, and one with no entry never campaigns, so if every other member is in the
+    /// same state no one ever could: the group would take no write. The replica writes
+    /// the first entry itself. It is the entry every former writes (the initial
+    /// membership at log id (0, 0)), so it agrees with any log that holds it; restarted,
+    /// the replica campaigns in a term above the vote it gave, and a member whose log is
+    /// ahead refuses it, so no entry committed elsewhere is lost.
+    async fn adopt_first_entry(&self, g: &DataGroup, members: BTreeMap<NodeId, Member>) {
+        tracing::warn!(table = %g.table, group = %g.group,
+            "voted in a new group and got no entry in {FORM_GRACE:?}; writing its first entry here");
+        if let Ok(mut running) = self.groups.running.write() {
+            running.remove(&g.group);
+        }
+        if let Err(e) = g.raft.shutdown().await {
+            tracing::warn!(group = %g.group, error = %e, "stopping a table's group to restart it");
+        }
+        if let Err(e) = g.log_store.write_first_entry(members).await {
+            tracing::warn!(group = %g.group, error = %e, "writing a new group's first entry");
+        }
+        if let Err(e) = self.start_group(&g.table, &g.group).await {
+            tracing::warn!(table = %g.table, group = %g.group, error = %e, "restarting a table's group");
         }
     }
 

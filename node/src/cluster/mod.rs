@@ -1509,6 +1509,22 @@ mod tests {
     }
 
     async fn one_node(dir: &std::path::Path) -> Arc<Cluster> {
+        let (cluster, _) = one_node_placed(dir).await;
+        // What every node's keeper does in a running node.
+        cluster.keep_groups().await;
+        let group = cluster.hosted_group_of("t").expect("t is placed here");
+        group
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(cluster.node_id, "the group forms")
+            .await
+            .expect("group leader");
+        cluster
+    }
+
+    /// A one-node cluster with table `t` placed on it, its group not started yet, and the
+    /// node's sled.
+    async fn one_node_placed(dir: &std::path::Path) -> (Arc<Cluster>, sled::Db) {
         let db = sled::Config::new().path(dir).open().expect("sled");
         let state = Arc::new(NodeState::open(db.clone(), None).expect("state"));
         let member = Member {
@@ -1546,17 +1562,50 @@ mod tests {
             })
             .await
             .expect("create table");
-        // What the meta leader's assigner and every node's keeper do in a running node.
+        // What the meta leader's assigner does in a running node.
         cluster.place_tables().await;
+        (cluster, db)
+    }
+
+    /// The first member of a new group won this replica's vote and went away before its
+    /// first entry came: the replica writes that entry itself after the grace and forms
+    /// the group (alone here, as the group's only member).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_only_voted_forms_its_group_after_the_grace() {
+        use openraft::storage::RaftLogStorage as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cluster, db) = one_node_placed(dir.path()).await;
+        let group = cluster
+            .state
+            .placements()
+            .of("t")
+            .expect("t is placed")
+            .group
+            .clone();
+        let mut store = crate::raft::log_store::LogStore::open(&db, &group, None).expect("store");
+        store
+            .save_vote(&openraft::Vote::new(1, cluster.node_id + 1))
+            .await
+            .expect("vote");
+
         cluster.keep_groups().await;
-        let group = cluster.hosted_group_of("t").expect("t is placed here");
-        group
-            .raft
+        let g = cluster.hosted_group_of("t").expect("t is placed here");
+        assert_eq!(g.raft.metrics().borrow().current_leader, None);
+        assert!(g.log_store.voted_without_entries().expect("state"));
+
+        tokio::time::sleep(groups::FORM_GRACE).await;
+        cluster.keep_groups().await;
+        let g = cluster.hosted_group_of("t").expect("restarted here");
+        g.raft
             .wait(Some(Duration::from_secs(10)))
             .current_leader(cluster.node_id, "the group forms")
             .await
             .expect("group leader");
-        cluster
+        assert!(g.raft.metrics().borrow().current_term >= 2);
+        assert!(!g.log_store.voted_without_entries().expect("state"));
+        cluster.write_block(block(0, 9), None).await.expect("write");
+        assert_eq!(cluster.state.row_count("t").expect("count"), 10);
+        cluster.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,11 +32,12 @@ use bytes::Bytes;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote,
+    AnyError, Entry, EntryPayload, LogId, Membership, OptionalSend, RaftLogReader, StorageIOError,
+    Vote,
 };
 
 use super::disk_sync::DiskSync;
-use super::{decode, encode, Command, NodeId, StorageError, TypeConfig};
+use super::{decode, encode, Command, Member, NodeId, StorageError, TypeConfig};
 use crate::files::{self, with_path};
 
 const VOTE: &[u8] = b"vote";
@@ -267,6 +268,33 @@ impl LogStore {
     /// initialize a cluster.
     pub fn has_state(&self) -> Result<bool, sled::Error> {
         Ok(self.state.get(VOTE)?.is_some() || !self.log.is_empty())
+    }
+
+    /// Whether this replica has voted in its group and holds no entry, and never held
+    /// one: a member that formed the group asked for its vote and its first entries
+    /// never came.
+    pub fn voted_without_entries(&self) -> Result<bool, sled::Error> {
+        Ok(self.state.get(VOTE)?.is_some()
+            && self.log.is_empty()
+            && self.state.get(LAST_PURGED)?.is_none())
+    }
+
+    /// Writes a new group's first entry as `Raft::initialize` makes it: the membership of
+    /// `members`, at log id (0, 0). Only while no Raft runs on this store, which reads
+    /// its log when it starts.
+    pub async fn write_first_entry(
+        &self,
+        members: BTreeMap<NodeId, Member>,
+    ) -> Result<(), StorageError> {
+        let entry: Entry<TypeConfig> = Entry {
+            log_id: LogId::default(),
+            payload: EntryPayload::Membership(Membership::from(members)),
+        };
+        let bytes = encode(&entry).map_err(write_err)?;
+        self.log
+            .insert(0u64.to_be_bytes(), bytes)
+            .map_err(write_err)?;
+        self.flush(&self.log, Vec::new()).await.map_err(write_err)
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
