@@ -450,7 +450,10 @@ impl Cluster {
     /// the first entry itself. It is the entry every former writes (the initial
     /// membership at log id (0, 0)), so it agrees with any log that holds it; restarted,
     /// the replica campaigns in a term above the vote it gave, and a member whose log is
-    /// ahead refuses it, so no entry committed elsewhere is lost.
+    /// ahead refuses it, so no entry committed elsewhere is lost. A member that was down
+    /// when the group formed and streams a snapshot for longer than the grace looks the
+    /// same; adopting then costs a restart and the snapshot again, as the entry matches
+    /// the leader's or is replaced by the snapshot.
     async fn adopt_first_entry(&self, g: &DataGroup, members: BTreeMap<NodeId, Member>) {
         tracing::warn!(table = %g.table, group = %g.group,
             "voted in a new group and got no entry in {FORM_GRACE:?}; writing its first entry here");
