@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::placement::{self, Placement};
 use super::{Cluster, ClusterError, ProposeFailure, WRITE_TIMEOUT};
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{Formation, LogStore};
 use crate::raft::network::{Method, Network};
 use crate::raft::state_machine::{Scope, StateMachine};
 use crate::raft::{raft_config, Command, Member, NodeId, Raft, Response, META_GROUP};
@@ -402,16 +402,15 @@ impl Cluster {
         if !placement.forms(self.node_id) {
             return;
         }
-        let voted_only = match g.log_store.voted_without_entries() {
-            Ok(voted_only) => voted_only,
+        let voted_only = match g.log_store.formation() {
+            Ok(Formation::Fresh) => false,
+            Ok(Formation::VotedOnly) => true,
+            Ok(Formation::Started) => return,
             Err(e) => {
                 tracing::warn!(group = %g.group, error = %e, "reading a group's Raft state");
                 return;
             }
         };
-        if !voted_only && g.log_store.has_state().unwrap_or(true) {
-            return;
-        }
         let first = placement.forms_first(self.node_id);
         if (voted_only || !first) && g.started_at.elapsed() < FORM_GRACE {
             return;
@@ -457,12 +456,7 @@ impl Cluster {
     async fn adopt_first_entry(&self, g: &DataGroup, members: BTreeMap<NodeId, Member>) {
         tracing::warn!(table = %g.table, group = %g.group,
             "voted in a new group and got no entry in {FORM_GRACE:?}; writing its first entry here");
-        if let Ok(mut running) = self.groups.running.write() {
-            running.remove(&g.group);
-        }
-        if let Err(e) = g.raft.shutdown().await {
-            tracing::warn!(group = %g.group, error = %e, "stopping a table's group to restart it");
-        }
+        self.halt_group(g).await;
         if let Err(e) = g.log_store.write_first_entry(members).await {
             tracing::warn!(group = %g.group, error = %e, "writing a new group's first entry");
         }
@@ -543,12 +537,7 @@ impl Cluster {
 
     /// Stops a group here; with `drop_data`, deletes its log and the table's replica too.
     async fn stop_group(&self, g: &DataGroup, drop_data: bool) {
-        if let Ok(mut running) = self.groups.running.write() {
-            running.remove(&g.group);
-        }
-        if let Err(e) = g.raft.shutdown().await {
-            tracing::warn!(group = %g.group, error = %e, "stopping a table's group");
-        }
+        self.halt_group(g).await;
         self.drop_group_trees(&g.group);
         if drop_data {
             if let Err(e) = self.state.tables.drop_table(&g.table) {
@@ -556,6 +545,16 @@ impl Cluster {
             }
         }
         tracing::info!(table = %g.table, group = %g.group, drop_data, "stopped a table's group here");
+    }
+
+    /// Takes a group out of the running ones and stops its Raft; its state stays.
+    async fn halt_group(&self, g: &DataGroup) {
+        if let Ok(mut running) = self.groups.running.write() {
+            running.remove(&g.group);
+        }
+        if let Err(e) = g.raft.shutdown().await {
+            tracing::warn!(group = %g.group, error = %e, "stopping a table's group");
+        }
     }
 
     fn drop_group_trees(&self, group: &str) {

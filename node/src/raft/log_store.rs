@@ -167,6 +167,17 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_logs(AnyError::new(&e)).into()
 }
 
+/// How far a replica got in forming its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Formation {
+    /// No vote and no entry: it may form the group.
+    Fresh,
+    /// It voted and holds no entry, and never held one.
+    VotedOnly,
+    /// It holds entries, or held them.
+    Started,
+}
+
 impl LogStore {
     /// `disk` is shared by every group of the node: they share its sled.
     pub fn open(
@@ -267,16 +278,29 @@ impl LogStore {
     /// Whether this group ever held a vote or an entry here: such a node must never
     /// initialize a cluster.
     pub fn has_state(&self) -> Result<bool, sled::Error> {
-        Ok(self.state.get(VOTE)?.is_some() || !self.log.is_empty())
+        Ok(self.formation()? != Formation::Fresh)
     }
 
     /// Whether this replica has voted in its group and holds no entry, and never held
     /// one: a member that formed the group asked for its vote and its first entries
     /// never came.
     pub fn voted_without_entries(&self) -> Result<bool, sled::Error> {
-        Ok(self.state.get(VOTE)?.is_some()
-            && self.log.is_empty()
-            && self.state.get(LAST_PURGED)?.is_none())
+        Ok(self.formation()? == Formation::VotedOnly)
+    }
+
+    /// How far this replica got in forming its group, from one read of its state.
+    pub fn formation(&self) -> Result<Formation, sled::Error> {
+        if !self.log.is_empty() {
+            return Ok(Formation::Started);
+        }
+        if self.state.get(VOTE)?.is_none() {
+            return Ok(Formation::Fresh);
+        }
+        Ok(if self.state.get(LAST_PURGED)?.is_some() {
+            Formation::Started
+        } else {
+            Formation::VotedOnly
+        })
     }
 
     /// Writes a new group's first entry as `Raft::initialize` makes it: the membership of
