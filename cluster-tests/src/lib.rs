@@ -38,8 +38,16 @@ pub fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The repository root (this crate lives in `cluster-tests/`).
+///
+/// `cargo test` names the crate's directory at run time too, and that is the one to trust:
+/// a target dir shared by two clones keeps a test binary built in the other clone when this
+/// clone's sources are older than it, and the path baked in at compile time is then the
+/// other clone's, or one that no longer exists.
 pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from(".."))
