@@ -33,6 +33,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node taken out of a group keeps its replica running while the group's leader
 /// moves the members: the group may need this node's vote to commit the change.
 const LEAVE_GRACE: Duration = Duration::from_secs(60);
+/// How long a member about to form a group waits for each other first member to say
+/// whether it already holds the group's log.
+const FORMED_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the other first members of a new group leave forming it to the first one.
 /// Formed by all at once, each voted for itself and no one won until an election timeout
 /// (1 to 2 s) passed; they step in only when the first member has not reached them.
@@ -74,6 +77,8 @@ pub enum TableRead {
     Blocks,
     RowCount,
     WriterLog,
+    /// Whether the replica holds (or held) entries of its group.
+    Formed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +95,7 @@ pub enum TableReadReply {
     Blocks(Vec<serde_bytes::ByteBuf>),
     RowCount(u64),
     WriterLog(Vec<WriterLogEntry>),
+    Formed(bool),
 }
 
 /// One data group as `system.raft_groups` shows it.
@@ -140,6 +146,23 @@ fn remove_payload_dir(dir: &std::path::Path) {
     if let Err(e) = crate::files::remove_dir(dir) {
         tracing::warn!(error = %e, "deleting a group's block files");
     }
+}
+
+/// Whether a Raft stopped on openraft's replication race rather than on storage: a
+/// follower's higher vote ends the leader's replication task to it, and a snapshot sent
+/// to that task before the leader steps down fails as a storage error (openraft 0.9). The
+/// stored state is whole, so the group starts again from it.
+fn is_replication_race(fatal: &openraft::error::Fatal<NodeId>) -> bool {
+    let race = openraft::StorageIOError::<NodeId>::read_snapshot(
+        None,
+        openraft::AnyError::error("replication channel closed"),
+    );
+    let race = openraft::error::Fatal::<NodeId>::StorageError(race.into());
+    fatal.to_string() == race.to_string()
+}
+
+fn stopped_on_race(raft: &Raft) -> bool {
+    matches!(&raft.metrics().borrow().running_state, Err(e) if is_replication_race(e))
 }
 
 /// The group a Raft tree of this node belongs to (`raft/<group>/<part>`).
@@ -298,7 +321,12 @@ impl Cluster {
             self.stop_group(&g, !holds_table).await;
         }
         for (group, (table, placement)) in &mine {
-            let g = match self.data_group(group) {
+            let mut running = self.data_group(group);
+            if let Some(g) = running.as_ref().filter(|g| stopped_on_race(&g.raft)) {
+                self.halt_group(g).await;
+                running = None;
+            }
+            let g = match running {
                 Some(g) => g,
                 None => match self.start_group(table, group).await {
                     Ok(g) => g,
@@ -428,6 +456,14 @@ impl Cluster {
             self.adopt_first_entry(g, members).await;
             return;
         }
+        // A first member that was down while the others formed the group comes back with
+        // nothing for it, like a new one. Formed again here it would campaign against the
+        // running leader every few milliseconds, each time in a higher term, and stall the
+        // group's writes; the leader brings it in instead.
+        if self.formed_elsewhere(g, placement).await {
+            tracing::debug!(group = %g.group, "the group was formed by its other members; waiting for its leader");
+            return;
+        }
         match g.raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!(table = %g.table, group = %g.group, "formed a table's group");
@@ -440,6 +476,40 @@ impl Cluster {
                 tracing::warn!(group = %g.group, error = %e, "forming a table's group failed")
             }
         }
+    }
+
+    /// Whether another first member of the group already holds its log (members that do
+    /// not answer count as not).
+    async fn formed_elsewhere(&self, g: &DataGroup, placement: &Placement) -> bool {
+        let request = TableReadRequest {
+            table: g.table.clone(),
+            linearizable: false,
+            read: TableRead::Formed,
+        };
+        let probes = placement
+            .initial
+            .iter()
+            .filter(|id| **id != self.node_id)
+            .filter_map(|id| self.member_of(*id))
+            .map(|member| {
+                let request = &request;
+                async move {
+                    let answer: Result<Result<TableReadReply, String>, ClusterError> = self
+                        .call_group(
+                            &member.addr,
+                            &g.group,
+                            Method::Read,
+                            request,
+                            FORMED_PROBE_TIMEOUT,
+                        )
+                        .await;
+                    matches!(answer, Ok(Ok(TableReadReply::Formed(true))))
+                }
+            });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .any(|formed| formed)
     }
 
     /// Unsticks a new group whose former won this replica's vote and then went away before
@@ -603,7 +673,8 @@ impl Cluster {
         }
     }
 
-    /// A storage failure in any group stops the node, as one in `meta` does.
+    /// A storage failure in any group stops the node, as one in `meta` does; openraft's
+    /// replication race only stops the group, which the keeper starts again.
     fn watch_storage(&self, group: &str, raft: &Raft) {
         let mut metrics = raft.metrics();
         let fatal = self.fatal.clone();
@@ -613,6 +684,10 @@ impl Cluster {
                 match &metrics.borrow_and_update().running_state {
                     // Stopped on purpose: the group left this node.
                     Err(openraft::error::Fatal::Stopped) => return,
+                    Err(e) if is_replication_race(e) => {
+                        tracing::warn!(%group, error = %e, "a group's Raft stopped on a replication race; restarting it");
+                        return;
+                    }
                     Err(e) => {
                         fatal.send_replace(Some(format!("group {group}: {e}")));
                         return;
@@ -811,6 +886,10 @@ impl Cluster {
                     self.member, request.table
                 )
             })?;
+        if let TableRead::Formed = request.read {
+            let formation = g.log_store.formation().map_err(|e| e.to_string())?;
+            return Ok(TableReadReply::Formed(formation == Formation::Started));
+        }
         if request.linearizable {
             self.group_read_barrier(&g)
                 .await
@@ -842,6 +921,11 @@ impl Cluster {
             TableRead::RowCount => TableReadReply::RowCount(store.row_count().map_err(table_err)?),
             TableRead::WriterLog => {
                 TableReadReply::WriterLog(store.writer_log().map_err(table_err)?)
+            }
+            TableRead::Formed => {
+                return Err(ClusterError::Raft(
+                    "whether a group formed is a question for a replica's Raft".into(),
+                ))
             }
         })
     }
@@ -951,6 +1035,32 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_openraft_replication_race_restarts_a_group() {
+        let race = openraft::StorageIOError::<NodeId>::read_snapshot(
+            None,
+            openraft::AnyError::error("replication channel closed"),
+        );
+        assert!(is_replication_race(&openraft::error::Fatal::StorageError(
+            race.into()
+        )));
+        let full_disk = openraft::StorageIOError::<NodeId>::write_snapshot(
+            None,
+            openraft::AnyError::error("No space left on device"),
+        );
+        assert!(!is_replication_race(&openraft::error::Fatal::StorageError(
+            full_disk.into()
+        )));
+        let lost = openraft::StorageIOError::<NodeId>::read_snapshot(
+            None,
+            openraft::AnyError::error("snapshot not found"),
+        );
+        assert!(!is_replication_race(&openraft::error::Fatal::StorageError(
+            lost.into()
+        )));
+        assert!(!is_replication_race(&openraft::error::Fatal::Stopped));
+    }
 
     #[test]
     fn raft_trees_name_their_group() {
