@@ -701,12 +701,20 @@ impl Cluster {
         });
     }
 
-    /// Waits until some group's Raft stopped on a storage error; its error.
+    /// Waits until some group's Raft stopped on a storage error (or `meta` on openraft's
+    /// replication race); its error.
     pub async fn storage_failure(&self) -> String {
         let mut meta = self.raft.metrics();
         let mut groups = self.fatal.subscribe();
         loop {
             if let Err(fatal) = &meta.borrow_and_update().running_state {
+                // `meta` is not restarted in place (every part of the node holds it): the
+                // node restarts from its disk, which is whole.
+                if is_replication_race(fatal) {
+                    return format!(
+                        "meta group: openraft's replication race, not a disk fault: {fatal}"
+                    );
+                }
                 return fatal.to_string();
             }
             if let Some(fatal) = groups.borrow_and_update().clone() {
