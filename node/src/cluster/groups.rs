@@ -33,6 +33,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node taken out of a group keeps its replica running while the group's leader
 /// moves the members: the group may need this node's vote to commit the change.
 const LEAVE_GRACE: Duration = Duration::from_secs(60);
+/// How long a read waits for some member to run a table's group (one placed a moment ago
+/// starts within a keeper pass), and how often it asks again meanwhile.
+const GROUP_START_WAIT: Duration = Duration::from_secs(3);
+const GROUP_START_RETRY: Duration = Duration::from_millis(50);
 /// How long a member about to form a group waits for each other first member to say
 /// whether it already holds the group's log.
 const FORMED_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -835,48 +839,56 @@ impl Cluster {
         read: TableRead,
         linearizable: bool,
     ) -> Result<TableReadReply, ClusterError> {
-        let Some(placement) = self.state.placements().of(table).cloned() else {
-            // Not placed yet (created a moment ago): nothing is stored anywhere.
-            if self.state.catalog().table(table).is_none() {
-                return Err(ClusterError::Write(format!("table {table} does not exist")));
-            }
-            return self.read_local(table, read);
-        };
-        if let Some(g) = self.data_group(&placement.group) {
-            if linearizable {
-                self.group_read_barrier(&g).await?;
-            }
-            return self.read_local(table, read);
-        }
-        let request = TableReadRequest {
-            table: table.to_string(),
-            linearizable,
-            read,
-        };
-        let mut failures = Vec::new();
-        for id in &placement.members {
-            let Some(member) = self.member_of(*id) else {
-                continue;
+        let deadline = Instant::now() + GROUP_START_WAIT;
+        loop {
+            let Some(placement) = self.state.placements().of(table).cloned() else {
+                // Not placed yet (created a moment ago): nothing is stored anywhere.
+                if self.state.catalog().table(table).is_none() {
+                    return Err(ClusterError::Write(format!("table {table} does not exist")));
+                }
+                return self.read_local(table, read);
             };
-            let answer: Result<Result<TableReadReply, String>, _> = self
-                .call_group(
-                    &member.addr,
-                    &placement.group,
-                    Method::Read,
-                    &request,
-                    READ_TIMEOUT,
-                )
-                .await;
-            match answer {
-                Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(e)) => failures.push(format!("{member}: {e}")),
-                Err(e) => failures.push(format!("{member}: {e}")),
+            if let Some(g) = self.data_group(&placement.group) {
+                if linearizable {
+                    self.group_read_barrier(&g).await?;
+                }
+                return self.read_local(table, read);
             }
+            let request = TableReadRequest {
+                table: table.to_string(),
+                linearizable,
+                read: read.clone(),
+            };
+            let mut failures = Vec::new();
+            for id in &placement.members {
+                let Some(member) = self.member_of(*id) else {
+                    continue;
+                };
+                let answer: Result<Result<TableReadReply, String>, _> = self
+                    .call_group(
+                        &member.addr,
+                        &placement.group,
+                        Method::Read,
+                        &request,
+                        READ_TIMEOUT,
+                    )
+                    .await;
+                match answer {
+                    Ok(Ok(reply)) => return Ok(reply),
+                    Ok(Err(e)) => failures.push(format!("{member}: {e}")),
+                    Err(e) => failures.push(format!("{member}: {e}")),
+                }
+            }
+            // A table placed a moment ago has no running group until its members' keepers
+            // start it, within a pass: a read right after `CREATE` waits for that.
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Raft(format!(
+                    "no replica of table {table} answered: {}",
+                    failures.join("; ")
+                )));
+            }
+            tokio::time::sleep(GROUP_START_RETRY).await;
         }
-        Err(ClusterError::Raft(format!(
-            "no replica of table {table} answered: {}",
-            failures.join("; ")
-        )))
     }
 
     /// A peer's read of a table this node holds.

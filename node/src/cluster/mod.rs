@@ -1567,6 +1567,28 @@ mod tests {
         (cluster, db)
     }
 
+    /// A read right after `CREATE`, before any keeper started the table's group, waits for
+    /// the group instead of failing because no member runs it yet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_right_after_create_waits_for_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cluster, _db) = one_node_placed(dir.path()).await;
+        assert!(cluster.hosted_group_of("t").is_none());
+        let keeper = cluster.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            keeper.keep_groups().await;
+        });
+        let read = cluster
+            .read_table("t", groups::TableRead::RowCount, true)
+            .await
+            .expect("read");
+        assert!(
+            matches!(read, groups::TableReadReply::RowCount(0)),
+            "{read:?}"
+        );
+    }
+
     /// The first member of a new group won this replica's vote and went away before its
     /// first entry came: the replica writes that entry itself after the grace and forms
     /// the group (alone here, as the group's only member).
