@@ -456,16 +456,17 @@ impl Cluster {
             tracing::debug!(group = %g.group, "a first member is unknown yet; forming later");
             return;
         };
-        if voted_only {
-            self.adopt_first_entry(g, members).await;
-            return;
-        }
         // A first member that was down while the others formed the group comes back with
-        // nothing for it, like a new one. Formed again here it would campaign against the
-        // running leader every few milliseconds, each time in a higher term, and stall the
-        // group's writes; the leader brings it in instead.
+        // nothing for it, like a new one, and looks voted-only while the leader's snapshot
+        // streams to it. Formed again here it would campaign against the running leader
+        // every few milliseconds, each time in a higher term, and stall the group's
+        // writes; adopting would restart it and the snapshot. The leader brings it in.
         if self.formed_elsewhere(g, placement).await {
             tracing::debug!(group = %g.group, "the group was formed by its other members; waiting for its leader");
+            return;
+        }
+        if voted_only {
+            self.adopt_first_entry(g, members).await;
             return;
         }
         match g.raft.initialize(members).await {
@@ -523,10 +524,8 @@ impl Cluster {
     /// the first entry itself. It is the entry every former writes (the initial
     /// membership at log id (0, 0)), so it agrees with any log that holds it; restarted,
     /// the replica campaigns in a term above the vote it gave, and a member whose log is
-    /// ahead refuses it, so no entry committed elsewhere is lost. A member that was down
-    /// when the group formed and streams a snapshot for longer than the grace looks the
-    /// same; adopting then costs a restart and the snapshot again, as the entry matches
-    /// the leader's or is replaced by the snapshot.
+    /// ahead refuses it, so no entry committed elsewhere is lost. It does not adopt while
+    /// another first member answers that it holds the group's log: that member can lead.
     async fn adopt_first_entry(&self, g: &DataGroup, members: BTreeMap<NodeId, Member>) {
         tracing::warn!(table = %g.table, group = %g.group,
             "voted in a new group and got no entry in {FORM_GRACE:?}; writing its first entry here");
