@@ -7,7 +7,8 @@
 # Prints the rates, the ratios against (a), the nodes' peak RSS and their CPU seconds.
 # Release build.
 #   scripts/bench.sh [N]        (default 1,000,000 events)
-# BENCH_LOG sets the nodes' log filter (default warn); BENCH_KEEP=1 keeps their logs.
+# BENCH_LOG sets the nodes' log filter (default warn); BENCH_KEEP=1 keeps their logs;
+# BENCH_PROFILE names another cargo build profile to measure (default release).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$SLUICE_ROOT"
@@ -18,7 +19,9 @@ export KAFKA_PORT="${BENCH_KAFKA_PORT:-29092}"
 export SLUICE_KAFKA_DIR="$SLUICE_CACHE/kafka-bench"
 BROKERS="127.0.0.1:$KAFKA_PORT"
 WORK="$(mktemp -d /tmp/sluice-bench.XXXXXX)"
-SLUICE="$CARGO_TARGET_DIR/release/sluice"
+PROFILE="${BENCH_PROFILE:-release}"
+# cargo puts the dev profile's output in debug/, every other profile's in a folder of its name.
+SLUICE="$CARGO_TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/sluice"
 PIDS=()
 stop_nodes() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -32,8 +35,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== release build"
-cargo build --release -p sluice --quiet
+echo "== $PROFILE build"
+cargo build --profile "$PROFILE" -p sluice --quiet
 
 echo "== Kafka on $BROKERS; producing $N events to topic bench (3 partitions)"
 bash scripts/kafka.sh stop --wipe >/dev/null 2>&1 || true
