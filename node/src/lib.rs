@@ -10,7 +10,8 @@
 //!   -> table::block         one block per target table; its identity is its hash
 //!   -> cluster / raft       proposed to the leader of the table's group, replicated,
 //!                           applied on each of the table's replicas
-//!   -> table::store         apply: rows + source position + dedup window, one atomic batch
+//!   -> table::store         apply: the block's part file, then its record + source position
+//!                           + dedup window, one atomic batch; `merger` merges parts later
 //!   -> Kafka group commit   for lag tools; where to resume is the table's stored position
 //! ```
 //!
@@ -27,6 +28,7 @@ pub mod config;
 pub mod files;
 pub mod format;
 pub mod ingest;
+pub mod merger;
 pub mod metrics;
 pub mod open_requests;
 pub mod query;

@@ -55,7 +55,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .open()
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
     let state = Arc::new(
-        NodeState::open(db.clone(), Some(config.data_dir.join("table-blocks")))
+        NodeState::open(db.clone(), config.data_dir.join("table-blocks"))
             .context("loading the catalog")?,
     );
     let registry = Arc::new(ConsumerRegistry::default());
@@ -118,6 +118,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         })
         .context("starting the actor system")?;
     let (supervisor, system) = rx.recv().context("the actor system did not start")?;
+    let merger = crate::merger::Merger::start(state.clone(), crate::table::MergePolicy::default())
+        .context("starting the part merger")?;
 
     let served = runtime.block_on(serve(
         &config,
@@ -138,6 +140,9 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         tracing::info!("raft stopped");
     }
     system.stop();
+    // Stops after the merge it is in, if any; what it had not committed is removed at
+    // the next open.
+    drop(merger);
     match actors_done.recv_timeout(STEP_TIMEOUT) {
         Ok(()) => {
             let _ = actors.join();

@@ -41,7 +41,7 @@ pub struct ImageTree {
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Keys and values as byte strings, not arrays of numbers.
-mod image_pairs {
+pub mod image_pairs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_bytes::ByteBuf;
 
@@ -137,8 +137,9 @@ fn load<T: serde::de::DeserializeOwned + Default>(
 }
 
 impl NodeState {
-    /// `table_files`: where tables keep their blocks' bytes; none keeps them in sled.
-    pub fn open(db: sled::Db, table_files: Option<PathBuf>) -> Result<NodeState, StateError> {
+    /// `table_files`: where tables keep their part files. Blocks of tables stored before
+    /// parts are converted to parts here, once.
+    pub fn open(db: sled::Db, table_files: PathBuf) -> Result<NodeState, StateError> {
         let meta = db.open_tree(META_TREE)?;
         let catalog = match meta.get(CATALOG_KEY)? {
             Some(bytes) => serde_json::from_slice::<Catalog>(&bytes)
@@ -148,8 +149,20 @@ impl NodeState {
         let assignments = load(&meta, ASSIGNMENTS_KEY)?;
         let placements = load(&meta, PLACEMENTS_KEY)?;
         let (catalog_version, _) = watch::channel(0);
+        let tables = Tables::new(db.clone(), table_files);
+        for def in catalog.tables.values() {
+            if def.kafka().is_some() {
+                continue;
+            }
+            if let Some(store) = tables.existing(&def.name)? {
+                let converted = store.migrate_legacy(&def.order_by())?;
+                if converted > 0 {
+                    tracing::info!(table = %def.name, blocks = converted, "converted stored blocks to parts");
+                }
+            }
+        }
         Ok(NodeState {
-            tables: Tables::new(db.clone(), table_files),
+            tables,
             db,
             meta,
             catalog: RwLock::new(Arc::new(catalog)),
@@ -208,10 +221,12 @@ impl NodeState {
         let def = catalog
             .table(&block.table)
             .ok_or_else(|| StateError::NoTable(block.table.clone()))?;
-        Ok(self
-            .tables
-            .get(&block.table)?
-            .apply(block, def.dedup_window(), writer)?)
+        Ok(self.tables.get(&block.table)?.apply(
+            block,
+            &def.order_by(),
+            def.dedup_window(),
+            writer,
+        )?)
     }
 
     /// Wakes whoever watches the catalog (the ingest supervisor) without a catalog change,

@@ -178,6 +178,18 @@ impl TableDef {
         Arc::new(Schema::new(fields))
     }
 
+    /// The columns a stored table's parts are sorted by (its ORDER BY, unquoted); none for
+    /// a Kafka table.
+    pub fn order_by(&self) -> Vec<String> {
+        match &self.engine {
+            Engine::MergeTree { order_by, .. } => order_by
+                .iter()
+                .map(|k| k.trim_matches('`').trim_matches('"').to_string())
+                .collect(),
+            Engine::Kafka(_) => Vec::new(),
+        }
+    }
+
     pub fn dedup_window(&self) -> u64 {
         match &self.engine {
             Engine::MergeTree { settings, .. } => settings.dedup_window,

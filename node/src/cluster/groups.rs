@@ -102,6 +102,12 @@ pub enum TableReadReply {
     Formed(bool),
 }
 
+/// A replica's part count past which writes to its table slow down, and past which they
+/// are refused (ClickHouse's `parts_to_delay_insert` and `parts_to_throw_insert`, scaled to
+/// a merge policy that keeps tens of parts).
+const PARTS_TO_DELAY_INSERT: usize = 150;
+const PARTS_TO_THROW_INSERT: usize = 300;
+
 /// One data group as `system.raft_groups` shows it.
 #[derive(Debug, Clone, Default)]
 pub struct GroupRow {
@@ -114,6 +120,9 @@ pub struct GroupRow {
     pub applied_index: u64,
     pub voters: Vec<String>,
     pub rows: u64,
+    /// The local replica's part files: how many, and their bytes.
+    pub parts: u64,
+    pub bytes_on_disk: u64,
 }
 
 /// Campaigns again every `FIRST_ELECTION_RETRY` until the new group has a leader, for at
@@ -732,12 +741,39 @@ impl Cluster {
         }
     }
 
+    /// Slows writes to a table whose local replica has too many parts, and refuses them
+    /// past a limit, as ClickHouse's `parts_to_delay_insert` and `parts_to_throw_insert`
+    /// do: merges are behind, and more parts would make every read slower. A refused
+    /// block is not lost: its consumer reads it again from the stored position.
+    pub async fn parts_back_pressure(&self, table: &str) -> Result<(), ClusterError> {
+        let parts = match self.state.tables.existing(table) {
+            Ok(Some(store)) => store.parts().map(|p| p.len()).unwrap_or(0),
+            _ => return Ok(()),
+        };
+        if parts > PARTS_TO_THROW_INSERT {
+            return Err(ClusterError::Write(format!(
+                "table {table} has {parts} parts, more than {PARTS_TO_THROW_INSERT}: merges are \
+                 behind, so the block is refused (it is read again later)"
+            )));
+        }
+        if let Some(over) = parts.checked_sub(PARTS_TO_DELAY_INSERT) {
+            let delay = Duration::from_millis(10 * over as u64).min(Duration::from_secs(1));
+            tokio::time::sleep(delay).await;
+        }
+        Ok(())
+    }
+
     /// A peer's proposal for a group: refused when this node does not run it.
     pub async fn propose_for_peer(
         &self,
         group: &str,
         command: Command,
     ) -> Result<(Response, u64), ProposeFailure> {
+        if let Command::Block { block, .. } = &command {
+            self.parts_back_pressure(&block.table)
+                .await
+                .map_err(|e| ProposeFailure::Failed(e.to_string()))?;
+        }
         match self.raft_of(group) {
             Some(raft) => self.propose_on(&raft, command).await,
             None => Err(ProposeFailure::ForwardToLeader(None)),
@@ -772,6 +808,7 @@ impl Cluster {
             let group = placement.group.clone();
             let mut targets: Vec<String> = Vec::new();
             if let Some(g) = self.data_group(&group) {
+                self.parts_back_pressure(table).await?;
                 match self.propose_on(&g.raft, command.clone()).await {
                     Ok((response, _)) => return Ok(response),
                     Err(ProposeFailure::Failed(reason)) => return Err(ClusterError::Write(reason)),
@@ -977,7 +1014,15 @@ impl Cluster {
                         .map(|m| m.name.clone())
                         .unwrap_or_else(|| id.to_string())
                 };
+                let parts = self
+                    .state
+                    .tables
+                    .get(&g.table)
+                    .and_then(|t| t.parts())
+                    .unwrap_or_default();
                 GroupRow {
+                    parts: parts.len() as u64,
+                    bytes_on_disk: parts.iter().map(|p| p.bytes()).sum(),
                     group: g.group.clone(),
                     table: g.table.clone(),
                     role: super::role_name(metrics.state).to_string(),

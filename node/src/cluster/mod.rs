@@ -1504,6 +1504,7 @@ mod tests {
                 last_offset: last,
             }),
             &batch,
+            &[],
         )
         .expect("block")
     }
@@ -1526,7 +1527,7 @@ mod tests {
     /// node's sled.
     async fn one_node_placed(dir: &std::path::Path) -> (Arc<Cluster>, sled::Db) {
         let db = sled::Config::new().path(dir).open().expect("sled");
-        let state = Arc::new(NodeState::open(db.clone(), None).expect("state"));
+        let state = Arc::new(NodeState::open(db.clone(), dir.join("table-parts")).expect("state"));
         let member = Member {
             name: "solo".into(),
             addr: "127.0.0.1:1".into(),

@@ -589,6 +589,7 @@ impl PartitionJob {
                     last_offset,
                 }),
                 &rows,
+                &position.target.order_by(),
             )
             .map_err(|e| IngestError::State(e.to_string()))?;
             let built = started.elapsed();

@@ -18,7 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::cluster::groups::{DataGroup, TableRead, TableReadReply};
 use crate::cluster::Cluster;
-use crate::table::{block, TableStore};
+use crate::table::{part, TableStore};
 
 pub struct StoredTable {
     schema: SchemaRef,
@@ -163,9 +163,14 @@ impl TableProvider for StoredTable {
                 tokio::task::spawn_blocking(move || {
                     let mut out = Vec::new();
                     for data in blocks {
-                        out.extend(block::decode(&data, projection.clone())?.1);
+                        for batch in part::decode(&data)? {
+                            out.push(match &projection {
+                                Some(p) => batch.project(p)?,
+                                None => batch,
+                            });
+                        }
                     }
-                    Ok::<_, arrow::error::ArrowError>(out)
+                    Ok::<_, crate::table::part::PartError>(out)
                 })
                 .await
                 .map_err(external)?

@@ -188,11 +188,13 @@ pub fn raft_groups_schema() -> SchemaRef {
         Field::new("applied_index", DataType::UInt64, false),
         Field::new("voters", list(DataType::Utf8), false),
         Field::new("rows", DataType::UInt64, false),
+        Field::new("parts", DataType::UInt64, false),
+        Field::new("bytes_on_disk", DataType::UInt64, false),
     ]))
 }
 
-/// `system.raft_groups`: the tables' data groups this node runs, with the rows of its own
-/// replica. A table absent here is read from another node.
+/// `system.raft_groups`: the tables' data groups this node runs, with the rows, parts and
+/// bytes of its own replica. A table absent here is read from another node.
 pub fn raft_groups(rows: &[GroupRow]) -> Result<RecordBatch, ArrowError> {
     let text = |f: &dyn Fn(&GroupRow) -> String| -> ArrayRef {
         Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
@@ -228,6 +230,8 @@ pub fn raft_groups(rows: &[GroupRow]) -> Result<RecordBatch, ArrowError> {
             number(&|r| r.applied_index),
             Arc::new(voters),
             number(&|r| r.rows),
+            number(&|r| r.parts),
+            number(&|r| r.bytes_on_disk),
         ],
     )
 }

@@ -16,6 +16,8 @@ use arrow::ipc::CompressionType;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::part::PartError;
+
 /// Where a block's rows came from: a range of one Kafka partition, read for one view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRange {
@@ -53,8 +55,9 @@ pub struct Block {
     pub source: Option<SourceRange>,
     pub rows: u64,
     pub hash: BlockHash,
-    /// Arrow IPC stream, LZ4-compressed; empty when the block has no rows (it then only
-    /// advances its source position). Shared, not copied, when an entry is cloned: the
+    /// The rows as a part (Parquet, see `part`); an Arrow IPC stream in entries written
+    /// before parts; empty when the block has no rows (it then only advances its source
+    /// position). Shared, not copied, when an entry is cloned: the
     /// log hands the same block to each follower's replication and to apply. Serialized
     /// as MessagePack bin, as a `Vec<u8>` under `serde_bytes` was.
     #[serde(with = "shared_bytes")]
@@ -76,16 +79,20 @@ mod shared_bytes {
 }
 
 impl Block {
+    /// A block of a batch's rows, encoded as the part every replica will store: sorted
+    /// by the target table's ORDER BY, so the writer sorts and compresses once and the
+    /// replicas only write the bytes.
     pub fn new(
         table: &str,
         source: Option<SourceRange>,
         batch: &RecordBatch,
-    ) -> Result<Block, ArrowError> {
+        order_by: &[String],
+    ) -> Result<Block, PartError> {
         let rows = batch.num_rows() as u64;
         let data = if rows == 0 {
             Bytes::new()
         } else {
-            Bytes::from(encode(batch)?)
+            Bytes::from(super::part::encode(batch, order_by)?)
         };
         let mut hasher = blake3::Hasher::new();
         if let Some(s) = &source {
@@ -108,7 +115,8 @@ impl Block {
     }
 }
 
-pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+/// A batch as blocks were encoded before parts: an Arrow IPC stream, LZ4-compressed.
+pub fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     let options =
         IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
     let mut out = Vec::new();
@@ -120,7 +128,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     Ok(out)
 }
 
-/// Decodes a stored block; `projection` picks columns by index.
+/// Decodes a block encoded before parts (`encode_ipc`); `projection` picks columns by index.
 pub fn decode(
     data: &[u8],
     projection: Option<Vec<usize>>,
@@ -165,25 +173,30 @@ mod tests {
 
     #[test]
     fn roundtrip_and_projection() {
-        let b = Block::new("t", None, &batch()).expect("block");
-        let (_, batches) = decode(&b.data, None).expect("decode");
+        let b = Block::new("t", None, &batch(), &[]).expect("block");
+        assert_eq!(
+            super::super::part::decode(&b.data).expect("decode"),
+            vec![batch()]
+        );
+        let legacy = encode_ipc(&batch()).expect("encode");
+        let (_, batches) = decode(&legacy, None).expect("decode");
         assert_eq!(batches, vec![batch()]);
-        let (_, batches) = decode(&b.data, Some(vec![1])).expect("decode");
+        let (_, batches) = decode(&legacy, Some(vec![1])).expect("decode");
         assert_eq!(batches[0].num_columns(), 1);
         assert_eq!(batches[0].num_rows(), 3);
     }
 
     #[test]
     fn identity_includes_the_source_range() {
-        let a = Block::new("t", Some(range(0, 2)), &batch()).expect("block");
-        let again = Block::new("t", Some(range(0, 2)), &batch()).expect("block");
-        let elsewhere = Block::new("t", Some(range(3, 5)), &batch()).expect("block");
+        let a = Block::new("t", Some(range(0, 2)), &batch(), &[]).expect("block");
+        let again = Block::new("t", Some(range(0, 2)), &batch(), &[]).expect("block");
+        let elsewhere = Block::new("t", Some(range(3, 5)), &batch(), &[]).expect("block");
         assert_eq!(a.hash, again.hash);
         assert_ne!(a.hash, elsewhere.hash);
-        let plain = Block::new("t", None, &batch()).expect("block");
+        let plain = Block::new("t", None, &batch(), &[]).expect("block");
         assert_eq!(
             plain.hash,
-            Block::new("t", None, &batch()).expect("block").hash
+            Block::new("t", None, &batch(), &[]).expect("block").hash
         );
     }
 }

@@ -1,16 +1,22 @@
-//! Replicated table storage: blocks keyed by sequence, the dedup window, per-partition
-//! source positions, and reads for queries.
+//! Replicated table storage: parts (sorted Parquet files) and their merges, the dedup
+//! window, per-partition source positions, snapshot images, and reads for queries.
 //!
 //! Must not import `raft`, `actix` or `rdkafka`: the replication layer calls `apply` with
 //! blocks in log order, and apply depends only on the block and the stored state.
 
 pub mod apply;
 pub mod block;
+pub mod image;
+pub mod merge_policy;
+pub mod part;
 pub mod store;
 
 pub use apply::Decision;
 pub use block::{Block, PositionKey, SourceRange};
-pub use store::{ApplyOutcome, TableStore, Tables, Writer, WriterLogEntry};
+pub use image::TableImage;
+pub use merge_policy::MergePolicy;
+pub use part::{Part, PartRef};
+pub use store::{ApplyOutcome, MergeReport, TableStore, Tables, Writer, WriterLogEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {

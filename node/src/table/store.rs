@@ -1,27 +1,34 @@
-//! A table's replica on sled: blocks, the dedup window, and per-partition positions.
+//! A table's replica: parts on disk, and on sled the part list, the dedup window and the
+//! per-partition positions.
 //!
-//! The only sled code for tables. One apply is one atomic sled batch (rows, position,
-//! window, counters), so a crash leaves either all of a block or none of it, and never
-//! rows without the position that covers them.
+//! The only sled code for tables. One apply is one atomic sled batch (the new part's
+//! record, position, window, counters), so a crash leaves either all of a block or none
+//! of it, and never rows without the position that covers them. A part's file is synced,
+//! renamed into place and its directory synced before the batch that names it is
+//! written, so a record never names a file that a crash could lose or cut short. Files no
+//! record names (a crash between the two, a merge cut short, a replaced or dropped table)
+//! are removed when the table is opened.
 //!
-//! A block's bytes go to a file of their own, named by their content hash, in a directory
-//! per table; the batch records the hash. Kept in sled, a block would be written again
-//! and again: sled keeps up to 16 values in a leaf and rewrites the whole leaf, blocks
-//! and all, at every tenth change to it. A file is synced, renamed to its hash and its
-//! directory synced before the batch that names it is written, so a record never names a
-//! file that a crash could lose or cut short. Files no record names (a crash between the two, a replaced or dropped table) are
-//! removed when the table is opened or replaced. Blocks stored before there were files
-//! stay in sled and read as they are.
+//! Merges are local to each replica (see `merge_step`): they change how rows are laid out
+//! in files, never which rows there are, the positions or the window, so replicas that
+//! merged differently still hold the same rows and make the same apply decisions.
+//!
+//! Blocks stored before parts (a sled value per block, inline or naming a file of Arrow
+//! IPC) are converted once, in sequence order, by `migrate_legacy`.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
 use super::apply::{decide, Decision, Epochs};
 use super::block::{self, Block, BlockHash, PositionKey};
+use super::image::TableImage;
+use super::merge_policy::MergePolicy;
+use super::part::{self, Part, PartMeta, PartRef};
 use super::TableError;
 use crate::files::{self, with_path};
 
@@ -29,9 +36,15 @@ const NEXT_SEQ: &[u8] = b"m/next_seq";
 /// Prefix of the writer log: one entry per applied block from a Kafka partition.
 const WRITER_LOG: &[u8] = b"l/";
 const ROWS: &[u8] = b"m/rows";
-/// A stored block's value when its bytes are in a file: this, then the file's content
+/// Prefix of the part list: `p/` and the part's first block sequence number.
+const PART: &[u8] = b"p/";
+/// Prefix of blocks stored before parts.
+const LEGACY_BLOCK: &[u8] = b"b/";
+/// A legacy block's value when its bytes are in a file: this, then the file's content
 /// hash. An inline value is an Arrow IPC stream, which never starts so.
 const IN_FILE: &[u8] = b"\0file:";
+/// A part's bytes inside an in-memory image (`export`): `f/` and the part's file name.
+const IMAGE_FILE: &[u8] = b"f/";
 
 /// What applying a block did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,13 +79,26 @@ pub struct WriterLogEntry {
     pub epoch: u64,
 }
 
+/// What a merge did, for the log and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeReport {
+    pub inputs: usize,
+    pub output: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
 pub struct TableStore {
     name: String,
     tree: sled::Tree,
-    /// Applies are serialized per table: the decision reads state the batch then writes.
+    /// Applies, merge commits and snapshot installs are serialized per table: each reads
+    /// state its batch then writes.
     apply_lock: Mutex<()>,
-    /// The table's directory of block files; none keeps blocks in sled (unit tests).
-    files: Option<PathBuf>,
+    /// The table's directory of part files.
+    dir: PathBuf,
+    /// The part list as sled holds it, by first block sequence number, with the handles
+    /// that pin the files.
+    parts: Mutex<BTreeMap<u64, PartRef>>,
 }
 
 /// A table's directory name: its name, with every byte but letters, digits, `_` and `-`
@@ -89,7 +115,7 @@ fn dir_name(table: &str) -> String {
     out
 }
 
-/// The file hash a stored value names, if its bytes are in a file.
+/// The file hash a legacy block's value names, if its bytes are in a file.
 fn file_hash(value: &[u8]) -> Option<&[u8]> {
     value
         .strip_prefix(IN_FILE)
@@ -100,34 +126,21 @@ fn hex(hash: &[u8]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A table's stored keys and values, as a snapshot carries them.
+/// A table's stored keys and values.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// A stored block's bytes: the value itself, or its file's content.
-enum StoredBytes {
-    Inline(sled::IVec),
-    File(Vec<u8>),
-}
-
-impl AsRef<[u8]> for StoredBytes {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            StoredBytes::Inline(v) => v.as_ref(),
-            StoredBytes::File(v) => v.as_slice(),
-        }
-    }
-}
-
-fn block_key(seq: u64) -> Vec<u8> {
-    let mut k = b"b/".to_vec();
+fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn part_key(first: u64) -> Vec<u8> {
+    seq_key(PART, first)
 }
 
 fn window_key(seq: u64) -> Vec<u8> {
-    let mut k = b"w/".to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+    seq_key(b"w/", seq)
 }
 
 fn hash_key(hash: &BlockHash) -> Vec<u8> {
@@ -163,9 +176,24 @@ fn read_u64(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes a file durably under its final name: written as `.partial`, synced, renamed,
+/// and the directory synced, so a file under its final name is always whole.
+fn write_durably(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(name);
+    let partial = dir.join(format!("{name}.partial"));
+    std::fs::File::create(&partial)
+        .and_then(|mut f| {
+            f.write_all(data)?;
+            f.sync_data()
+        })
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .map_err(|e| with_path("writing", &partial, e))?;
+    files::sync_dir(dir)
+}
+
 impl TableStore {
-    /// `files`: the root of the tables' block directories; none keeps blocks in sled.
-    pub fn open(db: &sled::Db, name: &str, files: Option<&Path>) -> Result<TableStore, TableError> {
+    /// `root`: where the tables' directories of part files are.
+    pub fn open(db: &sled::Db, name: &str, root: &Path) -> Result<TableStore, TableError> {
         let tree = db
             .open_tree(format!("table/{name}"))
             .map_err(|e| TableError::storage(name, e))?;
@@ -173,12 +201,13 @@ impl TableStore {
             name: name.to_string(),
             tree,
             apply_lock: Mutex::new(()),
-            files: files.map(|root| root.join(dir_name(name))),
+            dir: root.join(dir_name(name)),
+            parts: Mutex::new(BTreeMap::new()),
         };
-        if let Some(dir) = &store.files {
-            files::make_dir_durably(dir).map_err(|e| store.file_err(e))?;
-            store.remove_unnamed_files()?;
-        }
+        files::make_dir_durably(&store.dir).map_err(|e| store.file_err(e))?;
+        let parts = store.load_parts()?;
+        *store.lock_parts()? = parts;
+        store.remove_unnamed_files()?;
         Ok(store)
     }
 
@@ -189,66 +218,66 @@ impl TableStore {
         }
     }
 
-    /// Writes a block's bytes to their file, durably, and returns the value that names it;
-    /// without a directory, the bytes themselves. A file is written under a temporary
-    /// name and renamed, so one under its hash is always whole: a block whose file is
-    /// there already (the same bytes stored before) is not written again, and a query
-    /// reading it never sees it half written.
-    fn store_bytes(&self, data: &[u8]) -> Result<Vec<u8>, TableError> {
-        let Some(dir) = &self.files else {
-            return Ok(data.to_vec());
-        };
-        let hash = blake3::hash(data);
-        let name = hex(hash.as_bytes());
-        let path = dir.join(&name);
-        if !path.exists() {
-            let partial = dir.join(format!("{name}.partial"));
-            std::fs::File::create(&partial)
-                .and_then(|mut f| {
-                    f.write_all(data)?;
-                    f.sync_data()
-                })
-                .and_then(|()| std::fs::rename(&partial, &path))
-                .map_err(|e| self.file_err(with_path("writing", &partial, e)))?;
-            files::sync_dir(dir).map_err(|e| self.file_err(e))?;
-        }
-        Ok([IN_FILE, hash.as_bytes()].concat())
-    }
-
-    /// A stored value's block bytes.
-    fn stored_bytes(&self, value: sled::IVec) -> Result<StoredBytes, TableError> {
-        let Some(hash) = file_hash(&value) else {
-            return Ok(StoredBytes::Inline(value));
-        };
-        let dir = self.files.as_ref().ok_or_else(|| TableError::Corrupt {
+    fn corrupt(&self, reason: impl std::fmt::Display) -> TableError {
+        TableError::Corrupt {
             table: self.name.clone(),
-            reason: "a block is in a file, and this store has no block files".into(),
-        })?;
-        let path = dir.join(hex(hash));
-        std::fs::read(&path)
-            .map(StoredBytes::File)
-            .map_err(|e| self.file_err(with_path("reading", &path, e)))
+            reason: reason.to_string(),
+        }
     }
 
-    /// Removes the block files no stored value names.
-    fn remove_unnamed_files(&self) -> Result<(), TableError> {
-        let Some(dir) = &self.files else {
-            return Ok(());
-        };
-        let mut files = std::fs::read_dir(dir)
-            .map_err(|e| self.file_err(with_path("listing", dir, e)))?
-            .peekable();
-        if files.peek().is_none() {
-            return Ok(());
+    fn storage(&self, e: sled::Error) -> TableError {
+        TableError::storage(&self.name, e)
+    }
+
+    fn lock_apply(&self) -> Result<MutexGuard<'_, ()>, TableError> {
+        self.apply_lock
+            .lock()
+            .map_err(|_| TableError::Poisoned(self.name.clone()))
+    }
+
+    fn lock_parts(&self) -> Result<MutexGuard<'_, BTreeMap<u64, PartRef>>, TableError> {
+        self.parts
+            .lock()
+            .map_err(|_| TableError::Poisoned(self.name.clone()))
+    }
+
+    fn decode_meta(&self, bytes: &[u8]) -> Result<PartMeta, TableError> {
+        serde_json::from_slice(bytes).map_err(|e| self.corrupt(format!("part record: {e}")))
+    }
+
+    fn encode_meta(&self, meta: &PartMeta) -> Result<Vec<u8>, TableError> {
+        serde_json::to_vec(meta).map_err(|e| self.corrupt(format!("part record: {e}")))
+    }
+
+    /// The part list as sled holds it.
+    fn load_parts(&self) -> Result<BTreeMap<u64, PartRef>, TableError> {
+        let mut parts = BTreeMap::new();
+        for item in self.tree.scan_prefix(PART) {
+            let (_, v) = item.map_err(|e| self.storage(e))?;
+            let meta = self.decode_meta(&v)?;
+            parts.insert(meta.first, Part::new(meta, &self.dir));
         }
-        let mut named = std::collections::HashSet::new();
-        for item in self.tree.scan_prefix(b"b/") {
-            let (_, value) = item.map_err(|e| TableError::storage(&self.name, e))?;
+        Ok(parts)
+    }
+
+    /// Removes the files no record names: parts of no record, `.partial` files, legacy
+    /// block files that no legacy record names.
+    fn remove_unnamed_files(&self) -> Result<(), TableError> {
+        let mut named: std::collections::HashSet<String> = self
+            .lock_parts()?
+            .values()
+            .map(|p| p.meta().file_name())
+            .collect();
+        for item in self.tree.scan_prefix(LEGACY_BLOCK) {
+            let (_, value) = item.map_err(|e| self.storage(e))?;
             if let Some(hash) = file_hash(&value) {
                 named.insert(hex(hash));
             }
         }
-        for item in files {
+        let dir = &self.dir;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| self.file_err(with_path("listing", dir, e)))?;
+        for item in entries {
             let path = item
                 .map_err(|e| self.file_err(with_path("listing", dir, e)))?
                 .path();
@@ -257,7 +286,11 @@ impl TableStore {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| named.contains(n));
             if !is_named {
-                files::remove_file(&path).map_err(|e| self.file_err(e))?;
+                if path.is_dir() {
+                    files::remove_dir(&path).map_err(|e| self.file_err(e))?;
+                } else {
+                    files::remove_file(&path).map_err(|e| self.file_err(e))?;
+                }
             }
         }
         Ok(())
@@ -267,22 +300,48 @@ impl TableStore {
         &self.name
     }
 
+    /// The directory of the table's part files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The stored next offset of a source partition.
     pub fn next_offset(&self, key: &PositionKey) -> Result<Option<i64>, TableError> {
         let v = self
             .tree
             .get(position_key(key))
-            .map_err(|e| TableError::storage(&self.name, e))?;
+            .map_err(|e| self.storage(e))?;
         Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(i64::from_be_bytes))
     }
 
     pub fn row_count(&self) -> Result<u64, TableError> {
-        Ok(read_u64(
-            self.tree
-                .get(ROWS)
-                .map_err(|e| TableError::storage(&self.name, e))?,
-        ))
+        Ok(read_u64(self.tree.get(ROWS).map_err(|e| self.storage(e))?))
+    }
+
+    /// The replica's current parts, in order, pinned: their files stay while a handle
+    /// lives, whatever merges or snapshot installs do meanwhile.
+    pub fn parts(&self) -> Result<Vec<PartRef>, TableError> {
+        Ok(self.lock_parts()?.values().cloned().collect())
+    }
+
+    /// A block's rows as a part file's bytes: the block's own bytes when it is a part
+    /// already; a legacy block (Arrow IPC, from a log written before parts) is sorted and
+    /// encoded here.
+    fn part_bytes<'a>(
+        &self,
+        data: &'a [u8],
+        order_by: &[String],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, TableError> {
+        if part::is_parquet(data) {
+            return Ok(std::borrow::Cow::Borrowed(data));
+        }
+        let (schema, batches) = block::decode(data, None).map_err(|e| self.corrupt(e))?;
+        let batch =
+            arrow::compute::concat_batches(&schema, &batches).map_err(|e| self.corrupt(e))?;
+        part::encode(&batch, order_by)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| self.corrupt(e))
     }
 
     /// Applies a block: decides, then writes everything in one atomic batch. No flush here:
@@ -292,13 +351,11 @@ impl TableStore {
     pub fn apply(
         &self,
         block: &Block,
+        order_by: &[String],
         dedup_window: u64,
         writer: Option<Writer>,
     ) -> Result<ApplyOutcome, TableError> {
-        let _guard = self
-            .apply_lock
-            .lock()
-            .map_err(|_| TableError::Poisoned(self.name.clone()))?;
+        let _guard = self.lock_apply()?;
         let storage = |e| TableError::storage(&self.name, e);
         let next_offset = match &block.source {
             Some(range) => self.next_offset(&range.position_key())?,
@@ -333,10 +390,19 @@ impl TableStore {
             return Ok(ApplyOutcome::Skipped(decision));
         }
         let mut batch = sled::Batch::default();
-        let mut stored_seq = None;
+        let mut stored = None;
         if block.rows > 0 {
             let seq = read_u64(self.tree.get(NEXT_SEQ).map_err(storage)?);
-            batch.insert(block_key(seq), self.store_bytes(&block.data)?);
+            let bytes = self.part_bytes(&block.data, order_by)?;
+            let meta = PartMeta {
+                first: seq,
+                last: seq,
+                level: 0,
+                rows: block.rows,
+                bytes: bytes.len() as u64,
+            };
+            write_durably(&self.dir, &meta.file_name(), &bytes).map_err(|e| self.file_err(e))?;
+            batch.insert(part_key(seq), self.encode_meta(&meta)?);
             batch.insert(NEXT_SEQ, &(seq + 1).to_be_bytes());
             let rows = self.row_count()? + block.rows;
             batch.insert(ROWS, &rows.to_be_bytes());
@@ -350,7 +416,7 @@ impl TableStore {
                     }
                 }
             }
-            stored_seq = Some(seq);
+            stored = Some(meta);
         }
         if let Some(range) = &block.source {
             batch.insert(
@@ -373,18 +439,18 @@ impl TableStore {
                     node: w.node,
                     epoch: w.epoch,
                 };
-                let bytes = serde_json::to_vec(&entry).map_err(|e| TableError::Corrupt {
-                    table: self.name.clone(),
-                    reason: e.to_string(),
-                })?;
-                let mut key = WRITER_LOG.to_vec();
-                key.extend_from_slice(&w.log_index.to_be_bytes());
-                batch.insert(key, bytes);
+                let bytes = serde_json::to_vec(&entry).map_err(|e| self.corrupt(e))?;
+                batch.insert(seq_key(WRITER_LOG, w.log_index), bytes);
             }
         }
         self.tree.apply_batch(batch).map_err(storage)?;
+        let seq = stored.as_ref().map(|m| m.first);
+        if let Some(meta) = stored {
+            self.lock_parts()?
+                .insert(meta.first, Part::new(meta, &self.dir));
+        }
         Ok(ApplyOutcome::Stored {
-            seq: stored_seq,
+            seq,
             rows: block.rows,
         })
     }
@@ -393,133 +459,315 @@ impl TableStore {
     pub fn writer_log(&self) -> Result<Vec<WriterLogEntry>, TableError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(WRITER_LOG) {
-            let (_, bytes) = item.map_err(|e| TableError::storage(&self.name, e))?;
+            let (_, bytes) = item.map_err(|e| self.storage(e))?;
             out.push(
-                serde_json::from_slice(&bytes).map_err(|e| TableError::Corrupt {
-                    table: self.name.clone(),
-                    reason: format!("writer log entry: {e}"),
-                })?,
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| self.corrupt(format!("writer log entry: {e}")))?,
             );
         }
         Ok(out)
     }
 
-    /// Everything stored, as key/value pairs with every block's bytes in its value: a
-    /// snapshot's content, the same whether a block is in a file or in sled.
-    pub fn export(&self) -> Result<Pairs, TableError> {
-        let _guard = self
-            .apply_lock
-            .lock()
-            .map_err(|_| TableError::Poisoned(self.name.clone()))?;
+    /// One merge, if the policy finds parts worth merging: the run it picks is streamed
+    /// into one sorted part, which then replaces the run in one sled batch, flushed before
+    /// the inputs' files may go (a crash before that keeps the inputs and drops the
+    /// output, which no record names). Applies go on meanwhile; only the commit holds
+    /// the apply lock. One merge at a time per table: the caller runs one merger.
+    pub fn merge_step(
+        &self,
+        schema: &SchemaRef,
+        order_by: &[String],
+        policy: &MergePolicy,
+    ) -> Result<Option<MergeReport>, TableError> {
+        let parts = self.parts()?;
+        let metas: Vec<PartMeta> = parts.iter().map(|p| p.meta().clone()).collect();
+        let Some(run) = policy.select(&metas) else {
+            return Ok(None);
+        };
+        let inputs = &parts[run];
+        let (Some(head), Some(tail)) = (inputs.first(), inputs.last()) else {
+            return Ok(None);
+        };
+        let mut meta = PartMeta {
+            first: head.meta().first,
+            last: tail.meta().last,
+            level: inputs.iter().map(|p| p.level()).max().unwrap_or(0) + 1,
+            rows: inputs.iter().map(|p| p.rows()).sum(),
+            bytes: 0,
+        };
+        let name = meta.file_name();
+        let partial = self.dir.join(format!("{name}.partial"));
+        let path = self.dir.join(&name);
+        let written = (|| {
+            let mut file = std::fs::File::create(&partial)
+                .map_err(|e| self.file_err(with_path("creating", &partial, e)))?;
+            let rows = part::merge(inputs, schema, order_by, &mut file)
+                .map_err(|e| self.corrupt(format!("merging into {name}: {e}")))?;
+            if rows != meta.rows {
+                return Err(self.corrupt(format!(
+                    "merging into {name}: {rows} rows out of {} in",
+                    meta.rows
+                )));
+            }
+            file.sync_data()
+                .map_err(|e| self.file_err(with_path("syncing", &partial, e)))?;
+            let bytes = file
+                .metadata()
+                .map_err(|e| self.file_err(with_path("reading", &partial, e)))?
+                .len();
+            std::fs::rename(&partial, &path)
+                .map_err(|e| self.file_err(with_path("renaming", &partial, e)))?;
+            files::sync_dir(&self.dir).map_err(|e| self.file_err(e))?;
+            Ok(bytes)
+        })();
+        meta.bytes = match written {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = files::remove_file(&partial);
+                return Err(e);
+            }
+        };
+        let _guard = self.lock_apply()?;
+        let mut current = self.lock_parts()?;
+        // A snapshot installed meanwhile replaced the part list: the inputs may be gone.
+        let still_there = inputs.iter().all(|p| {
+            current
+                .get(&p.meta().first)
+                .is_some_and(|c| Arc::ptr_eq(c, p))
+        });
+        if !still_there {
+            drop(current);
+            files::remove_file(&path).map_err(|e| self.file_err(e))?;
+            return Ok(None);
+        }
+        let mut batch = sled::Batch::default();
+        for p in inputs {
+            batch.remove(part_key(p.meta().first));
+        }
+        batch.insert(part_key(meta.first), self.encode_meta(&meta)?);
+        self.tree.apply_batch(batch).map_err(|e| self.storage(e))?;
+        self.tree.flush().map_err(|e| self.storage(e))?;
+        for p in inputs {
+            current.remove(&p.meta().first);
+            p.retire();
+        }
+        let report = MergeReport {
+            inputs: inputs.len(),
+            output: meta.name(),
+            rows: meta.rows,
+            bytes: meta.bytes,
+        };
+        current.insert(meta.first, Part::new(meta, &self.dir));
+        Ok(Some(report))
+    }
+
+    /// Converts blocks stored before parts into parts, one batch per block, in sequence
+    /// order; a crash midway leaves the rest for the next open. Returns how many.
+    pub fn migrate_legacy(&self, order_by: &[String]) -> Result<usize, TableError> {
+        let _guard = self.lock_apply()?;
+        let mut converted = 0;
+        for item in self.tree.scan_prefix(LEGACY_BLOCK) {
+            let (key, value) = item.map_err(|e| self.storage(e))?;
+            let seq = key
+                .get(LEGACY_BLOCK.len()..)
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| self.corrupt("a legacy block key without a sequence number"))?;
+            let data = match file_hash(&value) {
+                Some(hash) => {
+                    let path = self.dir.join(hex(hash));
+                    std::fs::read(&path)
+                        .map_err(|e| self.file_err(with_path("reading", &path, e)))?
+                }
+                None => value.to_vec(),
+            };
+            let bytes = self.part_bytes(&data, order_by)?;
+            let rows = part::decode(&bytes)
+                .map_err(|e| self.corrupt(e))?
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum();
+            let meta = PartMeta {
+                first: seq,
+                last: seq,
+                level: 0,
+                rows,
+                bytes: bytes.len() as u64,
+            };
+            write_durably(&self.dir, &meta.file_name(), &bytes).map_err(|e| self.file_err(e))?;
+            let mut batch = sled::Batch::default();
+            batch.remove(key);
+            batch.insert(part_key(seq), self.encode_meta(&meta)?);
+            self.tree.apply_batch(batch).map_err(|e| self.storage(e))?;
+            self.lock_parts()?.insert(seq, Part::new(meta, &self.dir));
+            converted += 1;
+        }
+        if converted > 0 {
+            self.tree.flush().map_err(|e| self.storage(e))?;
+            self.remove_unnamed_files()?;
+        }
+        Ok(converted)
+    }
+
+    /// Pins the replica for a snapshot: under the apply lock, reads every record and
+    /// hard-links every part file into `dir` (empty, on the same filesystem). No row is
+    /// copied; the links keep the files whatever merges do after.
+    pub fn pin_image(&self, dir: &Path) -> Result<TableImage, TableError> {
+        let _guard = self.lock_apply()?;
         let mut pairs = Vec::new();
         for item in self.tree.iter() {
-            let (k, v) = item.map_err(|e| TableError::storage(&self.name, e))?;
-            let v = if k.starts_with(b"b/") {
-                self.stored_bytes(v)?.as_ref().to_vec()
-            } else {
-                v.to_vec()
-            };
-            pairs.push((k.to_vec(), v));
+            let (k, v) = item.map_err(|e| self.storage(e))?;
+            if k.starts_with(LEGACY_BLOCK) {
+                return Err(self.corrupt("legacy blocks not converted to parts yet"));
+            }
+            pairs.push((k.to_vec(), v.to_vec()));
+        }
+        let mut files_out = Vec::new();
+        for part in self.lock_parts()?.values() {
+            let name = part.meta().file_name();
+            let link = dir.join(&name);
+            std::fs::hard_link(part.path(), &link)
+                .map_err(|e| self.file_err(with_path("linking", &link, e)))?;
+            files_out.push((name, part.bytes()));
+        }
+        files::sync_dir(dir).map_err(|e| self.file_err(e))?;
+        Ok(TableImage {
+            pairs,
+            files: files_out,
+        })
+    }
+
+    /// Replaces the replica by an image whose files are all in `dir`: moves them into the
+    /// table's directory, then replaces every record in one atomic batch, so a crash leaves
+    /// the old replica or the new one (moved files no record names are removed at open).
+    /// The old parts' files go once no reader holds them.
+    pub fn install_image(&self, image: &TableImage, dir: &Path) -> Result<(), TableError> {
+        let _guard = self.lock_apply()?;
+        for (name, len) in &image.files {
+            let from = dir.join(name);
+            let size = std::fs::metadata(&from)
+                .map_err(|e| self.file_err(with_path("reading", &from, e)))?
+                .len();
+            if size != *len {
+                return Err(self.corrupt(format!(
+                    "snapshot part {name} has {size} bytes, its image says {len}"
+                )));
+            }
+            let to = self.dir.join(name);
+            std::fs::rename(&from, &to)
+                .map_err(|e| self.file_err(with_path("moving", &from, e)))?;
+        }
+        files::sync_dir(&self.dir).map_err(|e| self.file_err(e))?;
+        self.replace_records(&image.pairs)
+    }
+
+    /// Replaces every record by `pairs` in one atomic batch, flushed, and the part list
+    /// with it; parts no longer named are retired.
+    fn replace_records(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), TableError> {
+        let keep: std::collections::HashSet<&[u8]> =
+            pairs.iter().map(|(k, _)| k.as_slice()).collect();
+        let mut batch = sled::Batch::default();
+        for item in self.tree.iter().keys() {
+            let k = item.map_err(|e| self.storage(e))?;
+            if !keep.contains(k.as_ref()) {
+                batch.remove(k);
+            }
+        }
+        for (k, v) in pairs {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.storage(e))?;
+        self.tree.flush().map_err(|e| self.storage(e))?;
+        let next = self.load_parts()?;
+        let mut current = self.lock_parts()?;
+        let names: std::collections::HashSet<String> =
+            next.values().map(|p| p.name().to_string()).collect();
+        for old in current.values() {
+            if !names.contains(old.name()) {
+                old.retire();
+            }
+        }
+        *current = next;
+        Ok(())
+    }
+
+    /// Everything stored, with every part file's bytes, in memory: an image for tests and
+    /// small tables; snapshots use `pin_image`, which copies nothing.
+    pub fn export(&self) -> Result<Pairs, TableError> {
+        let dir = tempfile::tempdir_in(&self.dir).map_err(|e| self.file_err(e))?;
+        let image = self.pin_image(dir.path())?;
+        let mut pairs = image.pairs;
+        for (name, _) in &image.files {
+            let path = dir.path().join(name);
+            let bytes =
+                std::fs::read(&path).map_err(|e| self.file_err(with_path("reading", &path, e)))?;
+            pairs.push(([IMAGE_FILE, name.as_bytes()].concat(), bytes));
         }
         Ok(pairs)
     }
 
-    /// Replaces everything stored by `pairs` (a snapshot's content, from `export`),
-    /// atomically with respect to applies. The new blocks' files are written before the
-    /// records change, and the old ones removed after.
+    /// Replaces everything stored by an `export`'s pairs.
     pub fn replace_all(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), TableError> {
-        let _guard = self
-            .apply_lock
-            .lock()
-            .map_err(|_| TableError::Poisoned(self.name.clone()))?;
-        let storage = |e| TableError::storage(&self.name, e);
-        let mut batch = sled::Batch::default();
+        let dir = tempfile::tempdir_in(&self.dir).map_err(|e| self.file_err(e))?;
+        let mut image = TableImage::default();
         for (k, v) in pairs {
-            if k.starts_with(b"b/") {
-                batch.insert(k.as_slice(), self.store_bytes(v)?);
-            } else {
-                batch.insert(k.as_slice(), v.as_slice());
+            match k.strip_prefix(IMAGE_FILE) {
+                Some(name) => {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    write_durably(dir.path(), &name, v).map_err(|e| self.file_err(e))?;
+                    image.files.push((name, v.len() as u64));
+                }
+                None => image.pairs.push((k.clone(), v.clone())),
             }
         }
-        self.tree.clear().map_err(storage)?;
-        self.tree.apply_batch(batch).map_err(storage)?;
-        if self.files.is_some() {
-            self.tree.flush().map_err(storage)?;
-            self.remove_unnamed_files()?;
-        }
-        Ok(())
+        self.install_image(&image, dir.path())
     }
 
-    /// Every stored block as stored (Arrow IPC, compressed), in apply order: what a node
-    /// that holds no replica of the table is sent to answer a query.
-    pub fn raw_blocks(&self) -> Result<Vec<Vec<u8>>, TableError> {
-        self.tree
-            .scan_prefix(b"b/")
-            .map(|item| {
-                let (_, value) = item.map_err(|e| TableError::storage(&self.name, e))?;
-                Ok(self.stored_bytes(value)?.as_ref().to_vec())
-            })
-            .collect()
-    }
-
-    /// Every stored block, decoded with the given projection, in apply order.
+    /// Every row, decoded with the given projection, part after part.
     pub fn scan(&self, projection: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, TableError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"b/") {
-            let (_, value) = item.map_err(|e| TableError::storage(&self.name, e))?;
-            let data = self.stored_bytes(value)?;
-            let (_, batches) = block::decode(data.as_ref(), projection.clone()).map_err(|e| {
-                TableError::Corrupt {
-                    table: self.name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            out.extend(batches);
+        for part in self.parts()? {
+            for batch in part::read_file(part.path()).map_err(|e| self.corrupt(e))? {
+                let batch = batch.map_err(|e| self.corrupt(e))?;
+                out.push(match &projection {
+                    Some(p) => batch.project(p).map_err(|e| self.corrupt(e))?,
+                    None => batch,
+                });
+            }
         }
         Ok(out)
     }
 
-    /// Schema check helper for tests and diagnostics.
-    pub fn first_block_schema(&self) -> Result<Option<SchemaRef>, TableError> {
-        match self
-            .tree
-            .scan_prefix(b"b/")
-            .next()
-            .transpose()
-            .map_err(|e| TableError::storage(&self.name, e))?
-        {
-            Some((_, value)) => Ok(Some(
-                block::decode(self.stored_bytes(value)?.as_ref(), None)
-                    .map_err(|e| TableError::Corrupt {
-                        table: self.name.clone(),
-                        reason: e.to_string(),
-                    })?
-                    .0,
-            )),
-            None => Ok(None),
-        }
+    /// Every part file's bytes, in order: what a node that holds no replica of the table
+    /// is sent to answer a query.
+    pub fn raw_blocks(&self) -> Result<Vec<Vec<u8>>, TableError> {
+        self.parts()?
+            .iter()
+            .map(|p| {
+                std::fs::read(p.path())
+                    .map_err(|e| self.file_err(with_path("reading", p.path(), e)))
+            })
+            .collect()
     }
 }
 
 /// All table replicas of a node.
 pub struct Tables {
     db: sled::Db,
-    open: Mutex<std::collections::BTreeMap<String, Arc<TableStore>>>,
-    /// The root of the tables' block directories; none keeps blocks in sled.
-    files: Option<PathBuf>,
+    open: Mutex<BTreeMap<String, Arc<TableStore>>>,
+    /// The root of the tables' directories of part files.
+    root: PathBuf,
 }
 
 impl Tables {
-    /// `files`: where the tables' block files go; none keeps blocks in sled. Directories
-    /// of tables that no longer exist (a crash during a drop) are removed.
-    pub fn new(db: sled::Db, files: Option<PathBuf>) -> Tables {
-        if let Some(root) = &files {
-            remove_dropped_tables(&db, root);
-        }
+    /// `root`: where the tables' part files go. Directories of tables that no longer exist
+    /// (a crash during a drop) are removed.
+    pub fn new(db: sled::Db, root: PathBuf) -> Tables {
+        remove_dropped_tables(&db, &root);
         Tables {
             db,
             open: Mutex::new(Default::default()),
-            files,
+            root,
         }
     }
 
@@ -531,18 +779,22 @@ impl Tables {
         if let Some(t) = open.get(name) {
             return Ok(t.clone());
         }
-        let t = Arc::new(TableStore::open(&self.db, name, self.files.as_deref())?);
+        let t = Arc::new(TableStore::open(&self.db, name, &self.root)?);
         open.insert(name.to_string(), t.clone());
         Ok(t)
     }
 
-    /// Forgets open handles, before the trees underneath are replaced by a snapshot.
-    pub fn forget_all(&self) -> Result<(), TableError> {
-        self.open
-            .lock()
-            .map_err(|_| TableError::Poisoned("*".to_string()))?
-            .clear();
-        Ok(())
+    /// The replica of a table if this node has one on disk, without making one.
+    pub fn existing(&self, name: &str) -> Result<Option<Arc<TableStore>>, TableError> {
+        let has_tree = self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == format!("table/{name}").as_bytes());
+        if !has_tree {
+            return Ok(None);
+        }
+        self.get(name).map(Some)
     }
 
     /// Removes a table's data for good.
@@ -556,21 +808,19 @@ impl Tables {
             .drop_tree(format!("table/{name}"))
             .map_err(|e| TableError::storage(name, e))?;
         self.db.flush().map_err(|e| TableError::storage(name, e))?;
-        if let Some(root) = &self.files {
-            remove_dir(&root.join(dir_name(name)));
-        }
+        remove_dir(&self.root.join(dir_name(name)));
         Ok(())
     }
 }
 
-/// Removes the block directories of tables that have no tree: left by a crash between
+/// Removes the part directories of tables that have no tree: left by a crash between
 /// a drop's two steps. Failures are logged; the files are only space.
 fn remove_dropped_tables(db: &sled::Db, root: &Path) {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            tracing::warn!(dir = %root.display(), error = %e, "listing the tables' block files");
+            tracing::warn!(dir = %root.display(), error = %e, "listing the tables' part files");
             return;
         }
     };
@@ -593,7 +843,7 @@ fn remove_dropped_tables(db: &sled::Db, root: &Path) {
 
 fn remove_dir(dir: &Path) {
     if let Err(e) = files::remove_dir(dir) {
-        tracing::warn!(error = %e, "removing a table's block files");
+        tracing::warn!(error = %e, "removing a table's part files");
     }
 }
 
@@ -620,6 +870,7 @@ mod tests {
                 last_offset: last,
             }),
             &batch(values),
+            &[],
         )
         .expect("block")
     }
@@ -628,7 +879,7 @@ mod tests {
     fn table_t() -> (tempfile::TempDir, Arc<TableStore>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path().join("sled")).expect("sled");
-        let t = Tables::new(db, Some(dir.path().join("blocks")))
+        let t = Tables::new(db, dir.path().join("blocks"))
             .get("t")
             .expect("table");
         (dir, t)
@@ -639,16 +890,16 @@ mod tests {
         let (_dir, t) = table_t();
         let b = from_kafka(0, 2, vec![1, 2, 3]);
         assert!(matches!(
-            t.apply(&b, 100, None).expect("apply"),
+            t.apply(&b, &[], 100, None).expect("apply"),
             ApplyOutcome::Stored { rows: 3, .. }
         ));
         assert!(matches!(
-            t.apply(&b, 100, None).expect("apply"),
+            t.apply(&b, &[], 100, None).expect("apply"),
             ApplyOutcome::Skipped(Decision::AlreadyApplied { next_offset: 3 })
         ));
         // A rewound consumer that cuts its blocks differently is refused, not duplicated.
         assert!(matches!(
-            t.apply(&from_kafka(1, 5, vec![2, 3, 4, 5, 6]), 100, None)
+            t.apply(&from_kafka(1, 5, vec![2, 3, 4, 5, 6]), &[], 100, None)
                 .expect("apply"),
             ApplyOutcome::Skipped(Decision::Overlap { next_offset: 3 })
         ));
@@ -656,7 +907,7 @@ mod tests {
         let key = b.source.as_ref().expect("source").position_key();
         assert_eq!(t.next_offset(&key).expect("offset"), Some(3));
         // An empty block still advances the position.
-        t.apply(&from_kafka(3, 4, vec![]), 100, None)
+        t.apply(&from_kafka(3, 4, vec![]), &[], 100, None)
             .expect("apply");
         assert_eq!(t.next_offset(&key).expect("offset"), Some(5));
         let rows: usize = t
@@ -679,14 +930,19 @@ mod tests {
                 log_index,
             })
         };
-        t.apply(&from_kafka(0, 2, vec![1, 2, 3]), 100, writer(1, 10, 11))
-            .expect("apply");
+        t.apply(
+            &from_kafka(0, 2, vec![1, 2, 3]),
+            &[],
+            100,
+            writer(1, 10, 11),
+        )
+        .expect("apply");
         // The partition moves to node 2 at epoch 20, which writes first.
-        t.apply(&from_kafka(3, 4, vec![4, 5]), 100, writer(2, 20, 21))
+        t.apply(&from_kafka(3, 4, vec![4, 5]), &[], 100, writer(2, 20, 21))
             .expect("apply");
         // Node 1 wakes up and writes what follows: refused although the offsets fit.
         assert_eq!(
-            t.apply(&from_kafka(5, 6, vec![6, 7]), 100, writer(1, 10, 22))
+            t.apply(&from_kafka(5, 6, vec![6, 7]), &[], 100, writer(1, 10, 22))
                 .expect("apply"),
             ApplyOutcome::Skipped(Decision::StaleEpoch {
                 epoch: 10,
@@ -694,7 +950,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            t.apply(&from_kafka(5, 6, vec![6, 7]), 100, writer(2, 20, 23))
+            t.apply(&from_kafka(5, 6, vec![6, 7]), &[], 100, writer(2, 20, 23))
                 .expect("apply"),
             ApplyOutcome::Stored { rows: 2, .. }
         ));
@@ -706,7 +962,7 @@ mod tests {
             log_index: 24,
         };
         assert!(matches!(
-            t.apply(&from_kafka(7, 7, vec![8]), 100, Some(other_queue))
+            t.apply(&from_kafka(7, 7, vec![8]), &[], 100, Some(other_queue))
                 .expect("apply"),
             ApplyOutcome::Stored { rows: 1, .. }
         ));
@@ -723,19 +979,19 @@ mod tests {
     #[test]
     fn direct_blocks_dedup_within_the_window() {
         let (_dir, t) = table_t();
-        let a = Block::new("t", None, &batch(vec![1])).expect("block");
-        let b = Block::new("t", None, &batch(vec![2])).expect("block");
-        let c = Block::new("t", None, &batch(vec![3])).expect("block");
-        t.apply(&a, 2, None).expect("apply");
+        let a = Block::new("t", None, &batch(vec![1]), &[]).expect("block");
+        let b = Block::new("t", None, &batch(vec![2]), &[]).expect("block");
+        let c = Block::new("t", None, &batch(vec![3]), &[]).expect("block");
+        t.apply(&a, &[], 2, None).expect("apply");
         assert!(matches!(
-            t.apply(&a, 2, None).expect("apply"),
+            t.apply(&a, &[], 2, None).expect("apply"),
             ApplyOutcome::Skipped(Decision::Duplicate { .. })
         ));
-        t.apply(&b, 2, None).expect("apply");
-        t.apply(&c, 2, None).expect("apply");
+        t.apply(&b, &[], 2, None).expect("apply");
+        t.apply(&c, &[], 2, None).expect("apply");
         // `a` has left the window of two: it is new again.
         assert!(matches!(
-            t.apply(&a, 2, None).expect("apply"),
+            t.apply(&a, &[], 2, None).expect("apply"),
             ApplyOutcome::Stored { .. }
         ));
         assert_eq!(t.row_count().expect("rows"), 4);
@@ -760,14 +1016,14 @@ mod tests {
     #[test]
     fn survives_reopen_and_drop() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = Some(dir.path().join("blocks"));
+        let files = dir.path().join("blocks");
         {
             let db = sled::open(dir.path().join("sled")).expect("sled");
             let tables = Tables::new(db, files.clone());
             tables
                 .get("t")
                 .expect("t")
-                .apply(&from_kafka(0, 0, vec![7]), 10, None)
+                .apply(&from_kafka(0, 0, vec![7]), &[], 10, None)
                 .expect("apply");
         }
         let db = reopen(&dir.path().join("sled"));
@@ -787,54 +1043,70 @@ mod tests {
     }
 
     #[test]
-    fn blocks_are_files_named_in_sled_and_snapshots_carry_their_bytes() {
+    fn parts_are_files_named_in_sled_and_images_carry_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path().join("sled")).expect("sled");
         let root = dir.path().join("blocks");
-        let tables = Tables::new(db.clone(), Some(root.clone()));
+        let tables = Tables::new(db.clone(), root.clone());
         let t = tables.get("t").expect("t");
         for (i, values) in [vec![1, 2], vec![3], vec![4, 5, 6]].into_iter().enumerate() {
             let at = i64::try_from(i).unwrap_or_default() * 10;
-            t.apply(&from_kafka(at, at + 9, values), 10, None)
+            t.apply(&from_kafka(at, at + 9, values), &[], 10, None)
                 .expect("apply");
         }
         let table_dir = root.join("t-t");
         assert_eq!(files_in(&table_dir), 3);
-        // sled names the files; it does not hold the bytes.
-        let stored = db.open_tree("table/t").expect("tree").get(block_key(0));
-        assert!(stored
-            .expect("get")
-            .is_some_and(|v| file_hash(&v).is_some()));
+        // sled names the parts; it does not hold their bytes.
+        let stored = db.open_tree("table/t").expect("tree").get(part_key(0));
+        let meta: PartMeta =
+            serde_json::from_slice(&stored.expect("get").expect("part record")).expect("meta");
+        assert_eq!((meta.first, meta.level, meta.rows), (0, 0, 2));
 
-        // A snapshot holds the bytes themselves, and installs the same rows elsewhere,
-        // in files or in sled.
-        let pairs = t.export().expect("export");
-        assert!(pairs
-            .iter()
-            .all(|(k, v)| !k.starts_with(b"b/") || file_hash(v).is_none()));
-        let elsewhere = tempfile::tempdir().expect("tempdir");
-        let other_db = sled::open(elsewhere.path()).expect("sled");
-        for files in [Some(elsewhere.path().join("blocks")), None] {
-            let copy = Tables::new(other_db.clone(), files).get("t").expect("t");
-            copy.replace_all(&pairs).expect("install");
-            assert_eq!(copy.scan(None).expect("scan"), t.scan(None).expect("scan"));
-            assert_eq!(
-                copy.raw_blocks().expect("raw"),
-                t.raw_blocks().expect("raw")
-            );
-            assert_eq!(copy.row_count().expect("rows"), 6);
-        }
-
-        // Installing a snapshot over the table removes the files of its old blocks.
-        let small = tempfile::tempdir().expect("tempdir");
-        let small_db = sled::open(small.path()).expect("sled");
-        let one = Tables::new(small_db, None).get("t").expect("t");
-        one.apply(&from_kafka(0, 0, vec![9]), 10, None)
-            .expect("apply");
-        t.replace_all(&one.export().expect("export"))
-            .expect("install");
+        // A pinned image links the parts and carries the records; installed elsewhere it
+        // holds the same rows, and the linked files survive the source's merge.
+        let pinned = tempfile::tempdir_in(dir.path()).expect("tempdir");
+        let image = t.pin_image(pinned.path()).expect("pin");
+        assert_eq!(image.files.len(), 3);
+        let merged = t
+            .merge_step(
+                &batch(vec![]).schema(),
+                &["a".to_string()],
+                &MergePolicy {
+                    fan_in: 3,
+                    ..MergePolicy::default()
+                },
+            )
+            .expect("merge")
+            .expect("a merge");
+        assert_eq!((merged.inputs, merged.rows), (3, 6));
         assert_eq!(files_in(&table_dir), 1);
-        assert_eq!(t.scan(None).expect("scan"), vec![batch(vec![9])]);
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let other = Tables::new(
+            sled::open(elsewhere.path().join("sled")).expect("sled"),
+            elsewhere.path().join("blocks"),
+        )
+        .get("t")
+        .expect("t");
+        other
+            .apply(&from_kafka(0, 0, vec![9]), &[], 10, None)
+            .expect("apply");
+        other.install_image(&image, pinned.path()).expect("install");
+        assert_eq!(values(&other), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(other.row_count().expect("rows"), 6);
+        assert_eq!(files_in(&elsewhere.path().join("blocks").join("t-t")), 3);
+        let key = PositionKey {
+            source: "mv".into(),
+            topic: "topic".into(),
+            partition: 2,
+        };
+        assert_eq!(other.next_offset(&key).expect("offset"), Some(30));
+
+        // An in-memory image of the merged table installs over it too.
+        other
+            .replace_all(&t.export().expect("export"))
+            .expect("install");
+        assert_eq!(values(&other), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(other.parts().expect("parts").len(), 1);
 
         // Files no record names (a crash between a file and its record) are removed at
         // open; so is the directory of a table with no tree (a crash during a drop).
@@ -842,32 +1114,96 @@ mod tests {
         std::fs::create_dir_all(root.join("t-gone")).expect("mkdir");
         drop(t);
         drop(tables);
-        let tables = Tables::new(db, Some(root.clone()));
+        let tables = Tables::new(db, root.clone());
         let t = tables.get("t").expect("t");
         assert_eq!(files_in(&table_dir), 1);
         assert!(!root.join("t-gone").exists());
-        assert_eq!(t.scan(None).expect("scan"), vec![batch(vec![9])]);
+        assert_eq!(values(&t), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    /// The rows of a replica, in part order.
+    fn values(t: &TableStore) -> Vec<u32> {
+        t.scan(None)
+            .expect("scan")
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<UInt32Array>()
+                    .expect("u32")
+                    .values()
+                    .to_vec()
+            })
+            .collect()
     }
 
     #[test]
-    fn blocks_stored_in_sled_before_read_as_they_are() {
+    fn a_part_in_use_outlives_its_merge() {
+        let (_dir, t) = table_t();
+        for i in 0..4 {
+            t.apply(
+                &from_kafka(i, i, vec![u32::try_from(i).unwrap_or(0)]),
+                &[],
+                10,
+                None,
+            )
+            .expect("apply");
+        }
+        let reading = t.parts().expect("parts");
+        let policy = MergePolicy {
+            fan_in: 4,
+            ..MergePolicy::default()
+        };
+        t.merge_step(&batch(vec![]).schema(), &["a".to_string()], &policy)
+            .expect("merge")
+            .expect("a merge");
+        assert!(reading.iter().all(|p| p.path().exists()));
+        let paths: Vec<PathBuf> = reading.iter().map(|p| p.path().to_path_buf()).collect();
+        drop(reading);
+        assert!(paths.iter().all(|p| !p.exists()));
+        assert_eq!(values(&t), vec![0, 1, 2, 3]);
+        // Nothing left to merge.
+        assert_eq!(
+            t.merge_step(&batch(vec![]).schema(), &["a".to_string()], &policy)
+                .expect("merge"),
+            None
+        );
+    }
+
+    #[test]
+    fn blocks_stored_before_parts_become_parts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path().join("sled")).expect("sled");
-        Tables::new(db.clone(), None)
-            .get("t")
-            .expect("t")
-            .apply(&from_kafka(0, 0, vec![1]), 10, None)
+        let root = dir.path().join("blocks");
+        // As stored before parts: one block inline in sled, one in a file named by its hash.
+        let tree = db.open_tree("table/t").expect("tree");
+        let inline = block::encode_ipc(&batch(vec![3, 1])).expect("ipc");
+        let in_file = block::encode_ipc(&batch(vec![2])).expect("ipc");
+        let hash = blake3::hash(&in_file);
+        std::fs::create_dir_all(root.join("t-t")).expect("mkdir");
+        std::fs::write(root.join("t-t").join(hex(hash.as_bytes())), &in_file).expect("write");
+        tree.insert(seq_key(LEGACY_BLOCK, 0), inline)
+            .expect("insert");
+        tree.insert(
+            seq_key(LEGACY_BLOCK, 1),
+            [IN_FILE, hash.as_bytes()].concat(),
+        )
+        .expect("insert");
+        tree.insert(NEXT_SEQ, &2u64.to_be_bytes()).expect("insert");
+        tree.insert(ROWS, &3u64.to_be_bytes()).expect("insert");
+        let t = Tables::new(db, root.clone()).get("t").expect("t");
+        assert_eq!(t.migrate_legacy(&["a".to_string()]).expect("migrate"), 2);
+        assert_eq!(values(&t), vec![1, 3, 2]);
+        assert_eq!(files_in(&root.join("t-t")), 2);
+        // A legacy block arriving from an old log entry is stored as a part too.
+        let legacy = Block {
+            data: block::encode_ipc(&batch(vec![6, 5])).expect("ipc").into(),
+            ..from_kafka(0, 1, vec![6, 5])
+        };
+        t.apply(&legacy, &["a".to_string()], 10, None)
             .expect("apply");
-        let t = Tables::new(db, Some(dir.path().join("blocks")))
-            .get("t")
-            .expect("t");
-        t.apply(&from_kafka(1, 1, vec![2]), 10, None)
-            .expect("apply");
-        assert_eq!(
-            t.scan(None).expect("scan"),
-            vec![batch(vec![1]), batch(vec![2])]
-        );
-        assert_eq!(files_in(&dir.path().join("blocks").join("t-t")), 1);
+        assert_eq!(values(&t), vec![1, 3, 2, 5, 6]);
+        assert_eq!(t.migrate_legacy(&[]).expect("migrate"), 0);
     }
 
     #[test]
