@@ -1,6 +1,7 @@
 //! Filesystem steps the stores share (the Raft log's block files, the tables' block files,
-//! sled's blobs): errors that name their path, directories made durable, and removal that
-//! takes an already missing file or directory as done.
+//! sled's blobs, Raft snapshots): errors that name their path, directories made durable,
+//! removal that takes an already missing file or directory as done, and the names of
+//! per-group directories.
 
 use std::fs::File;
 use std::io;
@@ -44,4 +45,19 @@ pub fn remove_dir(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path("removing", dir, e)),
         _ => Ok(()),
     }
+}
+
+/// The name of a group's directory (its Raft log's block files, its snapshots). Group ids
+/// are made of letters, digits, `.` and `_` (`groups::new_group_id`); anything else is
+/// replaced, and a prefix keeps `.` and `..` out, so an id never names a path outside the
+/// directory it is under.
+pub fn group_dir_name(group: &str) -> String {
+    let name: String = group
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("g-{name}")
 }

@@ -88,6 +88,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
                 // Bound to one address: leave from it too. Bound to all (a pod): any.
                 source_ip: Some(local.ip()).filter(|ip| !ip.is_unspecified()),
                 sled_dir: Some(sled_dir.clone()),
+                snapshot_dir: Some(config.data_dir.join("raft-snapshots")),
             },
         ))
         .context("starting raft")?;

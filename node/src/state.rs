@@ -7,7 +7,7 @@
 //! runs, in its group's log order.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::assignment::{Assignments, Slot};
 use crate::cluster::placement::{Placement, Placements};
 use crate::raft::NodeId;
-use crate::table::{ApplyOutcome, Block, TableError, Tables, Writer};
+use crate::table::{ApplyOutcome, Block, TableError, TableImage, Tables, Writer};
 
 const CATALOG_KEY: &[u8] = b"catalog";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
@@ -25,13 +25,18 @@ const PLACEMENTS_KEY: &[u8] = b"placements";
 const META_TREE: &str = "meta";
 const TABLE_TREE_PREFIX: &str = "table/";
 
-/// The replicated state as plain data, for snapshots.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// The replicated state as plain data, for snapshots: sled's keys and values, and the
+/// files they name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StateImage {
     pub trees: Vec<ImageTree>,
+    /// The files the trees name (a table's parts), in order: file name and length in
+    /// bytes. A snapshot carries them after the image; the `meta` group has none.
+    #[serde(default)]
+    pub files: Vec<(String, u64)>,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageTree {
     pub name: String,
     #[serde(with = "image_pairs")]
@@ -103,9 +108,18 @@ fn only_tree<'a>(image: &'a StateImage, name: &str) -> Result<&'a ImageTree, Sta
     }
 }
 
+/// Replaces a tree's content in one atomic batch: a crash leaves the old content or the
+/// new, never a mix.
 fn replace_tree(tree: &sled::Tree, image: &ImageTree) -> Result<(), StateError> {
-    tree.clear()?;
+    let kept: std::collections::HashSet<&[u8]> =
+        image.pairs.iter().map(|(k, _)| k.as_slice()).collect();
     let mut batch = sled::Batch::default();
+    for key in tree.iter().keys() {
+        let key = key?;
+        if !kept.contains(key.as_ref()) {
+            batch.remove(key);
+        }
+    }
     for (k, v) in &image.pairs {
         batch.insert(k.as_slice(), v.as_slice());
     }
@@ -240,6 +254,7 @@ impl NodeState {
     pub fn export_meta(&self) -> Result<StateImage, StateError> {
         Ok(StateImage {
             trees: vec![image_of(META_TREE, &self.meta)?],
+            files: Vec::new(),
         })
     }
 
@@ -247,6 +262,12 @@ impl NodeState {
     pub fn import_meta(&self, image: &StateImage) -> Result<(), StateError> {
         let mut guard = self.catalog.write().map_err(|_| StateError::Poisoned)?;
         let tree = only_tree(image, META_TREE)?;
+        if !image.files.is_empty() {
+            return Err(StateError::CorruptCatalog(format!(
+                "a snapshot of the meta group names {} files; it has none",
+                image.files.len()
+            )));
+        }
         replace_tree(&self.meta, tree)?;
         self.db.flush()?;
         let catalog = match self.meta.get(CATALOG_KEY)? {
@@ -269,24 +290,38 @@ impl NodeState {
         Ok(())
     }
 
-    /// One table's replica (rows, positions, dedup window, epochs) as key/value pairs: the
-    /// content of its data group's snapshots.
-    pub fn export_table(&self, table: &str) -> Result<StateImage, StateError> {
-        let name = format!("{TABLE_TREE_PREFIX}{table}");
+    /// Pins one table's replica for a snapshot of its data group: its sled pairs (part
+    /// list, positions, dedup window, epochs, writer log), and its part files hard-linked
+    /// into `dir` (empty, on the same filesystem). No rows are copied.
+    pub fn export_table(&self, table: &str, dir: &Path) -> Result<StateImage, StateError> {
+        let image = self.tables.get(table)?.pin_image(dir)?;
         Ok(StateImage {
             trees: vec![ImageTree {
-                name,
-                pairs: self.tables.get(table)?.export()?,
+                name: format!("{TABLE_TREE_PREFIX}{table}"),
+                pairs: image.pairs,
             }],
+            files: image.files,
         })
     }
 
-    /// Replaces one table's replica by an image (a snapshot from its group's leader).
-    pub fn import_table(&self, table: &str, image: &StateImage) -> Result<(), StateError> {
+    /// Replaces one table's replica by an image (a snapshot from its group's leader) whose
+    /// files are all in `dir`; the table takes them from there. The switch is atomic.
+    pub fn import_table(
+        &self,
+        table: &str,
+        image: StateImage,
+        dir: &Path,
+    ) -> Result<(), StateError> {
         let name = format!("{TABLE_TREE_PREFIX}{table}");
-        let source = only_tree(image, &name)?;
+        only_tree(&image, &name)?;
+        let StateImage { trees, files } = image;
+        let pairs = trees
+            .into_iter()
+            .next()
+            .map(|t| t.pairs)
+            .unwrap_or_default();
         let store = self.tables.get(table)?;
-        store.replace_all(&source.pairs)?;
+        store.install_image(&TableImage { pairs, files }, dir)?;
         self.db.flush()?;
         Ok(())
     }

@@ -21,7 +21,9 @@ use super::{Cluster, ClusterError, ProposeFailure, WRITE_TIMEOUT};
 use crate::raft::log_store::{Formation, LogStore};
 use crate::raft::network::{Method, Network};
 use crate::raft::state_machine::{Scope, StateMachine};
-use crate::raft::{raft_config, Command, Member, NodeId, Raft, Response, META_GROUP};
+use crate::raft::{
+    data_raft_config, Command, Member, NodeId, Raft, Response, META_GROUP, SNAPSHOT_LOG_BYTES,
+};
 use crate::table::{PositionKey, WriterLogEntry};
 
 /// How often the keeper looks at the placements without being woken.
@@ -44,6 +46,8 @@ const FORMED_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Formed by all at once, each voted for itself and no one won until an election timeout
 /// (1 to 2 s) passed; they step in only when the first member has not reached them.
 pub(super) const FORM_GRACE: Duration = Duration::from_secs(5);
+/// How often, at most, a data group's log is weighed against `SNAPSHOT_LOG_BYTES`.
+const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the first member of a new group campaigns again while it has no leader: its
 /// first votes often reach members whose keeper has not started the group yet, and
 /// openraft would otherwise wait a whole election timeout before asking again.
@@ -58,6 +62,8 @@ pub struct DataGroup {
     /// Set while this node, as leader, changes the group's members.
     changing: AtomicBool,
     started_at: Instant,
+    /// The task that asks for a snapshot by the log's bytes; stopped with the group.
+    snapshot_trigger: tokio::task::AbortHandle,
 }
 
 /// The data groups this node runs.
@@ -142,6 +148,42 @@ fn spawn_first_election(raft: Raft, group: String) {
             }
         }
     });
+}
+
+/// Asks a data group's Raft for a snapshot whenever the blocks applied since its last one
+/// weigh more than `SNAPSHOT_LOG_BYTES`: openraft's own policy counts entries only, and a
+/// table's blocks stay in its log, a second copy of its rows, until a snapshot holds
+/// them. Checks at most every `SNAPSHOT_CHECK_INTERVAL`; ends when the Raft stops.
+fn spawn_snapshot_trigger(raft: Raft, log: LogStore, group: String) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        loop {
+            let (running, snapshot, applied) = {
+                let m = metrics.borrow_and_update();
+                (
+                    m.running_state.is_ok(),
+                    m.snapshot.map(|l| l.index),
+                    m.last_applied.map(|l| l.index),
+                )
+            };
+            if !running {
+                return;
+            }
+            let bytes = applied.map_or(0, |applied| log.block_bytes(snapshot, applied));
+            if bytes > SNAPSHOT_LOG_BYTES {
+                tracing::debug!(%group, bytes, "asking for a snapshot: the log's blocks are over budget");
+                // A build in progress makes this a no-op; an error means the Raft stopped.
+                if raft.trigger().snapshot().await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(SNAPSHOT_CHECK_INTERVAL).await;
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .abort_handle()
 }
 
 /// A group id for a table placed for the first time: readable, and new every time.
@@ -400,13 +442,14 @@ impl Cluster {
             scope,
             self.state.clone(),
             self.cluster_id.clone(),
+            self.snapshots.group(group),
         )?;
         let network = Network {
             group: group.to_string(),
             cluster_id: self.cluster_id.clone(),
             source: self.source_ip,
         };
-        let config = raft_config("sluice").map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let config = data_raft_config("sluice").map_err(|e| ClusterError::Raft(e.to_string()))?;
         let raft = Raft::new(
             self.node_id,
             Arc::new(config),
@@ -420,6 +463,8 @@ impl Cluster {
             raft.runtime_config().elect(false);
         }
         self.watch_storage(group, &raft);
+        let snapshot_trigger =
+            spawn_snapshot_trigger(raft.clone(), log_store.clone(), group.to_string());
         let g = Arc::new(DataGroup {
             group: group.to_string(),
             table: table.to_string(),
@@ -427,6 +472,7 @@ impl Cluster {
             log_store,
             changing: AtomicBool::new(false),
             started_at: Instant::now(),
+            snapshot_trigger,
         });
         if let Ok(mut running) = self.groups.running.write() {
             running.insert(group.to_string(), g.clone());
@@ -634,6 +680,7 @@ impl Cluster {
         if let Ok(mut running) = self.groups.running.write() {
             running.remove(&g.group);
         }
+        g.snapshot_trigger.abort();
         if let Err(e) = g.raft.shutdown().await {
             tracing::warn!(group = %g.group, error = %e, "stopping a table's group");
         }
@@ -648,6 +695,7 @@ impl Cluster {
         if let Some(disk) = &self.disk {
             remove_payload_dir(&disk.payload_dir(group));
         }
+        self.snapshots.remove_group(group);
     }
 
     /// Raft state of groups this node neither runs nor holds (left by a crash during a
@@ -664,16 +712,31 @@ impl Cluster {
             tracing::info!(%group, "deleting the raft state of a group this node does not hold");
             self.drop_group_trees(&group);
         }
-        // A crash between a group's trees and its block files leaves the files.
-        let Some(disk) = &self.disk else {
-            return;
-        };
-        let held: BTreeSet<std::path::PathBuf> = self
+        // A crash between a group's trees and its files leaves the files.
+        let held_groups: BTreeSet<String> = self
             .db
             .tree_names()
             .iter()
-            .filter_map(|n| group_of_tree(&String::from_utf8_lossy(n)).map(|g| disk.payload_dir(g)))
+            .filter_map(|n| group_of_tree(&String::from_utf8_lossy(n)).map(str::to_string))
             .collect();
+        let held_snapshots: BTreeSet<std::path::PathBuf> = held_groups
+            .iter()
+            .map(|g| self.snapshots.group_dir(g))
+            .collect();
+        match self.snapshots.group_dirs() {
+            Ok(dirs) => {
+                for dir in dirs.into_iter().filter(|d| !held_snapshots.contains(d)) {
+                    tracing::info!(dir = %dir.display(), "deleting the snapshots of a group this node does not hold");
+                    self.snapshots.remove_dir(&dir);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing the groups' snapshots"),
+        }
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        let held: BTreeSet<std::path::PathBuf> =
+            held_groups.iter().map(|g| disk.payload_dir(g)).collect();
         match disk.payload_dirs() {
             Ok(dirs) => {
                 for dir in dirs.into_iter().filter(|d| !held.contains(d)) {

@@ -32,6 +32,7 @@ use crate::query::system_tables::{NodeConsumer, ReplicaRow};
 use crate::raft::disk_sync::DiskSync;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, call, ClusterIdCell, Method, Network, Route};
+use crate::raft::snapshot_dirs::SnapshotDirs;
 use crate::raft::state_machine::{Scope, StateMachine};
 use crate::raft::{raft_config, Command, Fence, Member, NodeId, Raft, Response, META_GROUP};
 use crate::raft_proto::raft_client::RaftClient;
@@ -77,6 +78,10 @@ pub enum ClusterError {
     NotInitialized,
     #[error("{0}")]
     Membership(String),
+    #[error(transparent)]
+    Snapshot(#[from] crate::raft::state_machine::SnapshotError),
+    #[error("no directory for Raft snapshots was given")]
+    NoSnapshotDir,
 }
 
 /// Why a proposal did not apply here.
@@ -176,6 +181,8 @@ pub struct Cluster {
     handing_over: std::sync::atomic::AtomicBool,
     db: sled::Db,
     disk: Option<Arc<DiskSync>>,
+    /// Every group's Raft snapshots.
+    snapshots: Arc<SnapshotDirs>,
     /// The tables' data groups this node runs.
     groups: groups::DataGroups,
     /// Set when a data group's Raft stopped on a storage error.
@@ -243,6 +250,9 @@ pub struct ClusterOptions {
     pub source_ip: Option<IpAddr>,
     /// sled's directory, made durable after every Raft log write (none in unit tests).
     pub sled_dir: Option<std::path::PathBuf>,
+    /// Where Raft snapshots go, a directory per group; on the filesystem of the tables'
+    /// parts, which snapshots hard-link. Required.
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -259,7 +269,9 @@ impl Cluster {
             kafka,
             source_ip,
             sled_dir,
+            snapshot_dir,
         } = options;
+        let snapshots = SnapshotDirs::new(snapshot_dir.ok_or(ClusterError::NoSnapshotDir)?);
         let disk = match &sled_dir {
             Some(dir) => Some(DiskSync::open(dir).map_err(|e| {
                 ClusterError::Raft(format!("opening storage for durable writes: {e}"))
@@ -288,6 +300,7 @@ impl Cluster {
             Scope::Meta,
             state.clone(),
             cluster_id.clone(),
+            snapshots.group(META_GROUP),
         )?;
         let network = Network {
             group: META_GROUP.to_string(),
@@ -325,6 +338,7 @@ impl Cluster {
             removed: std::sync::atomic::AtomicBool::new(false),
             db: db.clone(),
             disk,
+            snapshots,
             groups: groups::DataGroups::default(),
             fatal: tokio::sync::watch::channel(None).0,
         }))
@@ -1524,9 +1538,12 @@ mod tests {
     }
 
     /// A one-node cluster with table `t` placed on it, its group not started yet, and the
-    /// node's sled.
+    /// node's sled; `dir` is laid out as a data dir.
     async fn one_node_placed(dir: &std::path::Path) -> (Arc<Cluster>, sled::Db) {
-        let db = sled::Config::new().path(dir).open().expect("sled");
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .open()
+            .expect("sled");
         let state = Arc::new(NodeState::open(db.clone(), dir.join("table-parts")).expect("state"));
         let member = Member {
             name: "solo".into(),
@@ -1534,6 +1551,7 @@ mod tests {
         };
         let options = ClusterOptions {
             node_timeout: Duration::from_secs(10),
+            snapshot_dir: Some(dir.join("raft-snapshots")),
             ..Default::default()
         };
         let cluster = Cluster::start(&db, state, member, options)

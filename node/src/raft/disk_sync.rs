@@ -97,18 +97,9 @@ impl DiskSync {
         Ok(synced)
     }
 
-    /// The directory of a group's block payloads. Group ids are made of letters, digits,
-    /// `.` and `_` (`groups::new_group_id`); anything else is replaced, and a prefix keeps
-    /// `.` and `..` out, so an id never names a path outside the directory.
+    /// The directory of a group's block payloads (`files::group_dir_name`).
     pub fn payload_dir(&self, group: &str) -> PathBuf {
-        let name: String = group
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
-                _ => '_',
-            })
-            .collect();
-        self.payloads_dir.join(format!("g-{name}"))
+        self.payloads_dir.join(crate::files::group_dir_name(group))
     }
 
     /// The payload directories there are, by name.

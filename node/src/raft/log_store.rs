@@ -134,6 +134,9 @@ pub struct LogStore {
     /// blocks stay in the entries. Entries written before there was one keep their
     /// blocks too, and read as they are.
     payloads: Option<PathBuf>,
+    /// The block bytes of each entry held that has a block, by index: what the snapshot
+    /// policy weighs (`block_bytes`).
+    block_sizes: Arc<Mutex<BTreeMap<u64, u64>>>,
 }
 
 /// The block bytes an entry carries, if any.
@@ -192,6 +195,7 @@ impl LogStore {
             disk,
             recent: Arc::default(),
             payloads,
+            block_sizes: Arc::default(),
         };
         if let Some(dir) = &store.payloads {
             store
@@ -219,8 +223,14 @@ impl LogStore {
                     .map_err(std::io::Error::other)?,
                 None => false,
             };
-            if !held {
-                files::remove_file(&path)?;
+            match index.filter(|_| held) {
+                Some(i) => {
+                    let len = std::fs::metadata(&path)
+                        .map_err(|e| with_path("reading", &path, e))?
+                        .len();
+                    self.block_sizes().insert(i, len);
+                }
+                None => files::remove_file(&path)?,
             }
         }
         Ok(())
@@ -252,6 +262,29 @@ impl LogStore {
             files::remove_file(&payload_path(dir, *index)).map_err(write_err)?;
         }
         Ok(())
+    }
+
+    /// The bytes of the blocks of entries `after + 1 ..= through` this log holds: what a
+    /// snapshot at `through` would let it drop. Entries appended before this process
+    /// started count only when their blocks are in files.
+    pub fn block_bytes(&self, after: Option<u64>, through: u64) -> u64 {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        if from > through {
+            return 0;
+        }
+        self.block_sizes()
+            .range(from..=through)
+            .map(|(_, len)| len)
+            .sum()
+    }
+
+    /// A poisoned lock only means a panic elsewhere while it was held; each change to
+    /// the map completes before anything that could panic.
+    fn block_sizes(&self) -> MutexGuard<'_, BTreeMap<u64, u64>> {
+        match self.block_sizes.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// A poisoned lock only means a panic elsewhere while it was held; each change to
@@ -450,6 +483,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             appended.push(entry);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
+        {
+            let mut sizes = self.block_sizes();
+            for entry in &appended {
+                let index = entry.log_id.index;
+                match payload_of(entry) {
+                    Some(data) => sizes.insert(index, data.len() as u64),
+                    // Replaces a truncated entry that had a block.
+                    None => sizes.remove(&index),
+                };
+            }
+        }
         self.recent().append(appended);
         let log = self.log.clone();
         match self.flush(&log, files).await {
@@ -466,6 +510,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.recent().remove_from(log_id.index);
+        self.block_sizes().split_off(&log_id.index);
         let mut batch = sled::Batch::default();
         let mut removed = Vec::new();
         for item in self.log.range(log_id.index.to_be_bytes()..) {
@@ -481,6 +526,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.recent().remove_through(log_id.index);
+        {
+            let mut sizes = self.block_sizes();
+            let kept = sizes.split_off(&log_id.index.saturating_add(1));
+            *sizes = kept;
+        }
         self.put(LAST_PURGED, &log_id)?;
         let state = self.state.clone();
         self.flush(&state, Vec::new()).await.map_err(write_err)?;
@@ -605,6 +655,31 @@ mod tests {
         let mut reopened = LogStore::open(&db, "g.00ff", Some(disk.clone()))?;
         assert_eq!(payload_files(&payloads)?, vec![33, 34, 35]);
         assert_reads_agree(&mut reopened, &mut sled_only, &[33..37, 34..36]).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_log_weighs_the_blocks_a_snapshot_would_let_go(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let sled_dir = dir.path().join("sled");
+        let db = sled::open(&sled_dir)?;
+        let disk = DiskSync::open(&sled_dir)?;
+        let mut store = LogStore::open(&db, "g", Some(disk.clone()))?;
+        store
+            .blocking_append((1..=10).map(|i| block_entry(1, i, 1000 * i as usize)))
+            .await?;
+        assert_eq!(store.block_bytes(None, 10), 55_000);
+        assert_eq!(store.block_bytes(Some(4), 6), 11_000);
+        assert_eq!(store.block_bytes(Some(10), 10), 0);
+        // A new leader's entries replace a truncated tail; a purge forgets the head.
+        store.truncate(log_id(1, 9)).await?;
+        store.blocking_append([block_entry(2, 9, 1)]).await?;
+        store.purge(log_id(1, 2)).await?;
+        assert_eq!(store.block_bytes(None, 100), 55_000 - 19_000 - 3_000 + 1);
+        // After a restart, the blocks' files tell.
+        let reopened = LogStore::open(&db, "g", Some(disk))?;
+        assert_eq!(reopened.block_bytes(None, 100), 33_001);
         Ok(())
     }
 

@@ -9,10 +9,11 @@ pub mod disk_sync;
 pub mod log_store;
 pub mod network;
 pub mod service;
+pub mod snapshot_data;
+pub mod snapshot_dirs;
 pub mod state_machine;
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +105,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_data::SnapshotData,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -119,8 +120,14 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::d
     rmp_serde::from_slice(bytes)
 }
 
+/// A data group snapshots once the entries applied since its last snapshot carry this
+/// many bytes of blocks, or `SNAPSHOT_LOG_ENTRIES` entries, whichever comes first: a
+/// snapshot pins the table's parts, after which the log can let the blocks go.
+pub const SNAPSHOT_LOG_BYTES: u64 = 64 * 1024 * 1024;
+pub const SNAPSHOT_LOG_ENTRIES: u64 = 2000;
+
 /// The timing of the cluster; the election timeout bounds how long a leader's death stalls
-/// writes.
+/// writes. The `meta` group's: its entries are small, so its log may hold many.
 pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, Box<openraft::ConfigError>> {
     Ok(openraft::Config {
         cluster_name: cluster_name.to_string(),
@@ -128,13 +135,32 @@ pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, Box<openraft:
         election_timeout_min: 1000,
         election_timeout_max: 2000,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOG_ENTRIES),
         max_in_snapshot_log_to_keep: 500,
         max_payload_entries: 64,
         ..Default::default()
     }
     .validate()?)
 }
+
+/// A data group's config: the same timing, and a log that lets a block go soon after a
+/// snapshot holds it, so a replica stores a row once (in a part), not also in its log.
+/// The few entries kept let a follower that is a little behind catch up from the log
+/// instead of by a snapshot. The byte budget (`SNAPSHOT_LOG_BYTES`) is enforced by
+/// `cluster::groups`, openraft's policy knowing only entry counts.
+pub fn data_raft_config(
+    cluster_name: &str,
+) -> Result<openraft::Config, Box<openraft::ConfigError>> {
+    Ok(openraft::Config {
+        max_in_snapshot_log_to_keep: DATA_LOG_KEPT,
+        ..raft_config(cluster_name)?
+    }
+    .validate()?)
+}
+
+/// Entries a data group keeps in its log after a snapshot holds them: as many as a
+/// learner may lag by and count as caught up (`groups::CAUGHT_UP_ENTRIES`).
+pub const DATA_LOG_KEPT: u64 = 64;
 
 #[cfg(test)]
 mod tests {

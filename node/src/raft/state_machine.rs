@@ -7,11 +7,17 @@
 //! between the two re-applies that command on restart; every command is idempotent under
 //! re-apply (a block's source range or hash is already stored, a table already exists),
 //! which keeps the replicas equal without a multi-tree transaction.
+//!
+//! A snapshot is a directory (`snapshot_data`, `snapshot_dirs`); sled records only which
+//! one is current and its meta. Building blocks apply only while the state is pinned (a
+//! table's parts hard-linked, `meta`'s pairs read); writing the manifest and syncing
+//! happen beside apply. The current snapshot's directory is the only one kept: a sender
+//! reading an older one keeps the files it opened.
 
 // openraft's storage traits fix the error type, a large one; boxing it is not ours to do.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -22,19 +28,26 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::network::ClusterIdCell;
+use super::snapshot_data::{self, SnapshotData, SnapshotFileError};
+use super::snapshot_dirs::{DirGuard, GroupSnapshots};
 use super::{decode, encode, Command, Member, NodeId, Response, StorageError, TypeConfig};
-use crate::state::{NodeState, StateImage};
+use crate::files::with_path;
+use crate::state::{NodeState, StateError, StateImage};
 
 const APPLIED: &[u8] = b"applied";
 const MEMBERSHIP: &[u8] = b"membership";
-const SNAPSHOT: &[u8] = b"snapshot";
+/// The current snapshot before snapshots were directories, its data inline in sled. It
+/// is dropped at open: openraft builds a snapshot at start when its log was purged.
+const INLINE_SNAPSHOT: &[u8] = b"snapshot";
+/// The current snapshot: its meta and its directory.
+const CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
 
-/// A built snapshot, kept so a lagging follower can be sent the latest one.
+/// The current snapshot, as sled records it: the meta and the directory's name, never
+/// the data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSnapshot {
+struct SnapshotRecord {
     meta: SnapshotMeta<NodeId, Member>,
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
+    dir: String,
 }
 
 /// What a group's state machine owns.
@@ -48,21 +61,49 @@ pub enum Scope {
     },
 }
 
-/// The snapshot's content: the replicated state as of `meta.last_log_id`.
-#[derive(Debug, Serialize, Deserialize)]
-struct SnapshotContent {
-    image: StateImage,
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("group {group}: {source}")]
+    Files {
+        group: String,
+        #[source]
+        source: SnapshotFileError,
+    },
+    #[error("group {group}: snapshot of the state: {source}")]
+    State {
+        group: String,
+        #[source]
+        source: StateError,
+    },
+    #[error("group {group}: snapshot directory: {source}")]
+    Dir {
+        group: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("group {group}: a snapshot task stopped: {reason}")]
+    Task { group: String, reason: String },
+    #[error("group {group}: storage: {source}")]
+    Storage {
+        group: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("group {group}: the record of the current snapshot is unreadable: {reason}")]
+    Record { group: String, reason: String },
 }
 
 #[derive(Clone)]
 pub struct StateMachine {
     state: Arc<NodeState>,
     scope: Scope,
+    group: String,
     tree: sled::Tree,
-    /// Held while applying and while exporting, so a snapshot is exactly the state at its
-    /// last log id.
+    /// Held while applying and while pinning a snapshot, so a snapshot is exactly the
+    /// state at its last log id.
     gate: Arc<tokio::sync::Mutex<()>>,
     cluster_id: ClusterIdCell,
+    snapshots: Arc<GroupSnapshots>,
 }
 
 fn sm_read(e: impl std::error::Error + 'static) -> StorageError {
@@ -77,21 +118,284 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
 }
 
+fn snap_read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_snapshot(None, AnyError::new(&e)).into()
+}
+
+/// A snapshot's id: its last log id, and a nonce, so two builds at one log id (before
+/// and after a restart) are never taken for one stream by a receiver.
+fn snapshot_id(last: Option<LogId<NodeId>>) -> String {
+    let nonce = rand::random::<u32>();
+    match last {
+        Some(l) => format!("{}-{}-{nonce:08x}", l.leader_id.term, l.index),
+        None => format!("0-0-{nonce:08x}"),
+    }
+}
+
+/// Hard-links the files of a snapshot into `to`, for an install to take them.
+fn link_files(from: &Path, to: &Path, names: &[(String, u64)]) -> std::io::Result<()> {
+    std::fs::create_dir(to).map_err(|e| with_path("making", to, e))?;
+    for (name, _) in names {
+        let source = from.join(name);
+        std::fs::hard_link(&source, to.join(name)).map_err(|e| with_path("linking", &source, e))?;
+    }
+    Ok(())
+}
+
 impl StateMachine {
+    /// Opens a group's state machine; `snapshots` is the group's snapshot directory,
+    /// whose leftovers (of a crash, or of a failed build or install) are removed here.
     pub fn open(
         db: &sled::Db,
         group: &str,
         scope: Scope,
         state: Arc<NodeState>,
         cluster_id: ClusterIdCell,
-    ) -> Result<StateMachine, sled::Error> {
-        Ok(StateMachine {
+        snapshots: Arc<GroupSnapshots>,
+    ) -> Result<StateMachine, SnapshotError> {
+        let dir_err = |source| SnapshotError::Dir {
+            group: group.to_string(),
+            source,
+        };
+        let sled_err = |source| SnapshotError::Storage {
+            group: group.to_string(),
+            source,
+        };
+        let tree = db.open_tree(format!("raft/{group}/sm")).map_err(sled_err)?;
+        if tree.remove(INLINE_SNAPSHOT).map_err(sled_err)?.is_some() {
+            tracing::info!(%group, "dropped a snapshot stored in sled; a new one is built as a directory");
+        }
+        let sm = StateMachine {
             state,
             scope,
+            group: group.to_string(),
             cluster_id,
-            tree: db.open_tree(format!("raft/{group}/sm"))?,
+            tree,
             gate: Arc::new(tokio::sync::Mutex::new(())),
+            snapshots,
+        };
+        let mut current: Option<SnapshotRecord> = match sm.tree.get(CURRENT_SNAPSHOT) {
+            Ok(Some(bytes)) => Some(decode(&bytes).map_err(|e| SnapshotError::Record {
+                group: group.to_string(),
+                reason: e.to_string(),
+            })?),
+            Ok(None) => None,
+            Err(e) => return Err(sled_err(e)),
+        };
+        if let Some(record) = &current {
+            let dir = sm.snapshots.path(&record.dir);
+            if !dir.join(snapshot_data::MANIFEST).exists() {
+                // Lost with the disk's cache, or removed by hand. openraft builds one at
+                // start when its log was purged; a sender needs it then, not before.
+                tracing::warn!(%group, dir = %dir.display(), "the current snapshot's directory is missing; dropping its record");
+                sm.tree.remove(CURRENT_SNAPSHOT).map_err(sled_err)?;
+                current = None;
+            }
+        }
+        sm.snapshots
+            .open(current.as_ref().map(|r| r.dir.as_str()))
+            .map_err(dir_err)?;
+        Ok(sm)
+    }
+
+    fn record(&self) -> Result<Option<SnapshotRecord>, StorageError> {
+        self.get(CURRENT_SNAPSHOT)
+    }
+
+    /// Runs a step of a snapshot on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, SnapshotError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, SnapshotError> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| SnapshotError::Task {
+                group: self.group.clone(),
+                reason: e.to_string(),
+            })?
+    }
+
+    fn files_err(&self) -> impl Fn(SnapshotFileError) -> SnapshotError + Send + 'static {
+        let group = self.group.clone();
+        move |source| SnapshotError::Files {
+            group: group.clone(),
+            source,
+        }
+    }
+
+    fn state_err(&self) -> impl Fn(StateError) -> SnapshotError + Send + 'static {
+        let group = self.group.clone();
+        move |source| SnapshotError::State {
+            group: group.clone(),
+            source,
+        }
+    }
+
+    fn dir_err(&self) -> impl Fn(std::io::Error) -> SnapshotError + Send + 'static {
+        let group = self.group.clone();
+        move |source| SnapshotError::Dir {
+            group: group.clone(),
+            source,
+        }
+    }
+
+    /// Opens a reader of the snapshot in `dir`.
+    async fn open_snapshot(&self, dir: PathBuf) -> Result<SnapshotData, SnapshotError> {
+        let files_err = self.files_err();
+        self.blocking(move || SnapshotData::open(&dir).map_err(files_err))
+            .await
+    }
+
+    /// Makes the snapshot in the group's directory `name` the current one, unless a
+    /// newer one is current already (built or installed meanwhile), then removes the one
+    /// it replaced. Writes made before this (the applied id after an install) are flushed
+    /// with the record. Returns whether it became current; if not, `guard` removes it.
+    async fn make_current(
+        &self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        name: String,
+        guard: DirGuard,
+    ) -> Result<bool, StorageError> {
+        let _current = self.snapshots.current.lock().await;
+        let previous = self.record()?;
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.meta.last_log_id > meta.last_log_id)
+        {
+            self.tree.flush_async().await.map_err(snap_err)?;
+            return Ok(false);
+        }
+        self.put(
+            CURRENT_SNAPSHOT,
+            &SnapshotRecord {
+                meta: meta.clone(),
+                dir: name.clone(),
+            },
+        )?;
+        self.tree.flush_async().await.map_err(snap_err)?;
+        guard.keep();
+        if let Some(previous) = previous.filter(|p| p.dir != name) {
+            let snapshots = self.snapshots.clone();
+            let _ = tokio::task::spawn_blocking(move || snapshots.remove(&previous.dir)).await;
+        }
+        Ok(true)
+    }
+
+    /// Pins the group's state into a new snapshot directory, while apply waits, then
+    /// writes its manifest and syncs it, while apply goes on.
+    async fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (name, dir) = self.snapshots.new_dir("snap");
+        let guard = DirGuard::new(dir.clone());
+        let files_err = self.files_err();
+        let files = {
+            let dir = dir.clone();
+            self.blocking(move || snapshot_data::make_dir(&dir).map_err(files_err))
+                .await
+                .map_err(snap_err)?
+        };
+        let (applied, membership, image) = {
+            let _gate = self.gate.lock().await;
+            let applied: Option<LogId<NodeId>> =
+                self.get::<Option<LogId<NodeId>>>(APPLIED)?.flatten();
+            let membership: StoredMembership<NodeId, Member> =
+                self.get(MEMBERSHIP)?.unwrap_or_default();
+            let state = self.state.clone();
+            let scope = self.scope.clone();
+            let state_err = self.state_err();
+            let image = self
+                .blocking(move || {
+                    match &scope {
+                        Scope::Meta => state.export_meta(),
+                        Scope::Table { table, .. } => state.export_table(table, &files),
+                    }
+                    .map_err(state_err)
+                })
+                .await
+                .map_err(snap_err)?;
+            (applied, membership, image)
+        };
+        let file_count = image.files.len();
+        let file_bytes: u64 = image.files.iter().map(|(_, len)| len).sum();
+        {
+            let dir = dir.clone();
+            let files_err = self.files_err();
+            self.blocking(move || snapshot_data::write_snapshot(&dir, &image).map_err(files_err))
+                .await
+                .map_err(snap_err)?;
+        }
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id: snapshot_id(applied),
+        };
+        // Opened before it is current, so a snapshot that cannot be read never is; and
+        // before a newer one could remove it.
+        let data = self.open_snapshot(dir).await.map_err(snap_err)?;
+        let current = self.make_current(&meta, name, guard).await?;
+        tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, files = file_count, bytes = file_bytes, current, "built a snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(data),
         })
+    }
+
+    /// Installs a snapshot received whole: its files are synced, its directory becomes
+    /// the group's, the state is replaced from it (atomically: a crash leaves the old
+    /// state or the new), and it becomes the current snapshot.
+    async fn install(
+        &self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: SnapshotData,
+    ) -> Result<(), StorageError> {
+        let files_err = self.files_err();
+        let received = self
+            .blocking(move || snapshot.finish().map_err(files_err))
+            .await
+            .map_err(snap_err)?;
+        let staged = DirGuard::new(received.dir.clone());
+        let image: StateImage = received.image;
+        let (name, dir) = self.snapshots.new_dir("snap");
+        let _gate = self.gate.lock().await;
+        {
+            let (from, to) = (received.dir.clone(), dir.clone());
+            let group_dir = self.snapshots.dir().to_path_buf();
+            let dir_err = self.dir_err();
+            self.blocking(move || {
+                std::fs::rename(&from, &to)
+                    .map_err(|e| with_path("renaming", &from, e))
+                    .and_then(|()| crate::files::sync_dir(&group_dir))
+                    .map_err(dir_err)
+            })
+            .await
+            .map_err(snap_err)?;
+        }
+        staged.keep();
+        let placed = DirGuard::new(dir.clone());
+        let state = self.state.clone();
+        let scope = self.scope.clone();
+        let (_, scratch) = self.snapshots.new_dir("install");
+        let state_err = self.state_err();
+        let dir_err = self.dir_err();
+        self.blocking(move || match &scope {
+            Scope::Meta => state.import_meta(&image).map_err(state_err),
+            Scope::Table { table, .. } => {
+                // The table takes the files it installs: it gets links of its own, and
+                // the snapshot keeps its files to send on.
+                let _scratch = DirGuard::new(scratch.clone());
+                link_files(&dir.join(snapshot_data::FILES), &scratch, &image.files)
+                    .map_err(dir_err)?;
+                state
+                    .import_table(table, image, &scratch)
+                    .map_err(state_err)
+            }
+        })
+        .await
+        .map_err(snap_err)?;
+        self.put(APPLIED, &meta.last_log_id)?;
+        self.put(MEMBERSHIP, &meta.last_membership)?;
+        self.make_current(meta, name, placed).await?;
+        Ok(())
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -205,51 +509,11 @@ impl StateMachine {
         }
         Ok(())
     }
-
-    fn build(
-        &self,
-        last_applied: Option<LogId<NodeId>>,
-        membership: StoredMembership<NodeId, Member>,
-    ) -> Result<StoredSnapshot, StorageError> {
-        let image = match &self.scope {
-            Scope::Meta => self.state.export_meta(),
-            Scope::Table { table, .. } => self.state.export_table(table),
-        }
-        .map_err(snap_err)?;
-        let data = encode(&SnapshotContent { image }).map_err(snap_err)?;
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
-            None => format!("0-0-{}", data.len()),
-        };
-        Ok(StoredSnapshot {
-            meta: SnapshotMeta {
-                last_log_id: last_applied,
-                last_membership: membership,
-                snapshot_id,
-            },
-            data,
-        })
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let stored = {
-            let _gate = self.gate.lock().await;
-            let applied: Option<LogId<NodeId>> =
-                self.get::<Option<LogId<NodeId>>>(APPLIED)?.flatten();
-            let membership: StoredMembership<NodeId, Member> =
-                self.get(MEMBERSHIP)?.unwrap_or_default();
-            let this = self.clone();
-            tokio::task::block_in_place(|| this.build(applied, membership))?
-        };
-        self.put(SNAPSHOT, &stored)?;
-        self.tree.flush_async().await.map_err(snap_err)?;
-        tracing::info!(snapshot = %stored.meta.snapshot_id, bytes = stored.data.len(), "built a snapshot");
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        self.build().await
     }
 }
 
@@ -304,45 +568,526 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        let (_, dir) = self.snapshots.new_dir("staging");
+        let files_err = self.files_err();
+        let data = self
+            .blocking(move || SnapshotData::receive(&dir).map_err(files_err))
+            .await
+            .map_err(snap_err)?;
+        Ok(Box::new(data))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let _gate = self.gate.lock().await;
-        let data = snapshot.into_inner();
-        let content: SnapshotContent = decode(&data).map_err(snap_err)?;
-        let state = self.state.clone();
-        let scope = self.scope.clone();
-        tokio::task::block_in_place(|| match &scope {
-            Scope::Meta => state.import_meta(&content.image),
-            Scope::Table { table, .. } => state.import_table(table, &content.image),
-        })
-        .map_err(snap_err)?;
-        self.put(APPLIED, &meta.last_log_id)?;
-        self.put(MEMBERSHIP, &meta.last_membership)?;
-        self.put(
-            SNAPSHOT,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            },
-        )?;
-        self.tree.flush_async().await.map_err(snap_err)?;
+        self.install(meta, *snapshot).await?;
         self.learn_cluster_id()?;
         self.state.notify();
-        tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot from the leader");
+        tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, "installed a snapshot from the leader");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.get::<StoredSnapshot>(SNAPSHOT)?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let _current = self.snapshots.current.lock().await;
+        let Some(record) = self.record()? else {
+            return Ok(None);
+        };
+        let data = self
+            .open_snapshot(self.snapshots.path(&record.dir))
+            .await
+            .map_err(snap_read_err)?;
+        Ok(Some(Snapshot {
+            meta: record.meta,
+            snapshot: Box::new(data),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::snapshot_data::tests::{read_all, stream};
+    use crate::raft::snapshot_dirs::SnapshotDirs;
+    use crate::table::{Block, MergePolicy, SourceRange};
+    use arrow::array::{RecordBatch, UInt32Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use openraft::CommittedLeaderId;
+
+    /// A node's storage as a data dir lays it out, and the state machine of table `t`'s
+    /// group `g` (or of `meta`) on it.
+    struct Node {
+        db: sled::Db,
+        state: Arc<NodeState>,
+        sm: StateMachine,
+    }
+
+    impl Node {
+        fn open(root: &Path, scope: Scope) -> Node {
+            let db = sled::open(root.join("sled")).expect("sled");
+            let state =
+                Arc::new(NodeState::open(db.clone(), root.join("table-parts")).expect("state"));
+            Node::reopen(root, db, state, scope)
+        }
+
+        /// The state machine opened again on the same storage, as by a new process.
+        fn reopen(root: &Path, db: sled::Db, state: Arc<NodeState>, scope: Scope) -> Node {
+            let group = match &scope {
+                Scope::Meta => super::super::META_GROUP.to_string(),
+                Scope::Table { group, .. } => group.clone(),
+            };
+            let dirs = SnapshotDirs::new(root.join("raft-snapshots"));
+            let sm = StateMachine::open(
+                &db,
+                &group,
+                scope,
+                state.clone(),
+                Arc::default(),
+                dirs.group(&group),
+            )
+            .expect("state machine");
+            Node { db, state, sm }
+        }
+
+        fn snapshot_dirs(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(self.sm.snapshots.dir())
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+
+        /// Marks the state as applied through `index`, as the log would.
+        async fn applied(&mut self, index: u64) {
+            self.sm
+                .apply([Entry::<TypeConfig> {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    payload: EntryPayload::Blank,
+                }])
+                .await
+                .expect("apply");
+        }
+    }
+
+    fn table_scope() -> Scope {
+        Scope::Table {
+            table: "t".into(),
+            group: "g".into(),
+        }
+    }
+
+    fn batch(values: Vec<u32>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::UInt32, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(UInt32Array::from(values))]).expect("batch")
+    }
+
+    fn write_rows(node: &Node, first: i64, count: u32) {
+        let values: Vec<u32> = (0..count).map(|v| v * 7 + first as u32).collect();
+        let block = Block::new(
+            "t",
+            Some(SourceRange {
+                source: "mv".into(),
+                topic: "topic".into(),
+                partition: 0,
+                first_offset: first,
+                last_offset: first + i64::from(count) - 1,
+            }),
+            &batch(values),
+            &["a".to_string()],
+        )
+        .expect("block");
+        node.state
+            .tables
+            .get("t")
+            .expect("t")
+            .apply(&block, &["a".to_string()], 100, None)
+            .expect("apply");
+    }
+
+    fn rows(node: &Node) -> Vec<u32> {
+        let mut out: Vec<u32> = node
+            .state
+            .tables
+            .get("t")
+            .expect("t")
+            .scan(None)
+            .expect("scan")
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<UInt32Array>()
+                    .expect("u32")
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Sends a snapshot to a node as openraft's chunked transport does, in small chunks
+    /// with a retry, and installs it there.
+    async fn send(snapshot: Snapshot<TypeConfig>, to: &mut Node) {
+        let mut data = snapshot.snapshot;
+        let mut receiver = to.sm.begin_receiving_snapshot().await.expect("begin");
+        stream(&mut data, &mut receiver, &[5, 4099, 100_003], &[3]).await;
+        to.sm
+            .install_snapshot(&snapshot.meta, receiver)
+            .await
+            .expect("install");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_built_then_merged_away_is_still_sent_and_installed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut a = Node::open(&tmp.path().join("a"), table_scope());
+        for i in 0..3 {
+            write_rows(&a, i * 10, 10);
+        }
+        a.applied(5).await;
+        let expected = rows(&a);
+        let built = a.sm.build_snapshot().await.expect("build");
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(5));
+        let first_dirs = a.snapshot_dirs();
+        assert_eq!(first_dirs.len(), 1, "{first_dirs:?}");
+        let store = a.state.tables.get("t").expect("t");
+        let parts_before: Vec<PathBuf> = store
+            .parts()
+            .expect("parts")
+            .iter()
+            .map(|p| p.path().to_path_buf())
+            .collect();
+        assert_eq!(parts_before.len(), 3);
+
+        // The table merges its parts away, and a newer snapshot replaces the first one.
+        let policy = MergePolicy {
+            fan_in: 2,
+            max_parts: 1,
+            ..MergePolicy::default()
+        };
+        while store
+            .merge_step(&batch(vec![]).schema(), &["a".to_string()], &policy)
+            .expect("merge")
+            .is_some()
+        {}
+        assert!(parts_before.iter().all(|p| !p.exists()), "merged away");
+        write_rows(&a, 30, 5);
+        a.applied(6).await;
+        a.sm.build_snapshot().await.expect("build again");
+        let dirs = a.snapshot_dirs();
+        assert_eq!(dirs.len(), 1, "only the newest is kept: {dirs:?}");
+        assert_ne!(dirs, first_dirs);
+
+        // The first snapshot, read since it was built, is sent whole anyway.
+        let mut b = Node::open(&tmp.path().join("b"), table_scope());
+        write_rows(&b, 0, 3);
+        send(built, &mut b).await;
+        assert_eq!(rows(&b), expected);
+        assert_eq!(
+            b.state
+                .tables
+                .get("t")
+                .expect("t")
+                .row_count()
+                .expect("rows"),
+            30
+        );
+        let (applied, _) = b.sm.applied_state().await.expect("applied");
+        assert_eq!(applied.map(|l| l.index), Some(5));
+        // The installed snapshot is b's current one, to send on; only it is kept, and
+        // nothing is left of the staging or the install.
+        let current =
+            b.sm.get_current_snapshot()
+                .await
+                .expect("get")
+                .expect("some");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(5));
+        assert_eq!(b.snapshot_dirs().len(), 1, "{:?}", b.snapshot_dirs());
+        assert!(b.snapshot_dirs()[0].starts_with("snap-"));
+
+        // And a third node installs it from b.
+        let mut c = Node::open(&tmp.path().join("c"), table_scope());
+        send(current, &mut c).await;
+        assert_eq!(rows(&c), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_current_snapshot_is_found_again_after_a_restart() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("a");
+        let mut a = Node::open(&root, table_scope());
+        write_rows(&a, 0, 10);
+        a.applied(3).await;
+        let built = a.sm.build_snapshot().await.expect("build");
+        let mut data = built.snapshot;
+        let bytes = read_all(&mut data).await;
+        let group_dir = a.sm.snapshots.dir().to_path_buf();
+
+        // Left by a crash: a stream being received, a build not recorded yet.
+        std::fs::create_dir_all(group_dir.join("staging-00ff/files")).expect("mkdir");
+        std::fs::write(group_dir.join("staging-00ff/files/x.parquet"), b"half").expect("write");
+        std::fs::create_dir_all(group_dir.join("snap-00ff/files")).expect("mkdir");
+        let Node { db, state, .. } = a;
+        let mut a = Node::reopen(&root, db, state, table_scope());
+        assert_eq!(a.snapshot_dirs().len(), 1, "{:?}", a.snapshot_dirs());
+        let current =
+            a.sm.get_current_snapshot()
+                .await
+                .expect("get")
+                .expect("some");
+        assert_eq!(current.meta, built.meta);
+        let mut data = current.snapshot;
+        assert_eq!(read_all(&mut data).await, bytes);
+
+        // A record whose directory went missing is dropped: openraft builds anew.
+        std::fs::remove_dir_all(group_dir.join(&a.snapshot_dirs()[0])).expect("rm");
+        let Node { db, state, .. } = a;
+        let mut a = Node::reopen(&root, db, state, table_scope());
+        assert!(a.sm.get_current_snapshot().await.expect("get").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_meta_group_snapshots_without_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut a = Node::open(&tmp.path().join("a"), Scope::Meta);
+        a.state.set_cluster_id("c-1").expect("cluster id");
+        a.applied(2).await;
+        let built = a.sm.build_snapshot().await.expect("build");
+        let mut b = Node::open(&tmp.path().join("b"), Scope::Meta);
+        b.state.set_cluster_id("c-old").expect("cluster id");
+        send(built, &mut b).await;
+        assert_eq!(b.state.cluster_id().expect("id").as_deref(), Some("c-1"));
+    }
+
+    /// Routes the Raft messages of in-process nodes straight to their `Raft`.
+    #[derive(Clone, Default)]
+    struct Router(Arc<std::sync::Mutex<std::collections::BTreeMap<NodeId, super::super::Raft>>>);
+
+    struct Link {
+        router: Router,
+        target: NodeId,
+    }
+
+    impl openraft::network::RaftNetworkFactory<TypeConfig> for Router {
+        type Network = Link;
+
+        async fn new_client(&mut self, target: NodeId, _node: &Member) -> Link {
+            Link {
+                router: self.clone(),
+                target,
+            }
+        }
+    }
+
+    type RpcResult<T, E = openraft::error::Infallible> =
+        Result<T, openraft::error::RPCError<NodeId, Member, openraft::error::RaftError<NodeId, E>>>;
+
+    impl Link {
+        fn raft(&self) -> Result<super::super::Raft, openraft::error::Unreachable> {
+            self.router
+                .0
+                .lock()
+                .expect("router")
+                .get(&self.target)
+                .cloned()
+                .ok_or_else(|| {
+                    openraft::error::Unreachable::new(&std::io::Error::other("no such node"))
+                })
+        }
+
+        fn remote<E: std::error::Error>(
+            &self,
+            e: openraft::error::RaftError<NodeId, E>,
+        ) -> openraft::error::RPCError<NodeId, Member, openraft::error::RaftError<NodeId, E>>
+        {
+            openraft::error::RPCError::RemoteError(openraft::error::RemoteError::new(
+                self.target,
+                e,
+            ))
+        }
+    }
+
+    impl openraft::network::RaftNetwork<TypeConfig> for Link {
+        async fn append_entries(
+            &mut self,
+            rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
+            _option: openraft::network::RPCOption,
+        ) -> RpcResult<openraft::raft::AppendEntriesResponse<NodeId>> {
+            let raft = self.raft()?;
+            raft.append_entries(rpc).await.map_err(|e| self.remote(e))
+        }
+
+        async fn install_snapshot(
+            &mut self,
+            rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>,
+            _option: openraft::network::RPCOption,
+        ) -> RpcResult<
+            openraft::raft::InstallSnapshotResponse<NodeId>,
+            openraft::error::InstallSnapshotError,
+        > {
+            let raft = self.raft()?;
+            raft.install_snapshot(rpc).await.map_err(|e| self.remote(e))
+        }
+
+        async fn vote(
+            &mut self,
+            rpc: openraft::raft::VoteRequest<NodeId>,
+            _option: openraft::network::RPCOption,
+        ) -> RpcResult<openraft::raft::VoteResponse<NodeId>> {
+            let raft = self.raft()?;
+            raft.vote(rpc).await.map_err(|e| self.remote(e))
+        }
+    }
+
+    fn member(id: NodeId) -> Member {
+        Member {
+            name: format!("n{id}"),
+            addr: format!("127.0.0.1:{id}"),
+        }
+    }
+
+    /// Table `t` created and placed in group `g` on a node, as the meta group would.
+    fn create_table(node: &Node) {
+        use crate::catalog::types::ChType;
+        use crate::catalog::{CatalogCommand, Column, Engine, MergeTreeSettings, TableDef};
+        node.state
+            .apply_catalog(&CatalogCommand::CreateTable {
+                def: TableDef {
+                    name: "t".into(),
+                    columns: vec![Column {
+                        name: "a".into(),
+                        ty: ChType::UInt32,
+                    }],
+                    engine: Engine::MergeTree {
+                        engine_name: "MergeTree".into(),
+                        order_by: vec!["a".into()],
+                        settings: MergeTreeSettings::default(),
+                    },
+                    detached: false,
+                },
+                if_not_exists: false,
+            })
+            .expect("create table");
+        node.state
+            .set_placement(
+                "t",
+                Some(&crate::cluster::placement::Placement {
+                    group: "g".into(),
+                    members: vec![1, 2],
+                    initial: vec![1],
+                    generation: 0,
+                }),
+            )
+            .expect("place");
+    }
+
+    /// The whole path through openraft: a leader whose log no longer holds the table's
+    /// blocks brings a new member in by a snapshot, which its chunked transport sends in
+    /// many small chunks through `SnapshotData`, and the member installs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn openraft_brings_a_new_member_in_by_a_chunked_snapshot() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(
+            openraft::Config {
+                cluster_name: "test".into(),
+                heartbeat_interval: 50,
+                election_timeout_min: 200,
+                election_timeout_max: 400,
+                snapshot_policy: openraft::SnapshotPolicy::Never,
+                snapshot_max_chunk_size: 1021,
+                max_in_snapshot_log_to_keep: 0,
+                ..Default::default()
+            }
+            .validate()
+            .expect("config"),
+        );
+        let router = Router::default();
+        let mut nodes = Vec::new();
+        for id in [1, 2] {
+            let node = Node::open(&tmp.path().join(format!("n{id}")), table_scope());
+            create_table(&node);
+            let log = crate::raft::log_store::LogStore::open(&node.db, "g", None).expect("log");
+            let raft =
+                super::super::Raft::new(id, config.clone(), router.clone(), log, node.sm.clone())
+                    .await
+                    .expect("raft");
+            router.0.lock().expect("router").insert(id, raft.clone());
+            nodes.push((node, raft));
+        }
+        let (leader, follower) = (&nodes[0].1, &nodes[1].1);
+        leader
+            .initialize(std::collections::BTreeMap::from([(1, member(1))]))
+            .await
+            .expect("initialize");
+        leader
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .current_leader(1, "leader")
+            .await
+            .expect("leader");
+        for i in 0..6 {
+            let values: Vec<u32> = (0..500).map(|v| v * 13 + i).collect();
+            let block = Block::new(
+                "t",
+                Some(SourceRange {
+                    source: "mv".into(),
+                    topic: "topic".into(),
+                    partition: 0,
+                    first_offset: i64::from(i) * 500,
+                    last_offset: i64::from(i) * 500 + 499,
+                }),
+                &batch(values),
+                &["a".to_string()],
+            )
+            .expect("block");
+            leader
+                .client_write(Command::Block { block, fence: None })
+                .await
+                .expect("write");
+        }
+        let last = leader.metrics().borrow().last_applied.map(|l| l.index);
+        leader.trigger().snapshot().await.expect("snapshot");
+        leader
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .metrics(
+                |m| m.snapshot.map(|l| l.index) == last && m.purged.map(|l| l.index) == last,
+                "snapshot built and log purged",
+            )
+            .await
+            .expect("snapshot");
+
+        // Many chunks, not one.
+        let mut sent = nodes[0]
+            .0
+            .sm
+            .clone()
+            .get_current_snapshot()
+            .await
+            .expect("get")
+            .expect("some")
+            .snapshot;
+        let size = read_all(&mut sent).await.len() as u64;
+        assert!(size > 10 * config.snapshot_max_chunk_size, "{size}");
+
+        leader
+            .add_learner(2, member(2), true)
+            .await
+            .expect("add learner");
+        follower
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .applied_index_at_least(last, "the follower installed the snapshot")
+            .await
+            .expect("applied");
+        let (follower_node, _) = &nodes[1];
+        assert_eq!(rows(follower_node), rows(&nodes[0].0));
+        assert_eq!(rows(follower_node).len(), 3000);
+        let metrics = follower.metrics().borrow().clone();
+        assert_eq!(metrics.snapshot.map(|l| l.index), last);
+        for (_, raft) in &nodes {
+            raft.shutdown().await.expect("shutdown");
+        }
     }
 }
