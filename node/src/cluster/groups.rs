@@ -20,6 +20,7 @@ use super::placement::{self, Placement};
 use super::{Cluster, ClusterError, ProposeFailure, WRITE_TIMEOUT};
 use crate::raft::log_store::{Formation, LogStore};
 use crate::raft::network::{Method, Network};
+use crate::raft::snapshot_dirs::GroupSnapshots;
 use crate::raft::state_machine::{Scope, StateMachine};
 use crate::raft::{
     data_raft_config, Command, Member, NodeId, Raft, Response, META_GROUP, SNAPSHOT_LOG_BYTES,
@@ -46,7 +47,7 @@ const FORMED_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Formed by all at once, each voted for itself and no one won until an election timeout
 /// (1 to 2 s) passed; they step in only when the first member has not reached them.
 pub(super) const FORM_GRACE: Duration = Duration::from_secs(5);
-/// How often, at most, a data group's log is weighed against `SNAPSHOT_LOG_BYTES`.
+/// How often a data group's log and snapshot are weighed against `SNAPSHOT_LOG_BYTES`.
 const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the first member of a new group campaigns again while it has no leader: its
 /// first votes often reach members whose keeper has not started the group yet, and
@@ -150,13 +151,53 @@ fn spawn_first_election(raft: Raft, group: String) {
     });
 }
 
+/// What the snapshot trigger of a data group weighs.
+struct SnapshotWatch {
+    raft: Raft,
+    log: LogStore,
+    snapshots: Arc<GroupSnapshots>,
+    state: Arc<crate::state::NodeState>,
+    table: String,
+    group: String,
+}
+
+impl SnapshotWatch {
+    /// The bytes of parts only the current snapshot keeps on disk: merges replaced them
+    /// in the table. Checked only when the table's part list changed.
+    fn only_pinned(&self, seen: &mut Vec<String>) -> u64 {
+        let parts = match self.state.tables.existing(&self.table) {
+            Ok(Some(store)) => store.parts().unwrap_or_default(),
+            _ => return 0,
+        };
+        let held: Vec<String> = parts
+            .iter()
+            .filter_map(|p| p.path().file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        if held == *seen {
+            return 0;
+        }
+        let bytes = self
+            .snapshots
+            .bytes_only_pinned(&held.iter().cloned().collect());
+        if bytes <= SNAPSHOT_LOG_BYTES {
+            *seen = held;
+        }
+        bytes
+    }
+}
+
 /// Asks a data group's Raft for a snapshot whenever the blocks applied since its last one
-/// weigh more than `SNAPSHOT_LOG_BYTES`: openraft's own policy counts entries only, and a
+/// weigh more than `SNAPSHOT_LOG_BYTES` (openraft's own policy counts entries only, and a
 /// table's blocks stay in its log, a second copy of its rows, until a snapshot holds
-/// them. Checks at most every `SNAPSHOT_CHECK_INTERVAL`; ends when the Raft stops.
-fn spawn_snapshot_trigger(raft: Raft, log: LogStore, group: String) -> tokio::task::AbortHandle {
+/// them), or when its current snapshot alone keeps that many bytes of parts merges
+/// replaced (a snapshot is its parts' hard links: on a table that takes no writes, it
+/// would keep them for good). Checks at most every `SNAPSHOT_CHECK_INTERVAL`; ends when
+/// the Raft stops.
+fn spawn_snapshot_trigger(watch: SnapshotWatch) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
-        let mut metrics = raft.metrics();
+        let mut seen_parts = Vec::new();
+        let mut metrics = watch.raft.metrics();
         loop {
             let (running, snapshot, applied) = {
                 let m = metrics.borrow_and_update();
@@ -169,16 +210,19 @@ fn spawn_snapshot_trigger(raft: Raft, log: LogStore, group: String) -> tokio::ta
             if !running {
                 return;
             }
-            let bytes = applied.map_or(0, |applied| log.block_bytes(snapshot, applied));
-            if bytes > SNAPSHOT_LOG_BYTES {
-                tracing::debug!(%group, bytes, "asking for a snapshot: the log's blocks are over budget");
+            let in_log = applied.map_or(0, |applied| watch.log.block_bytes(snapshot, applied));
+            let only_pinned = watch.only_pinned(&mut seen_parts);
+            if in_log > SNAPSHOT_LOG_BYTES || only_pinned > SNAPSHOT_LOG_BYTES {
+                tracing::debug!(group = %watch.group, in_log, only_pinned, "asking for a snapshot: over budget");
                 // A build in progress makes this a no-op; an error means the Raft stopped.
-                if raft.trigger().snapshot().await.is_err() {
+                if watch.raft.trigger().snapshot().await.is_err() {
                     return;
                 }
             }
+            // A tick, not a wait for new metrics: merges change what a snapshot pins on a
+            // table that takes no writes.
             tokio::time::sleep(SNAPSHOT_CHECK_INTERVAL).await;
-            if metrics.changed().await.is_err() {
+            if metrics.has_changed().is_err() {
                 return;
             }
         }
@@ -463,8 +507,14 @@ impl Cluster {
             raft.runtime_config().elect(false);
         }
         self.watch_storage(group, &raft);
-        let snapshot_trigger =
-            spawn_snapshot_trigger(raft.clone(), log_store.clone(), group.to_string());
+        let snapshot_trigger = spawn_snapshot_trigger(SnapshotWatch {
+            raft: raft.clone(),
+            log: log_store.clone(),
+            snapshots: self.snapshots.group(group),
+            state: self.state.clone(),
+            table: table.to_string(),
+            group: group.to_string(),
+        });
         let g = Arc::new(DataGroup {
             group: group.to_string(),
             table: table.to_string(),

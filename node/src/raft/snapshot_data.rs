@@ -313,16 +313,27 @@ pub fn make_dir(dir: &Path) -> Result<PathBuf, SnapshotFileError> {
     Ok(files)
 }
 
+/// The manifest of the snapshot in `dir`, as bytes and decoded.
+fn read_manifest(dir: &Path) -> Result<(Vec<u8>, StateImage), SnapshotFileError> {
+    let path = dir.join(MANIFEST);
+    let manifest = std::fs::read(&path)
+        .map_err(|e| SnapshotFileError::io(dir, with_path("reading", &path, e)))?;
+    let image: StateImage = decode(&manifest).map_err(|e| SnapshotFileError::Manifest {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok((manifest, image))
+}
+
+/// The image of the snapshot in `dir`: its pairs and the files it names.
+pub fn read_image(dir: &Path) -> Result<StateImage, SnapshotFileError> {
+    read_manifest(dir).map(|(_, image)| image)
+}
+
 impl SnapshotData {
     /// A reader of the snapshot in `dir`, with every file open.
     pub fn open(dir: &Path) -> Result<SnapshotData, SnapshotFileError> {
-        let path = dir.join(MANIFEST);
-        let manifest = std::fs::read(&path)
-            .map_err(|e| SnapshotFileError::io(dir, with_path("reading", &path, e)))?;
-        let image: StateImage = decode(&manifest).map_err(|e| SnapshotFileError::Manifest {
-            dir: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let (manifest, image) = read_manifest(dir)?;
         let layout = layout(dir, image, manifest.len() as u64)?;
         let mut segments = Vec::with_capacity(layout.files.len());
         for (name, start, len) in &layout.files {

@@ -27,6 +27,8 @@ pub struct GroupSnapshots {
     /// Held while the current snapshot changes and while a reader of it is opened, so a
     /// reader never opens a directory a newer snapshot is removing.
     pub current: tokio::sync::Mutex<()>,
+    /// The files of the current snapshot, by name and length.
+    files: Mutex<Vec<(String, u64)>>,
     swept: AtomicBool,
 }
 
@@ -79,6 +81,7 @@ impl SnapshotDirs {
                 Arc::new(GroupSnapshots {
                     dir: self.group_dir(group),
                     current: tokio::sync::Mutex::new(()),
+                    files: Mutex::default(),
                     swept: AtomicBool::new(false),
                 })
             })
@@ -153,6 +156,29 @@ impl GroupSnapshots {
             }
         }
         Ok(())
+    }
+
+    /// Notes the files of the snapshot that just became current.
+    pub fn set_current_files(&self, files: Vec<(String, u64)>) {
+        match self.files.lock() {
+            Ok(mut f) => *f = files,
+            Err(poisoned) => *poisoned.into_inner() = files,
+        }
+    }
+
+    /// The bytes of the current snapshot's files that `held` (the file names of the
+    /// table's own parts) does not name: disk the snapshot alone keeps, once merges
+    /// replaced those parts.
+    pub fn bytes_only_pinned(&self, held: &std::collections::HashSet<String>) -> u64 {
+        let files = match self.files.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        files
+            .iter()
+            .filter(|(name, _)| !held.contains(name))
+            .map(|(_, len)| len)
+            .sum()
     }
 
     /// Removes one of the group's directories; a failure is logged (it is only space).

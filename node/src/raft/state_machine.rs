@@ -184,12 +184,15 @@ impl StateMachine {
         };
         if let Some(record) = &current {
             let dir = sm.snapshots.path(&record.dir);
-            if !dir.join(snapshot_data::MANIFEST).exists() {
-                // Lost with the disk's cache, or removed by hand. openraft builds one at
-                // start when its log was purged; a sender needs it then, not before.
-                tracing::warn!(%group, dir = %dir.display(), "the current snapshot's directory is missing; dropping its record");
-                sm.tree.remove(CURRENT_SNAPSHOT).map_err(sled_err)?;
-                current = None;
+            match snapshot_data::read_image(&dir) {
+                Ok(image) => sm.snapshots.set_current_files(image.files),
+                Err(e) => {
+                    // Lost with the disk's cache, or removed by hand. openraft builds one
+                    // at start when its log was purged; a sender needs it then, not before.
+                    tracing::warn!(%group, error = %e, "the current snapshot is missing or unreadable; dropping its record");
+                    sm.tree.remove(CURRENT_SNAPSHOT).map_err(sled_err)?;
+                    current = None;
+                }
             }
         }
         sm.snapshots
@@ -256,6 +259,7 @@ impl StateMachine {
         meta: &SnapshotMeta<NodeId, Member>,
         name: String,
         guard: DirGuard,
+        files: Vec<(String, u64)>,
     ) -> Result<bool, StorageError> {
         let _current = self.snapshots.current.lock().await;
         let previous = self.record()?;
@@ -275,6 +279,7 @@ impl StateMachine {
         )?;
         self.tree.flush_async().await.map_err(snap_err)?;
         guard.keep();
+        self.snapshots.set_current_files(files);
         if let Some(previous) = previous.filter(|p| p.dir != name) {
             let snapshots = self.snapshots.clone();
             let _ = tokio::task::spawn_blocking(move || snapshots.remove(&previous.dir)).await;
@@ -315,8 +320,8 @@ impl StateMachine {
                 .map_err(snap_err)?;
             (applied, membership, image)
         };
-        let file_count = image.files.len();
-        let file_bytes: u64 = image.files.iter().map(|(_, len)| len).sum();
+        let files = image.files.clone();
+        let file_bytes: u64 = files.iter().map(|(_, len)| len).sum();
         {
             let dir = dir.clone();
             let files_err = self.files_err();
@@ -332,7 +337,8 @@ impl StateMachine {
         // Opened before it is current, so a snapshot that cannot be read never is; and
         // before a newer one could remove it.
         let data = self.open_snapshot(dir).await.map_err(snap_err)?;
-        let current = self.make_current(&meta, name, guard).await?;
+        let file_count = files.len();
+        let current = self.make_current(&meta, name, guard, files).await?;
         tracing::info!(group = %self.group, snapshot = %meta.snapshot_id, files = file_count, bytes = file_bytes, current, "built a snapshot");
         Ok(Snapshot {
             meta,
@@ -377,6 +383,7 @@ impl StateMachine {
         let (_, scratch) = self.snapshots.new_dir("install");
         let state_err = self.state_err();
         let dir_err = self.dir_err();
+        let files = image.files.clone();
         self.blocking(move || match &scope {
             Scope::Meta => state.import_meta(&image).map_err(state_err),
             Scope::Table { table, .. } => {
@@ -394,7 +401,7 @@ impl StateMachine {
         .map_err(snap_err)?;
         self.put(APPLIED, &meta.last_log_id)?;
         self.put(MEMBERSHIP, &meta.last_membership)?;
-        self.make_current(meta, name, placed).await?;
+        self.make_current(meta, name, placed, files).await?;
         Ok(())
     }
 
@@ -754,6 +761,10 @@ mod tests {
         assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(5));
         let first_dirs = a.snapshot_dirs();
         assert_eq!(first_dirs.len(), 1, "{first_dirs:?}");
+        let built_files = snapshot_data::read_image(&a.sm.snapshots.path(&first_dirs[0]))
+            .expect("image")
+            .files;
+        assert_eq!(built_files.len(), 3);
         let store = a.state.tables.get("t").expect("t");
         let parts_before: Vec<PathBuf> = store
             .parts()
@@ -775,9 +786,29 @@ mod tests {
             .is_some()
         {}
         assert!(parts_before.iter().all(|p| !p.exists()), "merged away");
+        // The snapshot alone keeps the merged-away parts now: what makes a group build
+        // a new one even with no new entry.
+        let held = |store: &crate::table::TableStore| {
+            store
+                .parts()
+                .expect("parts")
+                .iter()
+                .filter_map(|p| {
+                    p.path()
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .collect::<std::collections::HashSet<String>>()
+        };
+        let pinned_parts: u64 = built_files.iter().map(|(_, len)| len).sum();
+        assert_eq!(
+            a.sm.snapshots.bytes_only_pinned(&held(&store)),
+            pinned_parts
+        );
         write_rows(&a, 30, 5);
         a.applied(6).await;
         a.sm.build_snapshot().await.expect("build again");
+        assert_eq!(a.sm.snapshots.bytes_only_pinned(&held(&store)), 0);
         let dirs = a.snapshot_dirs();
         assert_eq!(dirs.len(), 1, "only the newest is kept: {dirs:?}");
         assert_ne!(dirs, first_dirs);
