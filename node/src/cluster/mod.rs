@@ -77,6 +77,12 @@ pub enum ClusterError {
     NotInitialized,
     #[error("{0}")]
     Membership(String),
+    #[error("{member} holds no replica of table {table} (group {group})")]
+    NoReplica {
+        member: String,
+        table: String,
+        group: String,
+    },
 }
 
 /// Why a proposal did not apply here.
