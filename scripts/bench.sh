@@ -17,8 +17,8 @@
 #   1. A producer (`sluice produce`, batches of B events) keeps topic bench fed for about
 #      SECONDS, paced to reach MAX at the end and never more than half a batch ahead of the
 #      table, so the run holds as many rows as fit; every tenth of the run prints the rows
-#      per node, the rate over that tenth, each node's RSS and peak RSS, its parts (when
-#      system.tables has a `parts` column) and its data dir's bytes.
+#      per node, the rate over that tenth, each node's RSS and peak RSS, the parts of its
+#      replica (system.raft_groups) and its data dir's bytes.
 #   2. Once every node holds every row: disk bytes per row per node against the JSON bytes
 #      per row, and three queries on n1 (best of 3 each, with n1's peak RSS while they run,
 #      sampled every 50 ms).
@@ -313,8 +313,7 @@ dir_bytes() {
 # table_col HOST COLUMN: COLUMN of github in system.tables, or n/a without that column.
 table_col() {
   local v
-  if [ -z "${HAS_COL[$2]:-}" ]; then echo n/a; return; fi
-  v=$(sqlq "$1" "SELECT $2 FROM system.tables WHERE name = 'github'") || v=""
+  v=$(sqlq "$1" "SELECT $2 FROM system.raft_groups WHERE \"table\" = 'github'") || v=""
   [ -n "$v" ] && echo "$v" || echo "?"
 }
 
@@ -361,7 +360,6 @@ progress_line() {
 scale_mode() {
   NAMES=(n1 n2 n3)
   HOSTS=(http://127.0.0.1:27271 http://127.0.0.1:27272 http://127.0.0.1:27273)
-  declare -gA HAS_COL=()
   local i name
 
   echo "== scale: Kafka on $BROKERS; 3 nodes, 3 replicas; up to $SCALE_MAX events over ${SCALE_SECS} s in batches of $SCALE_BATCH"
@@ -382,12 +380,6 @@ scale_mode() {
     echo "   kafka_max_block_size = $BENCH_SCALE_BLOCK_ROWS (BENCH_SCALE_BLOCK_ROWS)"
   fi
   "$SLUICE" sql --host "${HOSTS[0]}" -f "$WORK/ddl-bench-scale.sql" >/dev/null
-  for col in parts bytes_on_disk; do
-    if sqlq "${HOSTS[0]}" "SELECT $col FROM system.tables WHERE name = 'github'" >/dev/null 2>&1; then
-      HAS_COL[$col]=1
-    fi
-  done
-  echo "   system.tables: parts ${HAS_COL[parts]:+present}${HAS_COL[parts]:-absent (n/a)}, bytes_on_disk ${HAS_COL[bytes_on_disk]:+present}${HAS_COL[bytes_on_disk]:-absent (n/a)}"
 
   # -- 1. the load --
   local secs_us=$((SCALE_SECS * 1000000)) tick_us=$((SCALE_SECS * 100000))
