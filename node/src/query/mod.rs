@@ -207,12 +207,25 @@ impl QueryEngine {
         }
         let tables = system_tables::tables(catalog, &|name| rows.get(name).copied())?;
         let groups = system_tables::raft_groups(&self.cluster.group_rows())?;
+        let mut parts = Vec::new();
+        if wants("parts") {
+            for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
+                if let Ok(Some(store)) = self.cluster.state.tables.existing(&table.name) {
+                    let held = store
+                        .parts()
+                        .map_err(|e| QueryError::Internal(e.to_string()))?;
+                    parts.extend(held.into_iter().map(|p| (table.name.clone(), p)));
+                }
+            }
+        }
+        let parts = system_tables::parts(&self.cluster.member.name, &parts)?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
             ("tables", tables),
             ("replicas", replicas),
             ("writer_log", writer_log),
             ("raft_groups", groups),
+            ("parts", parts),
         ] {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;
