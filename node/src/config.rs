@@ -60,6 +60,12 @@ pub struct NodeArgs {
     /// Address of the Prometheus endpoint (GET /metrics). Default: none served.
     #[arg(long, env = "SLUICE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Memory the running queries of this node may hold together for their sorts,
+    /// aggregations and joins, in bytes. A query that needs more spills to disk or fails
+    /// with "Resources exhausted"; the node goes on.
+    /// Default: 1073741824 (1 GiB).
+    #[arg(long, env = "SLUICE_QUERY_MEMORY_LIMIT_BYTES")]
+    pub query_memory_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -74,6 +80,7 @@ struct FileConfig {
     bootstrap: Option<bool>,
     node_timeout_ms: Option<u64>,
     metrics_addr: Option<String>,
+    query_memory_limit_bytes: Option<u64>,
     /// librdkafka properties for every Kafka client of the node, ClickHouse-style names
     /// (`sasl_mechanisms`, `ssl_ca_location`); `SLUICE_RDKAFKA_*` variables override them.
     #[serde(default)]
@@ -93,10 +100,16 @@ pub struct NodeConfig {
     pub node_timeout: std::time::Duration,
     pub kafka: KafkaClientDefaults,
     pub metrics_addr: Option<SocketAddr>,
+    pub query_memory_limit_bytes: usize,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
 pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 10_000;
+/// A budget most queries over tables of a few GiB stay within, on the machines a node
+/// runs on (a few GiB of memory); a smaller node lowers it.
+pub const DEFAULT_QUERY_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
+/// Below this, a query could not hold the few batches every scan and sort needs.
+const MIN_QUERY_MEMORY_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 
 impl NodeConfig {
     pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
@@ -129,9 +142,27 @@ impl NodeConfig {
             (None, None) => None,
         };
         let kafka = KafkaClientDefaults::resolve(&file.kafka, std::env::vars())?;
+        let query_memory_limit_bytes = args
+            .query_memory_limit_bytes
+            .or(file.query_memory_limit_bytes)
+            .unwrap_or(DEFAULT_QUERY_MEMORY_LIMIT_BYTES);
+        if query_memory_limit_bytes < MIN_QUERY_MEMORY_LIMIT_BYTES {
+            return Err(ConfigError::Invalid {
+                name: "query_memory_limit_bytes",
+                value: query_memory_limit_bytes.to_string(),
+                reason: format!("must be at least {MIN_QUERY_MEMORY_LIMIT_BYTES}: below that a query cannot hold the few batches every scan and sort needs"),
+            });
+        }
+        let query_memory_limit_bytes =
+            usize::try_from(query_memory_limit_bytes).map_err(|e| ConfigError::Invalid {
+                name: "query_memory_limit_bytes",
+                value: query_memory_limit_bytes.to_string(),
+                reason: e.to_string(),
+            })?;
         let config = NodeConfig {
             kafka,
             metrics_addr,
+            query_memory_limit_bytes,
             node_id: args
                 .node_id
                 .clone()

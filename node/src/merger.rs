@@ -3,8 +3,18 @@
 //!
 //! Merges are local to the replica: they change the layout of rows in files, never the
 //! rows, the positions or the dedup window, so they need no Raft entry and no agreement
-//! (see `table::store`). The thread sleeps while there is nothing to merge and stops,
-//! finishing at most the merge it is in, when the merger is dropped.
+//! (see `table::store`). ClickHouse's ReplicatedMergeTree logs a MERGE_PARTS entry so that
+//! replicas agree on part names, which it needs because replicas fetch parts from each
+//! other. Here parts travel only inside a snapshot, which carries whatever layout its
+//! sender has, and every apply decision and every query answer depends on rows, positions
+//! and window alone. A merge entry would require every replica to hold the entry's inputs
+//! at its log index (a snapshot install breaks that) and would either stall apply for the
+//! length of the merge or need a second, asynchronous commit. The price of merging
+//! locally: each replica spends its own CPU on merges, as ClickHouse's do unless they
+//! fetch merged parts.
+//!
+//! The thread sleeps while there is nothing to merge and stops, finishing at most the
+//! merge it is in, when the merger is dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

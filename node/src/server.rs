@@ -214,10 +214,17 @@ async fn serve(
     cluster.spawn_heartbeats();
     cluster.spawn_assigner();
     cluster.spawn_group_keeper();
+    let query_runtime = crate::query::query_runtime(config.query_memory_limit_bytes)
+        .context("setting up the query runtime")?;
     let executor = Arc::new(Executor {
         state: state.clone(),
         cluster: cluster.clone(),
-        queries: QueryEngine::new(state, registry.clone(), cluster.clone()),
+        queries: QueryEngine::new(
+            state,
+            registry.clone(),
+            cluster.clone(),
+            query_runtime.clone(),
+        ),
         sink: crate::ingest::sink::KafkaSink::new(Arc::new(config.kafka.clone())),
     });
     let admin = AdminService {
@@ -267,9 +274,12 @@ async fn serve(
         .layer(open_requests.clone())
         .add_service(health_service)
         .add_service(
-            RaftServer::new(RaftService { cluster })
-                .max_decoding_message_size(RAFT_MESSAGE_MAX)
-                .max_encoding_message_size(RAFT_MESSAGE_MAX),
+            RaftServer::new(RaftService {
+                cluster,
+                query_runtime,
+            })
+            .max_decoding_message_size(RAFT_MESSAGE_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_MAX),
         )
         .add_service(
             AdminServer::new(admin)

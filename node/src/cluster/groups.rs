@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
 use openraft::error::{InitializeError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
@@ -19,19 +20,21 @@ use serde::{Deserialize, Serialize};
 use super::placement::{self, Placement};
 use super::{Cluster, ClusterError, ProposeFailure, WRITE_TIMEOUT};
 use crate::raft::log_store::{Formation, LogStore};
-use crate::raft::network::{Method, Network};
+use crate::raft::network::{self, Method, Network};
 use crate::raft::snapshot_dirs::GroupSnapshots;
 use crate::raft::state_machine::{Scope, StateMachine};
 use crate::raft::{
     data_raft_config, Command, Member, NodeId, Raft, Response, META_GROUP, SNAPSHOT_LOG_BYTES,
 };
-use crate::table::{PositionKey, WriterLogEntry};
+use crate::raft_proto::{ScanChunk, ScanRequest};
+use crate::table::{PartRef, PositionKey, WriterLogEntry};
 
 /// How often the keeper looks at the placements without being woken.
 const KEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// A learner this close to the leader's log is made a voter.
 const CAUGHT_UP_ENTRIES: u64 = 64;
-/// How long a read from another node's replica may take (a scan ships the whole table).
+/// How long a read from another node's replica may take; for a scan, how long the
+/// replica may take to start streaming.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node taken out of a group keeps its replica running while the group's leader
 /// moves the members: the group may need this node's vote to commit the change.
@@ -84,8 +87,6 @@ pub struct DataGroups {
 pub enum TableRead {
     /// The stored next offset of a source partition.
     Position(PositionKey),
-    /// Every stored block, as stored.
-    Blocks,
     RowCount,
     WriterLog,
     /// Whether the replica holds (or held) entries of its group.
@@ -103,7 +104,6 @@ pub struct TableReadRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TableReadReply {
     Position(Option<i64>),
-    Blocks(Vec<serde_bytes::ByteBuf>),
     RowCount(u64),
     WriterLog(Vec<WriterLogEntry>),
     Formed(bool),
@@ -114,6 +114,27 @@ pub enum TableReadReply {
 /// a merge policy that keeps tens of parts).
 const PARTS_TO_DELAY_INSERT: usize = 150;
 const PARTS_TO_THROW_INSERT: usize = 300;
+
+/// What a scan of a table reads.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    /// The columns, in the order the scan yields them; at least one.
+    pub columns: Vec<String>,
+    pub limit: Option<usize>,
+    /// See every write acknowledged before the scan.
+    pub linearizable: bool,
+}
+
+/// Where a scan of a table reads from.
+pub enum TableScan {
+    /// This node's replica: its parts, pinned, past the read barrier if asked.
+    Local(Vec<PartRef>),
+    /// A member's replica, streaming the rows as the chunks of one Arrow IPC stream.
+    Remote {
+        from: String,
+        chunks: Box<tonic::Streaming<ScanChunk>>,
+    },
+}
 
 /// One data group as `system.raft_groups` shows it.
 #[derive(Debug, Clone, Default)]
@@ -988,43 +1009,97 @@ impl Cluster {
         read: TableRead,
         linearizable: bool,
     ) -> Result<TableReadReply, ClusterError> {
+        let request = TableReadRequest {
+            table: table.to_string(),
+            linearizable,
+            read: read.clone(),
+        };
+        let asked = self
+            .ask_replicas(table, linearizable, |member, group| {
+                let request = &request;
+                async move {
+                    let answer: Result<Result<TableReadReply, String>, _> = self
+                        .call_group(&member.addr, &group, Method::Read, request, READ_TIMEOUT)
+                        .await;
+                    answer.map_err(|e| e.to_string())?
+                }
+            })
+            .await?;
+        match asked {
+            Some(reply) => Ok(reply),
+            None => self.read_local(table, read),
+        }
+    }
+
+    /// Opens a scan of `table`: this node's replica if it holds one, else a stream of
+    /// rows from a member's.
+    pub async fn open_scan(&self, table: &str, spec: &ScanSpec) -> Result<TableScan, ClusterError> {
+        let cluster_id = network::cluster_id_of(&self.cluster_id);
+        let asked = self
+            .ask_replicas(table, spec.linearizable, |member, group| {
+                let request = ScanRequest {
+                    cluster_id: cluster_id.clone(),
+                    group,
+                    table: table.to_string(),
+                    columns: spec.columns.clone(),
+                    limit: spec.limit.and_then(|l| u64::try_from(l).ok()),
+                    linearizable: spec.linearizable,
+                };
+                async move {
+                    let mut client = self.client(&member.addr).await.map_err(|e| e.to_string())?;
+                    // Only the start is bounded: the rows then come as fast as the query
+                    // takes them.
+                    let opened = tokio::time::timeout(READ_TIMEOUT, client.scan(request))
+                        .await
+                        .map_err(|_| format!("no answer within {READ_TIMEOUT:?}"))?
+                        .map_err(|status| status.to_string())?;
+                    Ok(TableScan::Remote {
+                        from: member.to_string(),
+                        chunks: Box::new(opened.into_inner()),
+                    })
+                }
+            })
+            .await?;
+        match asked {
+            Some(scan) => Ok(scan),
+            None => Ok(TableScan::Local(self.local_parts(table)?)),
+        }
+    }
+
+    /// Asks the members of `table`'s group, in placement order, until one answers; `None`
+    /// when the read is this node's (it runs the group, past the read barrier if asked,
+    /// or the table is not placed yet and nothing is stored anywhere).
+    async fn ask_replicas<T, F, Fut>(
+        &self,
+        table: &str,
+        linearizable: bool,
+        mut ask: F,
+    ) -> Result<Option<T>, ClusterError>
+    where
+        F: FnMut(Member, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
         let deadline = Instant::now() + GROUP_START_WAIT;
         loop {
             let Some(placement) = self.state.placements().of(table).cloned() else {
-                // Not placed yet (created a moment ago): nothing is stored anywhere.
                 if self.state.catalog().table(table).is_none() {
                     return Err(ClusterError::Write(format!("table {table} does not exist")));
                 }
-                return self.read_local(table, read);
+                return Ok(None);
             };
             if let Some(g) = self.data_group(&placement.group) {
                 if linearizable {
                     self.group_read_barrier(&g).await?;
                 }
-                return self.read_local(table, read);
+                return Ok(None);
             }
-            let request = TableReadRequest {
-                table: table.to_string(),
-                linearizable,
-                read: read.clone(),
-            };
             let mut failures = Vec::new();
             for id in &placement.members {
                 let Some(member) = self.member_of(*id) else {
                     continue;
                 };
-                let answer: Result<Result<TableReadReply, String>, _> = self
-                    .call_group(
-                        &member.addr,
-                        &placement.group,
-                        Method::Read,
-                        &request,
-                        READ_TIMEOUT,
-                    )
-                    .await;
-                match answer {
-                    Ok(Ok(reply)) => return Ok(reply),
-                    Ok(Err(e)) => failures.push(format!("{member}: {e}")),
+                match ask(member.clone(), placement.group.clone()).await {
+                    Ok(answer) => return Ok(Some(answer)),
                     Err(e) => failures.push(format!("{member}: {e}")),
                 }
             }
@@ -1068,6 +1143,44 @@ impl Cluster {
             .map_err(|e| e.to_string())
     }
 
+    /// A peer's scan of a table this node holds: the table's schema and its replica's
+    /// parts, pinned, past the read barrier if asked.
+    pub async fn scan_for_peer(
+        &self,
+        group: &str,
+        table: &str,
+        linearizable: bool,
+    ) -> Result<(SchemaRef, Vec<PartRef>), ClusterError> {
+        let g = self
+            .data_group(group)
+            .filter(|g| g.table == table)
+            .ok_or_else(|| ClusterError::NoReplica {
+                member: self.member.to_string(),
+                table: table.to_string(),
+                group: group.to_string(),
+            })?;
+        if linearizable {
+            self.group_read_barrier(&g).await?;
+        }
+        let schema = self
+            .state
+            .catalog()
+            .table(table)
+            .map(|t| t.arrow_schema())
+            .ok_or_else(|| ClusterError::Write(format!("table {table} does not exist")))?;
+        Ok((schema, self.local_parts(table)?))
+    }
+
+    /// This node's replica's parts, pinned.
+    fn local_parts(&self, table: &str) -> Result<Vec<PartRef>, ClusterError> {
+        let store = self
+            .state
+            .tables
+            .get(table)
+            .map_err(|e| ClusterError::State(e.into()))?;
+        store.parts().map_err(|e| ClusterError::State(e.into()))
+    }
+
     fn read_local(&self, table: &str, read: TableRead) -> Result<TableReadReply, ClusterError> {
         let store = self
             .state
@@ -1079,14 +1192,6 @@ impl Cluster {
             TableRead::Position(key) => {
                 TableReadReply::Position(store.next_offset(&key).map_err(table_err)?)
             }
-            TableRead::Blocks => TableReadReply::Blocks(
-                store
-                    .raw_blocks()
-                    .map_err(table_err)?
-                    .into_iter()
-                    .map(serde_bytes::ByteBuf::from)
-                    .collect(),
-            ),
             TableRead::RowCount => TableReadReply::RowCount(store.row_count().map_err(table_err)?),
             TableRead::WriterLog => {
                 TableReadReply::WriterLog(store.writer_log().map_err(table_err)?)

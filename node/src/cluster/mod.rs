@@ -78,10 +78,24 @@ pub enum ClusterError {
     NotInitialized,
     #[error("{0}")]
     Membership(String),
+    /// Boxed: it names a group, a directory and a file, and would make every
+    /// `ClusterError` that large.
     #[error(transparent)]
-    Snapshot(#[from] crate::raft::state_machine::SnapshotError),
+    Snapshot(Box<crate::raft::state_machine::SnapshotError>),
     #[error("no directory for Raft snapshots was given")]
     NoSnapshotDir,
+    #[error("{member} holds no replica of table {table} (group {group})")]
+    NoReplica {
+        member: String,
+        table: String,
+        group: String,
+    },
+}
+
+impl From<crate::raft::state_machine::SnapshotError> for ClusterError {
+    fn from(e: crate::raft::state_machine::SnapshotError) -> ClusterError {
+        ClusterError::Snapshot(Box::new(e))
+    }
 }
 
 /// Why a proposal did not apply here.

@@ -5,12 +5,15 @@
 //! Must not import `rdkafka` or `actix`.
 
 pub mod display;
+pub mod parts_scan;
 pub mod provider;
+pub mod remote_scan;
 pub mod rewrite;
 pub mod system_tables;
 pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -20,6 +23,8 @@ use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sqlparser::ast::Statement as SqlStatement;
 
@@ -58,6 +63,19 @@ pub fn session_config(partitions: usize) -> SessionConfig {
     config
 }
 
+/// What every query of this node runs with: the local filesystem its parts are read
+/// from, and one memory pool of `memory_limit_bytes` shared by all its running queries.
+/// A query that needs more than its share spills its sorts and aggregations to disk, or
+/// fails with DataFusion's "Resources exhausted" error; the node goes on.
+pub fn query_runtime(memory_limit_bytes: usize) -> Result<Arc<RuntimeEnv>, QueryError> {
+    // Names the largest consumers in the error of a query that ran out.
+    let top = NonZeroUsize::MIN.saturating_add(4);
+    let pool = TrackConsumersPool::new(FairSpillPool::new(memory_limit_bytes), top);
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()?)
+}
+
 /// A query's answer.
 #[derive(Debug)]
 pub struct QueryResult {
@@ -69,6 +87,7 @@ pub struct QueryEngine {
     state: Arc<NodeState>,
     consumers: Arc<ConsumerRegistry>,
     cluster: Arc<Cluster>,
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl QueryEngine {
@@ -76,11 +95,13 @@ impl QueryEngine {
         state: Arc<NodeState>,
         consumers: Arc<ConsumerRegistry>,
         cluster: Arc<Cluster>,
+        runtime: Arc<RuntimeEnv>,
     ) -> QueryEngine {
         QueryEngine {
             state,
             consumers,
             cluster,
+            runtime,
         }
     }
 
@@ -108,7 +129,7 @@ impl QueryEngine {
                 }
             }
         }
-        let ctx = SessionContext::new_with_config(session_config(2));
+        let ctx = SessionContext::new_with_config_rt(session_config(2), self.runtime.clone());
         for (name, def) in &catalog.tables {
             if let Engine::MergeTree { .. } = def.engine {
                 ctx.register_table(
@@ -186,16 +207,83 @@ impl QueryEngine {
         }
         let tables = system_tables::tables(catalog, &|name| rows.get(name).copied())?;
         let groups = system_tables::raft_groups(&self.cluster.group_rows())?;
+        let mut parts = Vec::new();
+        if wants("parts") {
+            for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
+                if let Ok(Some(store)) = self.cluster.state.tables.existing(&table.name) {
+                    let held = store
+                        .parts()
+                        .map_err(|e| QueryError::Internal(e.to_string()))?;
+                    parts.extend(held.into_iter().map(|p| (table.name.clone(), p)));
+                }
+            }
+        }
+        let parts = system_tables::parts(&self.cluster.member.name, &parts)?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
             ("tables", tables),
             ("replicas", replicas),
             ("writer_log", writer_log),
             ("raft_groups", groups),
+            ("parts", parts),
         ] {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn rows(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let k: Vec<i64> = (0..n).collect();
+        let s: Vec<String> = k
+            .iter()
+            .map(|k| format!("a string of some length {k:>12}"))
+            .collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(k)),
+                Arc::new(StringArray::from(s)),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[tokio::test]
+    async fn a_query_over_the_memory_limit_fails_and_the_next_one_runs() {
+        let runtime = query_runtime(16 * 1024 * 1024).expect("runtime");
+        let ctx = SessionContext::new_with_config_rt(session_config(2), runtime);
+        let big = rows(1_000_000);
+        let table = MemTable::try_new(big.schema(), vec![vec![big]]).expect("table");
+        ctx.register_table("t", Arc::new(table)).expect("register");
+        // A hash join's build side cannot spill: it must fit in the pool.
+        let err = ctx
+            .sql("SELECT count(*) FROM t a JOIN t b ON a.s = b.s")
+            .await
+            .expect("plans")
+            .collect()
+            .await
+            .expect_err("over the limit");
+        assert!(err.to_string().contains("Resources exhausted"), "{err}");
+        let small = ctx
+            .sql("SELECT count(*) AS c FROM t WHERE k < 10")
+            .await
+            .expect("plans")
+            .collect()
+            .await
+            .expect("runs within the limit");
+        assert_eq!(small[0].num_rows(), 1);
     }
 }

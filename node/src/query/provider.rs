@@ -1,7 +1,8 @@
 //! A stored table as a DataFusion `TableProvider`: the seam between storage and SQL.
 //!
-//! A node that holds a replica of the table reads it; any other node reads it from a
-//! member of the table's group.
+//! A node that holds a replica of the table scans its parts; any other node streams the
+//! rows from a member of the table's group. Either way a query holds a few batches of
+//! the table at a time, never the whole of it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,11 +15,14 @@ use datafusion::common::stats::Precision;
 use datafusion::common::{DataFusionError, Statistics};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::streaming::StreamingTableExec;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::parts_scan::scan_parts;
+use super::remote_scan::RemoteScan;
 use crate::cluster::groups::{DataGroup, TableRead, TableReadReply};
 use crate::cluster::Cluster;
-use crate::table::{part, TableStore};
+use crate::table::TableStore;
 
 pub struct StoredTable {
     schema: SchemaRef,
@@ -116,18 +120,18 @@ impl TableProvider for StoredTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
         // A query that reads no column (count(), `SELECT 1 FROM t`) needs only the number
-        // of rows, which the table keeps with its blocks: reading and decoding every block
-        // for it made each count() cost as much as a full scan.
+        // of rows, which the table keeps with its parts: reading them for it made each
+        // count() cost as much as a full scan.
         if projection.is_some_and(|p| p.is_empty()) {
             let rows = self.row_count().await?;
             let rows = usize::try_from(rows).map_err(external)?;
@@ -139,45 +143,29 @@ impl TableProvider for StoredTable {
                 None,
             )?);
         }
-        let projection = projection.cloned();
-        let batches = match self.local_for_read().await? {
-            Some(store) => {
-                // Decoding blocks is CPU work; keep it off the async workers.
-                tokio::task::spawn_blocking(move || store.scan(projection))
-                    .await
-                    .map_err(external)?
-                    .map_err(external)?
-            }
-            None => {
-                let reply = self
-                    .cluster
-                    .read_table(&self.name, TableRead::Blocks, self.linearizable)
-                    .await
-                    .map_err(external)?;
-                let TableReadReply::Blocks(blocks) = reply else {
-                    return Err(DataFusionError::Internal(format!(
-                        "a replica of {} answered a scan with {reply:?}",
-                        self.name
-                    )));
-                };
-                tokio::task::spawn_blocking(move || {
-                    let mut out = Vec::new();
-                    for data in blocks {
-                        for batch in part::decode(&data)? {
-                            out.push(match &projection {
-                                Some(p) => batch.project(p)?,
-                                None => batch,
-                            });
-                        }
-                    }
-                    Ok::<_, crate::table::part::PartError>(out)
-                })
-                .await
-                .map_err(external)?
-                .map_err(external)?
-            }
+        if let Some(store) = self.local_for_read().await? {
+            let parts = store.parts().map_err(external)?;
+            let exec = scan_parts(state, &self.name, &self.schema, parts, projection, limit)?;
+            return Ok(exec);
+        }
+        let remote = RemoteScan {
+            cluster: self.cluster.clone(),
+            table: self.name.clone(),
+            table_schema: self.schema.clone(),
+            schema: schema.clone(),
+            projection: projection
+                .cloned()
+                .unwrap_or_else(|| (0..self.schema.fields().len()).collect()),
+            limit,
+            linearizable: self.linearizable,
         };
-        let exec = MemorySourceConfig::try_new_exec(&[batches], schema, None)?;
-        Ok(exec)
+        Ok(Arc::new(StreamingTableExec::try_new(
+            schema,
+            vec![Arc::new(remote)],
+            None,
+            [],
+            false,
+            limit,
+        )?))
     }
 }

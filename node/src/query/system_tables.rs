@@ -18,7 +18,7 @@ use crate::catalog::{Catalog, Engine};
 use crate::cluster::groups::GroupRow;
 use crate::ingest::status::{ConsumerKey, ConsumerSnapshot};
 use crate::sql::DEFAULT_DATABASE;
-use crate::table::WriterLogEntry;
+use crate::table::{PartRef, WriterLogEntry};
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Second, None)
@@ -354,6 +354,44 @@ pub fn writer_log(entries: &[(String, WriterLogEntry)]) -> Result<RecordBatch, A
             col(&|(_, e)| e.rows),
             col(&|(_, e)| e.node),
             col(&|(_, e)| e.epoch),
+        ],
+    )
+}
+
+pub fn parts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("node", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("level", DataType::UInt32, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes_on_disk", DataType::UInt64, false),
+        Field::new("active", DataType::Boolean, false),
+    ]))
+}
+
+/// `system.parts`: the parts of this node's replicas, as ClickHouse lists a server's own
+/// parts. Only active parts are listed: a part a merge replaced leaves the list at once.
+pub fn parts(node: &str, parts: &[(String, PartRef)]) -> Result<RecordBatch, ArrowError> {
+    let n = parts.len();
+    RecordBatch::try_new(
+        parts_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![node; n])),
+            Arc::new(StringArray::from_iter_values(parts.iter().map(|(t, _)| t))),
+            Arc::new(StringArray::from_iter_values(
+                parts.iter().map(|(_, p)| p.name()),
+            )),
+            Arc::new(arrow::array::UInt32Array::from_iter_values(
+                parts.iter().map(|(_, p)| p.level()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                parts.iter().map(|(_, p)| p.rows()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                parts.iter().map(|(_, p)| p.bytes()),
+            )),
+            Arc::new(BooleanArray::from(vec![true; n])),
         ],
     )
 }

@@ -1,9 +1,12 @@
 //! The server side of the Raft transport: decodes a peer's message, checks that it comes
 //! from this node's cluster and names a group this node runs, and hands it to that
-//! group's openraft, to the cluster's membership logic, or to a table read.
+//! group's openraft, to the cluster's membership logic, or to a table read or scan.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use datafusion::execution::runtime_env::RuntimeEnv;
+use futures::{Stream, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -11,12 +14,15 @@ use tonic::{Request, Response, Status};
 use super::network::cluster_id_of;
 use super::{decode, encode, Command, Raft, TypeConfig, META_GROUP};
 use crate::cluster::groups::TableReadRequest;
-use crate::cluster::{Cluster, JoinRequest};
+use crate::cluster::{Cluster, ClusterError, JoinRequest};
+use crate::query::remote_scan::{self, RemoteScanError};
 use crate::raft_proto::raft_server::Raft as RaftRpc;
-use crate::raft_proto::{RaftReply, RaftRequest};
+use crate::raft_proto::{RaftReply, RaftRequest, ScanChunk, ScanRequest};
 
 pub struct RaftService {
     pub cluster: Arc<Cluster>,
+    /// Where a peer's scan reads this node's parts: the queries' object store and memory.
+    pub query_runtime: Arc<RuntimeEnv>,
 }
 
 impl RaftService {
@@ -52,22 +58,43 @@ impl RaftService {
         request: Request<RaftRequest>,
     ) -> Result<(String, T), Status> {
         let request = request.into_inner();
-        if request.target != 0 && request.target != self.cluster.node_id {
-            return Err(Status::failed_precondition(format!(
-                "message for raft node {}, but this is node {}: the address changed hands",
-                request.target, self.cluster.node_id
-            )));
-        }
-        let ours = cluster_id_of(&self.cluster.cluster_id);
-        if !ours.is_empty() && !request.cluster_id.is_empty() && ours != request.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "this node belongs to cluster {ours}, the sender to cluster {}",
-                request.cluster_id
-            )));
-        }
+        self.check_sender(request.target, &request.cluster_id)?;
         let payload = decode(&request.payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
         Ok((request.group, payload))
+    }
+
+    /// Refuses a message for another Raft id, or from a peer of another cluster.
+    fn check_sender(&self, target: u64, cluster_id: &str) -> Result<(), Status> {
+        if target != 0 && target != self.cluster.node_id {
+            return Err(Status::failed_precondition(format!(
+                "message for raft node {target}, but this is node {}: the address changed hands",
+                self.cluster.node_id
+            )));
+        }
+        let ours = cluster_id_of(&self.cluster.cluster_id);
+        if !ours.is_empty() && !cluster_id.is_empty() && ours != cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "this node belongs to cluster {ours}, the sender to cluster {cluster_id}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn scan_status(e: RemoteScanError) -> Status {
+    match e {
+        RemoteScanError::NoColumn { .. } | RemoteScanError::NoColumns { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn cluster_status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::NoReplica { .. } => Status::not_found(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
     }
 }
 
@@ -76,8 +103,12 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
     Ok(Response::new(RaftReply { payload }))
 }
 
+type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    type ScanStream = ScanStream;
+
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
@@ -151,6 +182,40 @@ impl RaftRpc for RaftService {
     async fn read(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (group, read): (String, TableReadRequest) = self.accept_any(request)?;
         reply(&self.cluster.read_for_peer(&group, read).await)
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanStream>, Status> {
+        let request = request.into_inner();
+        self.check_sender(0, &request.cluster_id)?;
+        let limit = request
+            .limit
+            .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+        let (schema, parts) = self
+            .cluster
+            .scan_for_peer(&request.group, &request.table, request.linearizable)
+            .await
+            .map_err(cluster_status)?;
+        let table = &request.table;
+        let projection =
+            remote_scan::projection_of(table, &schema, &request.columns).map_err(scan_status)?;
+        let projected = Arc::new(
+            schema
+                .project(&projection)
+                .map_err(|e| Status::internal(format!("table {table}: {e}")))?,
+        );
+        let batches = remote_scan::read_parts(
+            self.query_runtime.clone(),
+            table,
+            schema,
+            parts,
+            &projection,
+            limit,
+        )
+        .map_err(scan_status)?;
+        let chunks =
+            remote_scan::encode_chunks(table, projected, batches, remote_scan::CHUNK_BYTES)
+                .map_err(scan_status)?;
+        Ok(Response::new(Box::pin(chunks.map_err(scan_status))))
     }
 
     async fn info(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -737,18 +737,6 @@ impl TableStore {
         }
         Ok(out)
     }
-
-    /// Every part file's bytes, in order: what a node that holds no replica of the table
-    /// is sent to answer a query.
-    pub fn raw_blocks(&self) -> Result<Vec<Vec<u8>>, TableError> {
-        self.parts()?
-            .iter()
-            .map(|p| {
-                std::fs::read(p.path())
-                    .map_err(|e| self.file_err(with_path("reading", p.path(), e)))
-            })
-            .collect()
-    }
 }
 
 /// All table replicas of a node.
