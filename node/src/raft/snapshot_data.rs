@@ -424,12 +424,12 @@ impl SnapshotData {
                 io::Error::other("a snapshot being sent cannot be installed"),
             ));
         };
-        let complete = r.manifest.as_ref().is_some_and(|l| r.received == l.end);
-        let Some(layout) = r.manifest.take().filter(|_| complete) else {
+        let expected = r.manifest.as_ref().map(|l| l.end);
+        let Some(layout) = r.manifest.take().filter(|_| expected == Some(r.received)) else {
             return Err(SnapshotFileError::Incomplete {
                 dir,
                 received: r.received,
-                expected: r.manifest.as_ref().map(|l| l.end),
+                expected,
             });
         };
         // Files of no bytes had no write to make them.
@@ -886,8 +886,9 @@ pub(crate) mod tests {
         let finished = tokio::task::spawn_blocking(move || receiver.finish())
             .await
             .expect("join");
+        let expected = Some(whole.len() as u64);
         assert!(
-            matches!(finished, Err(SnapshotFileError::Incomplete { .. })),
+            matches!(&finished, Err(SnapshotFileError::Incomplete { expected: e, .. }) if *e == expected),
             "{:?}",
             finished.err()
         );
