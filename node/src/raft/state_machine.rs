@@ -576,6 +576,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        tracing::info!(group = %self.group, "receiving a snapshot from the leader");
         let (_, dir) = self.snapshots.new_dir("staging");
         let files_err = self.files_err();
         let data = self
