@@ -122,9 +122,14 @@ impl Recent {
     }
 }
 
+/// How long a purge waits for the state machine to apply what it purges.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct LogStore {
     log: sled::Tree,
+    /// The state machine's tree of the same group: a purge waits for its applied index.
+    sm: sled::Tree,
     state: sled::Tree,
     /// The node's sled made durable after each write; none for an in-memory test store.
     disk: Option<Arc<DiskSync>>,
@@ -190,6 +195,7 @@ impl LogStore {
     ) -> Result<LogStore, sled::Error> {
         let payloads = disk.as_ref().map(|d| d.payload_dir(group));
         let store = LogStore {
+            sm: db.open_tree(super::state_machine::sm_tree_name(group))?,
             log: db.open_tree(format!("raft/{group}/log"))?,
             state: db.open_tree(format!("raft/{group}/state"))?,
             disk,
@@ -203,6 +209,29 @@ impl LogStore {
                 .map_err(|e| sled::Error::Io(with_path("preparing", dir, e)))?;
         }
         Ok(store)
+    }
+
+    /// Waits until the state machine has applied `index`. openraft 0.9 purges the log up to
+    /// a snapshot it is installing while the state machine is still installing it; a crash
+    /// between the two left a purged log and a state machine that never got the snapshot,
+    /// which openraft refuses at start (its purge_upto <= committed check). A purge that
+    /// follows a snapshot this node built finds the index applied already.
+    async fn wait_for_applied(&self, index: u64) -> Result<(), StorageError> {
+        let deadline = std::time::Instant::now() + PURGE_WAIT;
+        loop {
+            if super::state_machine::applied_index(&self.sm)
+                .map_err(read_err)?
+                .is_some_and(|applied| applied >= index)
+            {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(write_err(std::io::Error::other(format!(
+                    "purging the log up to {index}: the state machine has not applied it after {PURGE_WAIT:?}"
+                ))));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Makes the group's payload directory, durably, and removes the files of entries
@@ -525,6 +554,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.wait_for_applied(log_id.index).await?;
         self.recent().remove_through(log_id.index);
         {
             let mut sizes = self.block_sizes();
@@ -641,6 +671,7 @@ mod tests {
         assert_eq!(store.try_get_log_entries(30..100).await?.len(), 7);
         assert_eq!(payload_files(&payloads)?, (1..=35).collect::<Vec<_>>());
 
+        mark_applied(&db, "g.00ff", 32)?;
         store.purge(log_id(1, 32)).await?;
         assert_eq!(
             store.recent().entries.first_key_value().map(|(i, _)| *i),
@@ -655,6 +686,45 @@ mod tests {
         let mut reopened = LogStore::open(&db, "g.00ff", Some(disk.clone()))?;
         assert_eq!(payload_files(&payloads)?, vec![33, 34, 35]);
         assert_reads_agree(&mut reopened, &mut sled_only, &[33..37, 34..36]).await?;
+        Ok(())
+    }
+
+    /// Records in the group's state machine tree that it applied through `index`.
+    fn mark_applied(
+        db: &sled::Db,
+        group: &str,
+        index: u64,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let sm = db.open_tree(crate::raft::state_machine::sm_tree_name(group))?;
+        sm.insert(b"applied", encode(&Some(log_id(1, index)))?)?;
+        Ok(())
+    }
+
+    /// A purge waits for the state machine to have applied what it purges: openraft purges
+    /// up to a snapshot it is still installing, and a crash then left a purged log ahead of
+    /// the state machine.
+    #[tokio::test]
+    async fn a_purge_waits_for_the_state_machine() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path())?;
+        let mut store = LogStore::open(&db, "g", None)?;
+        store
+            .blocking_append((1..=5).map(|i| block_entry(1, i, 10)))
+            .await?;
+        let mut purging = store.clone();
+        let purge = tokio::spawn(async move { purging.purge(log_id(1, 4)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !purge.is_finished(),
+            "the purge waits while 4 is not applied"
+        );
+        assert_eq!(store.get_log_state().await?.last_purged_log_id, None);
+        mark_applied(&db, "g", 4)?;
+        purge.await??;
+        assert_eq!(
+            store.get_log_state().await?.last_purged_log_id,
+            Some(log_id(1, 4))
+        );
         Ok(())
     }
 
@@ -675,6 +745,7 @@ mod tests {
         // A new leader's entries replace a truncated tail; a purge forgets the head.
         store.truncate(log_id(1, 9)).await?;
         store.blocking_append([block_entry(2, 9, 1)]).await?;
+        mark_applied(&db, "g", 2)?;
         store.purge(log_id(1, 2)).await?;
         assert_eq!(store.block_bytes(None, 100), 55_000 - 19_000 - 3_000 + 1);
         // After a restart, the blocks' files tell.

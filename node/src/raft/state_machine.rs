@@ -35,6 +35,20 @@ use crate::files::with_path;
 use crate::state::{NodeState, StateError, StateImage};
 
 const APPLIED: &[u8] = b"applied";
+
+/// The log index a group's state machine has applied, as its tree holds it: what the log
+/// store waits for before it purges (see `LogStore::purge`).
+pub fn applied_index(sm_tree: &sled::Tree) -> Result<Option<u64>, sled::Error> {
+    Ok(sm_tree
+        .get(APPLIED)?
+        .and_then(|bytes| decode::<Option<LogId<NodeId>>>(&bytes).ok().flatten())
+        .map(|l| l.index))
+}
+
+/// The tree of a group's state machine.
+pub fn sm_tree_name(group: &str) -> String {
+    format!("raft/{group}/sm")
+}
 const MEMBERSHIP: &[u8] = b"membership";
 /// The current snapshot before snapshots were directories, its data inline in sled. It
 /// is dropped at open: openraft builds a snapshot at start when its log was purged.
@@ -161,7 +175,7 @@ impl StateMachine {
             group: group.to_string(),
             source,
         };
-        let tree = db.open_tree(format!("raft/{group}/sm")).map_err(sled_err)?;
+        let tree = db.open_tree(sm_tree_name(group)).map_err(sled_err)?;
         if tree.remove(INLINE_SNAPSHOT).map_err(sled_err)?.is_some() {
             tracing::info!(%group, "dropped a snapshot stored in sled; a new one is built as a directory");
         }
