@@ -21,7 +21,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
 use super::apply::{decide, Decision, Epochs};
@@ -44,6 +43,7 @@ const LEGACY_BLOCK: &[u8] = b"b/";
 /// hash. An inline value is an Arrow IPC stream, which never starts so.
 const IN_FILE: &[u8] = b"\0file:";
 /// A part's bytes inside an in-memory image (`export`): `f/` and the part's file name.
+#[cfg(test)]
 const IMAGE_FILE: &[u8] = b"f/";
 
 /// What applying a block did.
@@ -691,8 +691,9 @@ impl TableStore {
         Ok(())
     }
 
-    /// Everything stored, with every part file's bytes, in memory: an image for tests and
-    /// small tables; snapshots use `pin_image`, which copies nothing.
+    /// Everything stored, with every part file's bytes, in memory: an image for tests;
+    /// snapshots use `pin_image`, which copies nothing.
+    #[cfg(test)]
     pub fn export(&self) -> Result<Pairs, TableError> {
         let dir = tempfile::tempdir_in(&self.dir).map_err(|e| self.file_err(e))?;
         let image = self.pin_image(dir.path())?;
@@ -707,6 +708,7 @@ impl TableStore {
     }
 
     /// Replaces everything stored by an `export`'s pairs.
+    #[cfg(test)]
     pub fn replace_all(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), TableError> {
         let dir = tempfile::tempdir_in(&self.dir).map_err(|e| self.file_err(e))?;
         let mut image = TableImage::default();
@@ -724,7 +726,11 @@ impl TableStore {
     }
 
     /// Every row, decoded with the given projection, part after part.
-    pub fn scan(&self, projection: Option<Vec<usize>>) -> Result<Vec<RecordBatch>, TableError> {
+    #[cfg(test)]
+    pub fn scan(
+        &self,
+        projection: Option<Vec<usize>>,
+    ) -> Result<Vec<arrow::array::RecordBatch>, TableError> {
         let mut out = Vec::new();
         for part in self.parts()? {
             for batch in part::read_file(part.path()).map_err(|e| self.corrupt(e))? {
@@ -839,6 +845,7 @@ fn remove_dir(dir: &Path) {
 mod tests {
     use super::*;
     use crate::table::block::SourceRange;
+    use arrow::array::RecordBatch;
     use arrow::array::UInt32Array;
     use arrow::datatypes::{DataType, Field, Schema};
 
