@@ -780,6 +780,17 @@ impl Tables {
 
     /// The replica of a table if this node has one on disk, without making one.
     pub fn existing(&self, name: &str) -> Result<Option<Arc<TableStore>>, TableError> {
+        // An open replica answers without listing sled's trees: writes ask here per block
+        // (back-pressure), the merger per pass.
+        let open = self
+            .open
+            .lock()
+            .map_err(|_| TableError::Poisoned(name.to_string()))?
+            .get(name)
+            .cloned();
+        if open.is_some() {
+            return Ok(open);
+        }
         let has_tree = self
             .db
             .tree_names()
