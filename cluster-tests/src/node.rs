@@ -251,7 +251,7 @@ impl Node {
         loop {
             if let Some(status) = child.try_wait()? {
                 // A step cut short by the node's own bound is a hang it survived: a failure.
-                let overran = self.log_since(log_before, sluice::server::SHUTDOWN_OVERRAN);
+                let overran = self.log_since(log_before, sluice::shutdown::SHUTDOWN_OVERRAN);
                 if !overran.is_empty() {
                     anyhow::bail!(
                         "node {} stopped, but its shutdown overran:\n{}",

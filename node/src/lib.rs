@@ -35,9 +35,11 @@ pub mod query;
 pub mod raft;
 pub mod sample;
 pub mod server;
+pub mod shutdown;
 pub mod sql;
 pub mod state;
 pub mod table;
+pub mod topology;
 
 /// Generated from `proto/admin.proto`.
 pub mod proto {

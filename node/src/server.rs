@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::executor::Executor;
+use crate::admin::fanout::Fanout;
 use crate::admin::service::{drain_node, AdminService};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::NodeConfig;
@@ -23,12 +24,12 @@ use crate::proto::admin_server::AdminServer;
 use crate::query::QueryEngine;
 use crate::raft::network::RAFT_MESSAGE_MAX;
 use crate::raft::service::RaftService;
-use crate::raft::Member;
 use crate::raft_proto::raft_server::RaftServer;
+use crate::shutdown::{Tasks, SHUTDOWN_OVERRAN};
 use crate::state::NodeState;
+use crate::topology::Member;
 
-/// Largest gRPC message either way: query results can be large.
-pub const GRPC_MESSAGE_MAX: usize = 256 * 1024 * 1024;
+use crate::admin::GRPC_MESSAGE_MAX;
 
 /// HTTP/2 limits for what peers send here. A block is a few hundred KiB and a Raft
 /// append carries up to `max_payload_entries` of them; with HTTP/2's 16 KiB frames and
@@ -133,7 +134,9 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     // Each step is bounded and named in the log, so a shutdown that overruns says where.
     // Nothing here is needed for safety: what was acknowledged is on disk already.
     if runtime
-        .block_on(async { tokio::time::timeout(STEP_TIMEOUT, cluster.shutdown()).await })
+        .block_on(async {
+            tokio::time::timeout(STEP_TIMEOUT, cluster.shutdown(STEP_TIMEOUT / 4)).await
+        })
         .is_err()
     {
         tracing::warn!(after = ?STEP_TIMEOUT, "{}: raft did not stop; stopping without it", SHUTDOWN_OVERRAN);
@@ -162,9 +165,6 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
 /// within Kubernetes' default 30 s grace period.
 const SHUTDOWN_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// What the log says when a step of a shutdown hit its bound (tests look for it).
-pub const SHUTDOWN_OVERRAN: &str = "shutdown step overran";
-
 /// How long each later step of a shutdown may take (open connections to finish their
 /// requests, Raft, the actors); with the drain it stays within 30 s.
 const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
@@ -178,6 +178,8 @@ async fn serve(
     supervisor: actix::Addr<Supervisor>,
 ) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
+    // The node's own loops (health, metrics); the coordinator owns its own.
+    let tasks = Tasks::new("node");
     if config.bootstrap {
         // Before the address is published, so a client's first statement finds a leader.
         match cluster.initialize().await {
@@ -194,13 +196,10 @@ async fn serve(
             cluster: cluster.clone(),
             state: state.clone(),
         };
-        tokio::spawn(async move {
-            if let Err(e) =
-                crate::metrics::serve(metrics_listener, collector, std::future::pending()).await
-            {
-                tracing::error!(error = %e, "the metrics endpoint stopped");
-            }
-        });
+        tasks.spawn(
+            "metrics endpoint",
+            crate::metrics::serve(metrics_listener, collector, std::future::pending()),
+        );
         tracing::info!(address = %addr, path = crate::metrics::PATH, "serving Prometheus metrics");
     }
     std::fs::write(config.data_dir.join(ADDRESS_FILE), local.to_string())
@@ -209,11 +208,8 @@ async fn serve(
     println!("sluice node {} listening on {local}", config.node_id);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    spawn_health(cluster.clone(), health.clone());
-    cluster.spawn_join_loop();
-    cluster.spawn_heartbeats();
-    cluster.spawn_assigner();
-    cluster.spawn_group_keeper();
+    tasks.spawn("health", report_health(cluster.clone(), health.clone()));
+    cluster.start_background();
     let query_runtime = crate::query::query_runtime(config.query_memory_limit_bytes)
         .context("setting up the query runtime")?;
     let executor = Arc::new(Executor {
@@ -221,8 +217,11 @@ async fn serve(
         cluster: cluster.clone(),
         queries: QueryEngine::new(
             state,
-            registry.clone(),
             cluster.clone(),
+            Arc::new(Fanout {
+                cluster: cluster.clone(),
+                consumers: registry.clone(),
+            }),
             query_runtime.clone(),
         ),
         sink: crate::ingest::sink::KafkaSink::new(Arc::new(config.kafka.clone())),
@@ -316,6 +315,7 @@ async fn serve(
             }
         }
     }
+    tasks.stop(STEP_TIMEOUT / 4).await;
     let fatal = failed.lock().ok().and_then(|mut f| f.take());
     match fatal {
         Some(reason) => Err(anyhow::anyhow!("raft stopped: {reason}")),
@@ -326,9 +326,13 @@ async fn serve(
 /// The gRPC health service: the whole server (service "") answers SERVING while the
 /// process runs, for liveness; the Admin service only while this node is in a working
 /// quorum, for readiness.
-fn spawn_health(cluster: Arc<Cluster>, health: tonic_health::server::HealthReporter) {
-    tokio::spawn(async move {
-        let mut serving = None;
+async fn report_health(
+    cluster: Arc<Cluster>,
+    health: tonic_health::server::HealthReporter,
+) -> Result<(), std::convert::Infallible> {
+    let mut phase = cluster.phase();
+    let mut serving = None;
+    {
         loop {
             // A draining node is on its way out: clients should go elsewhere.
             let ready = cluster.view().in_quorum && !cluster.is_draining();
@@ -340,9 +344,14 @@ fn spawn_health(cluster: Arc<Cluster>, health: tonic_health::server::HealthRepor
                 }
                 serving = Some(ready);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            // Quorum is polled (openraft's metrics change on every entry); the phase
+            // (a drain, a removal) wakes it at once.
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = phase.changed() => {}
+            }
         }
-    });
+    }
 }
 
 async fn shutdown_signal() {

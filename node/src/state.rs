@@ -13,10 +13,8 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogOutcome};
-use crate::cluster::assignment::{Assignments, Slot};
-use crate::cluster::placement::{Placement, Placements};
-use crate::raft::NodeId;
 use crate::table::{ApplyOutcome, Block, TableError, TableImage, Tables, Writer};
+use crate::topology::{Assignments, NodeId, Placement, Placements, Slot};
 
 const CATALOG_KEY: &[u8] = b"catalog";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
@@ -39,36 +37,13 @@ pub struct StateImage {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageTree {
     pub name: String,
-    #[serde(with = "image_pairs")]
+    #[serde(with = "crate::table::image_pairs")]
     pub pairs: Vec<KeyValue>,
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Keys and values as byte strings, not arrays of numbers.
-pub mod image_pairs {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use serde_bytes::ByteBuf;
-
-    use super::KeyValue;
-
-    pub fn serialize<S: Serializer>(pairs: &[(Vec<u8>, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
-        let wire: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> = pairs
-            .iter()
-            .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v)))
-            .collect();
-        wire.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KeyValue>, D::Error> {
-        let wire: Vec<(ByteBuf, ByteBuf)> = Vec::deserialize(d)?;
-        Ok(wire
-            .into_iter()
-            .map(|(k, v)| (k.into_vec(), v.into_vec()))
-            .collect())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]

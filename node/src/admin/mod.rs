@@ -2,12 +2,22 @@
 //! Errors become `tonic::Status` in one place, here.
 
 pub mod executor;
+pub mod fanout;
 pub mod service;
+
+/// Largest gRPC message either way: query results can be large.
+pub const GRPC_MESSAGE_MAX: usize = 256 * 1024 * 1024;
 
 use tonic::Status;
 
 use crate::catalog::CatalogError;
+use crate::cluster::ClusterError;
 use executor::ExecError;
+
+/// A coordinator's error by its kind: ask again later, not found, refused, failed.
+pub fn cluster_status(e: &ClusterError) -> Status {
+    crate::raft::service::status_of(e.kind(), e.to_string())
+}
 
 pub fn to_status(e: &ExecError) -> Status {
     let text = e.to_string();
@@ -24,10 +34,7 @@ pub fn to_status(e: &ExecError) -> Status {
             Status::unavailable(text)
         }
         ExecError::Sink(_) => Status::failed_precondition(text),
-        ExecError::Cluster(crate::cluster::ClusterError::NoLeader(_))
-        | ExecError::Cluster(crate::cluster::ClusterError::NotInitialized) => {
-            Status::unavailable(text)
-        }
+        ExecError::Cluster(c) if c.catalog().is_none() => cluster_status(c),
         ExecError::State(_) | ExecError::Cluster(_) => match e.catalog() {
             Some(CatalogError::NoTable(_) | CatalogError::NoView(_)) => Status::not_found(text),
             Some(CatalogError::TableExists(_) | CatalogError::ViewExists(_)) => {

@@ -9,16 +9,16 @@ use arrow::ipc::writer::StreamWriter;
 use tonic::{Request, Response, Status};
 
 use super::executor::{ExecOutput, Executor};
-use super::to_status;
+use super::{cluster_status, to_status};
 use crate::catalog::{CatalogCommand, Engine};
-use crate::cluster::{InitOutcome, JoinRequest, NodeInfo};
+use crate::cluster::InitOutcome;
 use crate::ingest::status::ConsumerRegistry;
 use crate::ingest::supervisor::{StopAll, Supervisor};
 use crate::proto::admin_server::Admin;
 use crate::proto::*;
 use crate::query::{display, QueryResult};
-use crate::raft::network::Method;
-use crate::server::SHUTDOWN_OVERRAN;
+use crate::raft::messages::{JoinRequest, LeaveRequest};
+use crate::shutdown::SHUTDOWN_OVERRAN;
 use crate::sql::{self, ColumnText, CreateTable, EngineClause, Statement};
 
 pub struct AdminService {
@@ -449,8 +449,8 @@ impl Admin for AdminService {
     ) -> Result<Response<MembershipResponse>, Status> {
         let address = request.into_inner().address;
         let cluster = &self.executor.cluster;
-        let info: NodeInfo = cluster
-            .call_peer(&address, Method::Info, &(), Duration::from_secs(5))
+        let info = cluster
+            .info_of(&address)
             .await
             .map_err(|e| Status::unavailable(format!("reaching {address}: {e}")))?;
         if let (Some(theirs), Some(ours)) = (&info.cluster_id, cluster.cluster_id()) {
@@ -466,7 +466,7 @@ impl Admin for AdminService {
                 member: info.member,
             })
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(|e| cluster_status(&e))?;
         Ok(Response::new(MembershipResponse { message }))
     }
 
@@ -478,9 +478,9 @@ impl Admin for AdminService {
         let message = self
             .executor
             .cluster
-            .leave(node)
+            .leave(LeaveRequest { who: node })
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(|e| cluster_status(&e))?;
         Ok(Response::new(MembershipResponse { message }))
     }
 

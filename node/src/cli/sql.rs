@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, ContentArrangement, Table};
 
+use crate::admin::GRPC_MESSAGE_MAX;
 use crate::proto::{admin_client::AdminClient, ExecuteRequest, ResultSet};
-use crate::server::GRPC_MESSAGE_MAX;
 
 #[derive(clap::Args, Debug)]
 pub struct SqlArgs {

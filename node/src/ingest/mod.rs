@@ -8,6 +8,7 @@
 pub mod block_cutter;
 pub mod client;
 pub mod consumer;
+pub mod discovery;
 pub mod pipeline;
 pub mod sink;
 pub mod status;
@@ -18,6 +19,28 @@ use rdkafka::error::KafkaError;
 use status::ConsumerKey;
 
 use crate::table::{ApplyOutcome, Block, PositionKey};
+use crate::topology::Slot;
+
+/// Why the cluster did not serve a consumer's read or write. Either way the consumer
+/// stops and starts again from the stored position, so nothing is lost or doubled.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The partition is no longer this node's at this epoch.
+    #[error("fenced: {slot} was given to this node at epoch {epoch} and is {} now", .current.map_or("another node's".to_string(), |e| format!("at epoch {e}")))]
+    NotAssigned {
+        slot: Slot,
+        epoch: u64,
+        current: Option<u64>,
+    },
+    /// The table's group did not take the block or answer the read (no leader, a
+    /// refusal, a stopped replica): the coordinator's own error inside.
+    #[error("table {table}: {source}")]
+    Cluster {
+        table: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
 
 /// What ingestion needs from the cluster: where a consumer runs, and the write path of its
 /// blocks (replicated, acknowledged once a majority of the table's group has them on disk
@@ -28,7 +51,11 @@ pub trait Replica: Send + Sync {
     fn assigned_epoch(&self, key: &ConsumerKey) -> Option<u64>;
     /// The next offset `table` stored for a source partition, as of every write
     /// acknowledged so far (read from a replica of the table, wherever it is).
-    async fn stored_offset(&self, table: &str, key: &PositionKey) -> Result<Option<i64>, String>;
+    async fn stored_offset(
+        &self,
+        table: &str,
+        key: &PositionKey,
+    ) -> Result<Option<i64>, ReplicaError>;
     /// Writes a block read under the assignment of `key` at `epoch`; refused once the
     /// partition was given to another node or epoch.
     async fn write_block(
@@ -36,7 +63,7 @@ pub trait Replica: Send + Sync {
         key: &ConsumerKey,
         epoch: u64,
         block: Block,
-    ) -> Result<ApplyOutcome, String>;
+    ) -> Result<ApplyOutcome, ReplicaError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,4 +128,10 @@ pub enum IngestError {
     NotKafka(String),
     #[error("state: {0}")]
     State(String),
+    #[error("{}/{}/{}: {source}", key.table, key.topic, key.partition)]
+    Replica {
+        key: Box<ConsumerKey>,
+        #[source]
+        source: ReplicaError,
+    },
 }

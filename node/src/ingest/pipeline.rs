@@ -414,7 +414,10 @@ impl PartitionJob {
                 .replica
                 .stored_offset(&target.name, &self.position_key(view))
                 .await
-                .map_err(IngestError::State)?;
+                .map_err(|source| IngestError::Replica {
+                    key: Box::new(self.key.clone()),
+                    source,
+                })?;
             positions.push(ViewPosition {
                 view: view.clone(),
                 target: target.clone(),
@@ -597,7 +600,10 @@ impl PartitionJob {
                 .replica
                 .write_block(&self.key, self.epoch, block)
                 .await
-                .map_err(IngestError::State)?;
+                .map_err(|source| IngestError::Replica {
+                    key: Box::new(self.key.clone()),
+                    source,
+                })?;
             tracing::debug!(
                 table = %self.key.table,
                 partition = self.key.partition,

@@ -6,36 +6,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+pub use crate::topology::{ConsumerKey, ConsumerSnapshot};
+
 /// How many recent exceptions a consumer keeps (ClickHouse keeps 10).
 const EXCEPTIONS_KEPT: usize = 10;
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConsumerKey {
-    pub table: String,
-    pub topic: String,
-    pub partition: i32,
-}
-
-impl ConsumerKey {
-    pub fn consumer_id(&self, node: &str) -> String {
-        format!("{node}/{}/{}/{}", self.table, self.topic, self.partition)
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsumerSnapshot {
-    pub current_offset: i64,
-    pub exceptions: Vec<(i64, String)>,
-    pub last_poll_time: i64,
-    pub num_messages_read: u64,
-    pub last_commit_time: i64,
-    pub num_commits: u64,
-    pub is_currently_used: bool,
-    pub num_skipped_messages: u64,
-    pub num_rows_written: u64,
-    pub num_restarts: u64,
-    pub num_errors: u64,
-}
 
 #[derive(Debug, Default)]
 pub struct ConsumerStatus {

@@ -9,20 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::client::KafkaClientDefaults;
 use super::consumer::{ConsumerActor, ConsumerExited, StopConsumer};
+use super::discovery::discover;
 use super::pipeline::PartitionJob;
 use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerRegistry};
 use super::Replica;
-use crate::catalog::{KafkaSettings, TableDef, ViewDef};
+use crate::catalog::{TableDef, ViewDef};
 use crate::state::NodeState;
 
 /// How often partitions are re-read from Kafka (new partitions, topics that appear).
 const METADATA_INTERVAL: Duration = Duration::from_secs(5);
-const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for consumers to finish their open blocks.
@@ -211,47 +210,18 @@ impl Supervisor {
 
     fn refresh_metadata(&mut self, ctx: &mut Context<Self>) {
         let catalog = self.state.catalog();
-        for (table, settings) in catalog.consuming_kafka_tables() {
-            for topic in &settings.topic_list {
-                let (name, topic, settings) = (table.name.clone(), topic.clone(), settings.clone());
-                let addr = ctx.address();
-                let kafka = self.kafka.clone();
-                self.runtime.spawn(async move {
-                    let t = topic.clone();
-                    let result =
-                        tokio::task::spawn_blocking(move || partition_count(&kafka, &settings, &t))
-                            .await
-                            .unwrap_or_else(|e| Err(e.to_string()));
-                    addr.do_send(PartitionsFound {
-                        table: name,
-                        topic,
-                        result,
-                    });
+        let addr = ctx.address();
+        let kafka = self.kafka.clone();
+        self.runtime.spawn(async move {
+            for ((table, topic), result) in discover(&kafka, &catalog).await {
+                addr.do_send(PartitionsFound {
+                    table,
+                    topic,
+                    result: result.map_err(|e| e.to_string()),
                 });
             }
-        }
+        });
     }
-}
-
-pub fn partition_count(
-    kafka: &KafkaClientDefaults,
-    settings: &KafkaSettings,
-    topic: &str,
-) -> Result<i32, String> {
-    let config = kafka.client_config(settings);
-    let client: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-    let metadata = client
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(|e| format!("metadata of topic {topic}: {e}"))?;
-    let t = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| format!("topic {topic} not found"))?;
-    if let Some(err) = t.error() {
-        return Err(format!("topic {topic}: {err:?}"));
-    }
-    Ok(t.partitions().len() as i32)
 }
 
 impl Actor for Supervisor {

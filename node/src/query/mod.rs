@@ -9,6 +9,7 @@ pub mod parts_scan;
 pub mod provider;
 pub mod remote_scan;
 pub mod rewrite;
+pub mod source;
 pub mod system_tables;
 pub mod views;
 
@@ -29,11 +30,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use sqlparser::ast::Statement as SqlStatement;
 
 use crate::catalog::Engine;
-use crate::cluster::groups::{TableRead, TableReadReply};
-use crate::cluster::Cluster;
-use crate::ingest::status::ConsumerRegistry;
 use crate::sql::DEFAULT_DATABASE;
 use crate::state::NodeState;
+use source::{ClusterTables, SourceError, TableSource};
 
 const CATALOG_NAME: &str = "sluice";
 
@@ -51,6 +50,13 @@ pub enum QueryError {
     NoTable(String),
     #[error("{0}")]
     Internal(String),
+    /// The cluster could not serve a read (no replica answered, no leader).
+    #[error("{what}: {source}")]
+    Cluster {
+        what: String,
+        #[source]
+        source: SourceError,
+    },
 }
 
 /// DataFusion settings for Sluice: identifiers are case-sensitive, as in ClickHouse.
@@ -85,21 +91,21 @@ pub struct QueryResult {
 
 pub struct QueryEngine {
     state: Arc<NodeState>,
-    consumers: Arc<ConsumerRegistry>,
-    cluster: Arc<Cluster>,
+    tables: Arc<dyn TableSource>,
+    cluster: Arc<dyn ClusterTables>,
     runtime: Arc<RuntimeEnv>,
 }
 
 impl QueryEngine {
     pub fn new(
         state: Arc<NodeState>,
-        consumers: Arc<ConsumerRegistry>,
-        cluster: Arc<Cluster>,
+        tables: Arc<dyn TableSource>,
+        cluster: Arc<dyn ClusterTables>,
         runtime: Arc<RuntimeEnv>,
     ) -> QueryEngine {
         QueryEngine {
             state,
-            consumers,
+            tables,
             cluster,
             runtime,
         }
@@ -112,10 +118,13 @@ impl QueryEngine {
             s.key.to_string() == "select_sequential_consistency" && s.value.to_string() == "1"
         });
         if linearizable {
-            self.cluster
-                .read_barrier()
+            self.tables
+                .catalog_barrier()
                 .await
-                .map_err(|e| QueryError::Internal(e.to_string()))?;
+                .map_err(|source| QueryError::Cluster {
+                    what: "waiting for the catalog (select_sequential_consistency)".into(),
+                    source,
+                })?;
         }
         let referenced = rewrite::referenced_tables(&mut statement);
         let catalog = self.state.catalog();
@@ -137,7 +146,7 @@ impl QueryEngine {
                     Arc::new(provider::StoredTable::new(
                         def.arrow_schema(),
                         name,
-                        self.cluster.clone(),
+                        self.tables.clone(),
                         linearizable,
                     )),
                 )?;
@@ -170,15 +179,13 @@ impl QueryEngine {
             .ok_or_else(|| QueryError::Internal("default catalog missing".into()))?
             .register_schema("system", system)?;
         let consumers = if wants("kafka_consumers") {
-            self.cluster
-                .consumers_everywhere(self.consumers.snapshot())
-                .await
+            self.cluster.consumers().await
         } else {
             Vec::new()
         };
         let consumers = system_tables::kafka_consumers(&consumers)?;
         let replicas = if wants("replicas") {
-            self.cluster.replica_rows().await
+            self.cluster.replicas().await
         } else {
             Vec::new()
         };
@@ -187,30 +194,31 @@ impl QueryEngine {
         if wants("writer_log") {
             for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
                 let log = self
-                    .cluster
-                    .read_table(&table.name, TableRead::WriterLog, false)
+                    .tables
+                    .writer_log(&table.name)
                     .await
-                    .map_err(|e| QueryError::Internal(e.to_string()))?;
-                if let TableReadReply::WriterLog(log) = log {
-                    writers.extend(log.into_iter().map(|e| (table.name.clone(), e)));
-                }
+                    .map_err(|source| QueryError::Cluster {
+                        what: format!("reading the writer log of table {}", table.name),
+                        source,
+                    })?;
+                writers.extend(log.into_iter().map(|e| (table.name.clone(), e)));
             }
         }
         let writer_log = system_tables::writer_log(&writers)?;
         let mut rows = BTreeMap::new();
         if wants("tables") {
             for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
-                if let Some(n) = self.cluster.table_rows(&table.name).await {
+                if let Ok(n) = self.tables.row_count(&table.name, false).await {
                     rows.insert(table.name.clone(), n);
                 }
             }
         }
         let tables = system_tables::tables(catalog, &|name| rows.get(name).copied())?;
-        let groups = system_tables::raft_groups(&self.cluster.group_rows())?;
+        let groups = system_tables::raft_groups(&self.cluster.raft_groups())?;
         let mut parts = Vec::new();
         if wants("parts") {
             for table in catalog.tables.values().filter(|t| t.kafka().is_none()) {
-                if let Ok(Some(store)) = self.cluster.state.tables.existing(&table.name) {
+                if let Ok(Some(store)) = self.state.tables.existing(&table.name) {
                     let held = store
                         .parts()
                         .map_err(|e| QueryError::Internal(e.to_string()))?;
@@ -218,7 +226,7 @@ impl QueryEngine {
                 }
             }
         }
-        let parts = system_tables::parts(&self.cluster.member.name, &parts)?;
+        let parts = system_tables::parts(&self.cluster.node_name(), &parts)?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
             ("tables", tables),

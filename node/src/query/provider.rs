@@ -20,14 +20,13 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::parts_scan::scan_parts;
 use super::remote_scan::RemoteScan;
-use crate::cluster::groups::{DataGroup, TableRead, TableReadReply};
-use crate::cluster::Cluster;
+use super::source::TableSource;
 use crate::table::TableStore;
 
 pub struct StoredTable {
     schema: SchemaRef,
     name: String,
-    cluster: Arc<Cluster>,
+    source: Arc<dyn TableSource>,
     /// `select_sequential_consistency = 1`: see every write acknowledged before the query.
     linearizable: bool,
 }
@@ -36,35 +35,28 @@ impl StoredTable {
     pub fn new(
         schema: SchemaRef,
         name: &str,
-        cluster: Arc<Cluster>,
+        source: Arc<dyn TableSource>,
         linearizable: bool,
     ) -> StoredTable {
         StoredTable {
             schema,
             name: name.to_string(),
-            cluster,
+            source,
             linearizable,
         }
-    }
-
-    /// This node's replica and the group it belongs to, if this node holds one.
-    fn local(&self) -> Option<(Arc<DataGroup>, Arc<TableStore>)> {
-        let group = self.cluster.hosted_group_of(&self.name)?;
-        let store = self.cluster.state.tables.get(&self.name).ok()?;
-        Some((group, store))
     }
 
     /// This node's replica, if it holds one, after the read barrier when the query asks
     /// to see every acknowledged write.
     async fn local_for_read(&self) -> datafusion::error::Result<Option<Arc<TableStore>>> {
-        let Some((group, store)) = self.local() else {
+        let Some(store) = self.source.local_replica(&self.name) else {
             return Ok(None);
         };
         if self.linearizable {
-            self.cluster
-                .group_read_barrier(&group)
+            self.source
+                .replica_barrier(&self.name)
                 .await
-                .map_err(external)?;
+                .map_err(DataFusionError::External)?;
         }
         Ok(Some(store))
     }
@@ -74,18 +66,10 @@ impl StoredTable {
         if let Some(store) = self.local_for_read().await? {
             return store.row_count().map_err(external);
         }
-        let reply = self
-            .cluster
-            .read_table(&self.name, TableRead::RowCount, self.linearizable)
+        self.source
+            .row_count(&self.name, self.linearizable)
             .await
-            .map_err(external)?;
-        match reply {
-            TableReadReply::RowCount(rows) => Ok(rows),
-            other => Err(DataFusionError::Internal(format!(
-                "a replica of {} answered a row count with {other:?}",
-                self.name
-            ))),
-        }
+            .map_err(DataFusionError::External)
     }
 }
 
@@ -112,7 +96,7 @@ impl TableProvider for StoredTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        let rows = self.local()?.1.row_count().ok()?;
+        let rows = self.source.local_replica(&self.name)?.row_count().ok()?;
         let mut stats = Statistics::new_unknown(&self.schema);
         stats.num_rows = Precision::Exact(usize::try_from(rows).ok()?);
         Some(stats)
@@ -149,7 +133,7 @@ impl TableProvider for StoredTable {
             return Ok(exec);
         }
         let remote = RemoteScan {
-            cluster: self.cluster.clone(),
+            source: self.source.clone(),
             table: self.name.clone(),
             table_schema: self.schema.clone(),
             schema: schema.clone(),

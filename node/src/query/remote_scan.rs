@@ -27,8 +27,7 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::parts_scan::{parts_exec, PartsScan, PartsScanError};
-use crate::cluster::groups::{ScanSpec, TableScan};
-use crate::cluster::{Cluster, ClusterError};
+use super::source::{ScanSpec, SourceError, TableScan, TableSource};
 use crate::raft_proto::ScanChunk;
 use crate::table::PartRef;
 
@@ -65,7 +64,7 @@ pub enum RemoteScanError {
     Open {
         table: String,
         #[source]
-        source: ClusterError,
+        source: SourceError,
     },
     #[error("table {table}: the replica at {from} stopped the scan: {status}")]
     Stream {
@@ -316,7 +315,7 @@ fn member_chunks(
 /// A scan of a table this node holds no replica of, as one DataFusion partition: the
 /// member to read is chosen when the query runs, as for any read of the table.
 pub struct RemoteScan {
-    pub cluster: Arc<Cluster>,
+    pub source: Arc<dyn TableSource>,
     pub table: String,
     /// The table's schema, and the projected one the scan yields.
     pub table_schema: SchemaRef,
@@ -352,7 +351,7 @@ impl RemoteScan {
             linearizable: self.linearizable,
         };
         let opened = self
-            .cluster
+            .source
             .open_scan(&self.table, &spec)
             .await
             .map_err(|source| RemoteScanError::Open {
@@ -393,7 +392,7 @@ impl PartitionStream for RemoteScan {
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let scan = RemoteScan {
-            cluster: self.cluster.clone(),
+            source: self.source.clone(),
             table: self.table.clone(),
             table_schema: self.table_schema.clone(),
             schema: self.schema.clone(),

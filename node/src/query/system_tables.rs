@@ -15,10 +15,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::catalog::{Catalog, Engine};
-use crate::cluster::groups::GroupRow;
-use crate::ingest::status::{ConsumerKey, ConsumerSnapshot};
 use crate::sql::DEFAULT_DATABASE;
 use crate::table::{PartRef, WriterLogEntry};
+use crate::topology::{ConsumerKey, ConsumerSnapshot};
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Second, None)
@@ -195,6 +194,23 @@ pub fn raft_groups_schema() -> SchemaRef {
 
 /// `system.raft_groups`: the tables' data groups this node runs, with the rows, parts and
 /// bytes of its own replica. A table absent here is read from another node.
+/// One data group as `system.raft_groups` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupRow {
+    pub group: String,
+    pub table: String,
+    pub role: String,
+    pub leader: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<String>,
+    pub rows: u64,
+    /// The local replica's part files: how many, and their bytes.
+    pub parts: u64,
+    pub bytes_on_disk: u64,
+}
+
 pub fn raft_groups(rows: &[GroupRow]) -> Result<RecordBatch, ArrowError> {
     let text = |f: &dyn Fn(&GroupRow) -> String| -> ArrayRef {
         Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))

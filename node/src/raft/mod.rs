@@ -7,6 +7,7 @@
 
 pub mod disk_sync;
 pub mod log_store;
+pub mod messages;
 pub mod network;
 pub mod service;
 pub mod snapshot_data;
@@ -18,28 +19,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
-use crate::cluster::assignment::Slot;
-use crate::cluster::placement::Placement;
 use crate::table::{ApplyOutcome, Block};
+use crate::topology::{Member, NodeId, Placement, Slot};
 
 /// The group that holds the catalog, the membership, the assignment and the placements.
 pub const META_GROUP: &str = "meta";
-
-pub type NodeId = u64;
-
-/// A member as the others see it: its name (stable across restarts, e.g. a pod name) and
-/// the gRPC address it serves on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub name: String,
-    pub addr: String,
-}
-
-impl fmt::Display for Member {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.name, self.addr)
-    }
-}
 
 /// A write to the replicated state; applied in log order on every member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,7 +79,29 @@ impl fmt::Display for Command {
 pub enum Response {
     Done,
     Catalog(Result<CatalogOutcome, CatalogError>),
-    Block(Result<ApplyOutcome, String>),
+    Block(Result<ApplyOutcome, BlockRefused>),
+}
+
+/// Why a group did not apply a block: it reached the wrong group, or its table is gone.
+/// The same on every replica (the log decides), so the writer learns it once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum BlockRefused {
+    #[error("a block for {table} was sent to the meta group; blocks go to their table's group")]
+    SentToMeta { table: String },
+    #[error("group {group} of table {table} takes blocks only, not {command}")]
+    NotABlock {
+        group: String,
+        table: String,
+        command: String,
+    },
+    #[error("a block for {block_table} was sent to group {group} of table {table}")]
+    WrongGroup {
+        block_table: String,
+        group: String,
+        table: String,
+    },
+    #[error("table {table} does not exist (any more) in group {group}")]
+    TableGone { table: String, group: String },
 }
 
 openraft::declare_raft_types!(

@@ -1,6 +1,7 @@
 //! The server side of the Raft transport: decodes a peer's message, checks that it comes
 //! from this node's cluster and names a group this node runs, and hands it to that
-//! group's openraft, to the cluster's membership logic, or to a table read or scan.
+//! group's openraft or to the coordinator (`PeerHandler`, which `cluster` implements:
+//! this layer calls up into it through the trait and never imports it).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,16 +12,52 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::network::cluster_id_of;
-use super::{decode, encode, Command, Raft, TypeConfig, META_GROUP};
-use crate::cluster::groups::TableReadRequest;
-use crate::cluster::{Cluster, ClusterError, JoinRequest};
+use super::messages::{
+    Heartbeat, HeartbeatReply, JoinRequest, LeaveRequest, NodeInfo, PeerError, PeerErrorKind,
+    ProposeError, TableReadReply, TableReadRequest,
+};
+use super::{decode, encode, Command, Raft, Response as Applied, TypeConfig, META_GROUP};
 use crate::query::remote_scan::{self, RemoteScanError};
 use crate::raft_proto::raft_server::Raft as RaftRpc;
 use crate::raft_proto::{RaftReply, RaftRequest, ScanChunk, ScanRequest};
+use crate::table::PartRef;
+use crate::topology::{Member, NodeId};
+
+/// What a peer's messages need of this node's coordinator.
+#[tonic::async_trait]
+pub trait PeerHandler: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    fn member(&self) -> &Member;
+    /// This node's cluster id; empty until it is known.
+    fn cluster_id(&self) -> String;
+    /// The Raft of `group` (`meta` or a table's), if this node runs it.
+    fn raft_of(&self, group: &str) -> Option<Raft>;
+    /// A peer's proposal for `group`.
+    async fn propose(&self, group: &str, command: Command) -> Result<(Applied, u64), ProposeError>;
+    async fn join(&self, request: JoinRequest) -> Result<String, PeerError>;
+    async fn leave(&self, request: LeaveRequest) -> Result<String, PeerError>;
+    fn heartbeat(&self, beat: Heartbeat) -> HeartbeatReply;
+    /// Campaign now in `group`, at its leader's request.
+    async fn elect(&self, group: &str) -> Result<(), PeerError>;
+    /// On `group`'s leader: the index a linearizable read must see applied.
+    async fn read_index(&self, group: &str) -> Result<u64, PeerError>;
+    async fn read(
+        &self,
+        group: &str,
+        request: TableReadRequest,
+    ) -> Result<TableReadReply, PeerError>;
+    /// A table's schema and this replica's parts, pinned, past the read barrier if asked.
+    async fn scan_parts(
+        &self,
+        group: &str,
+        table: &str,
+        linearizable: bool,
+    ) -> Result<(arrow::datatypes::SchemaRef, Vec<PartRef>), PeerError>;
+    async fn info(&self) -> NodeInfo;
+}
 
 pub struct RaftService {
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<dyn PeerHandler>,
     /// Where a peer's scan reads this node's parts: the queries' object store and memory.
     pub query_runtime: Arc<RuntimeEnv>,
 }
@@ -47,7 +84,7 @@ impl RaftService {
             Some(raft) => Ok((raft, payload)),
             None => Err(Status::not_found(format!(
                 "{} does not run raft group {group}",
-                self.cluster.member
+                self.cluster.member()
             ))),
         }
     }
@@ -66,13 +103,13 @@ impl RaftService {
 
     /// Refuses a message for another Raft id, or from a peer of another cluster.
     fn check_sender(&self, target: u64, cluster_id: &str) -> Result<(), Status> {
-        if target != 0 && target != self.cluster.node_id {
+        let me = self.cluster.node_id();
+        if target != 0 && target != me {
             return Err(Status::failed_precondition(format!(
-                "message for raft node {target}, but this is node {}: the address changed hands",
-                self.cluster.node_id
+                "message for raft node {target}, but this is node {me}: the address changed hands"
             )));
         }
-        let ours = cluster_id_of(&self.cluster.cluster_id);
+        let ours = self.cluster.cluster_id();
         if !ours.is_empty() && !cluster_id.is_empty() && ours != cluster_id {
             return Err(Status::failed_precondition(format!(
                 "this node belongs to cluster {ours}, the sender to cluster {cluster_id}"
@@ -91,11 +128,18 @@ fn scan_status(e: RemoteScanError) -> Status {
     }
 }
 
-fn cluster_status(e: ClusterError) -> Status {
-    match e {
-        ClusterError::NoReplica { .. } => Status::not_found(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
+/// The gRPC status of an error of this kind; the one mapping, for peers and clients.
+pub fn status_of(kind: PeerErrorKind, message: String) -> Status {
+    match kind {
+        PeerErrorKind::NotHere | PeerErrorKind::NotFound => Status::not_found(message),
+        PeerErrorKind::Unavailable => Status::unavailable(message),
+        PeerErrorKind::Refused => Status::failed_precondition(message),
+        PeerErrorKind::Failed => Status::internal(message),
     }
+}
+
+fn peer_status(e: PeerError) -> Status {
+    status_of(e.kind, e.message)
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
@@ -135,53 +179,43 @@ impl RaftRpc for RaftService {
 
     async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (group, command): (String, Command) = self.accept_any(request)?;
-        reply(&self.cluster.propose_for_peer(&group, command).await)
+        reply(&self.cluster.propose(&group, command).await)
     }
 
     async fn join(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let join: JoinRequest = self.accept(request)?;
-        let result: Result<String, String> =
-            self.cluster.join(join).await.map_err(|e| e.to_string());
-        reply(&result)
+        reply(&self.cluster.join(join).await)
     }
 
     async fn leave(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let who: String = self.accept(request)?;
-        let result: Result<String, String> =
-            self.cluster.leave(who).await.map_err(|e| e.to_string());
-        reply(&result)
+        let leave: LeaveRequest = self.accept(request)?;
+        reply(&self.cluster.leave(leave).await)
     }
 
     async fn heartbeat(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let beat: crate::cluster::Heartbeat = self.accept(request)?;
-        reply(&self.cluster.heard_from(beat))
+        let beat: Heartbeat = self.accept(request)?;
+        reply(&self.cluster.heartbeat(beat))
     }
 
     async fn elect(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (group, ()): (String, ()) = self.accept_any(request)?;
-        let result: Result<(), String> = self.cluster.elect_in(&group).await;
-        reply(&result)
+        let (group, super::messages::ElectRequest): (String, _) = self.accept_any(request)?;
+        reply(&self.cluster.elect(&group).await)
     }
 
     async fn read_index(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let (group, ()): (String, ()) = self.accept_any(request)?;
-        let result: Result<u64, String> = self
-            .cluster
-            .read_index_in(&group)
-            .await
-            .map_err(|e| e.to_string());
-        reply(&result)
+        let (group, super::messages::ReadIndexRequest): (String, _) = self.accept_any(request)?;
+        reply(&self.cluster.read_index(&group).await)
     }
 
     async fn read(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (group, read): (String, TableReadRequest) = self.accept_any(request)?;
-        reply(&self.cluster.read_for_peer(&group, read).await)
+        reply(&self.cluster.read(&group, read).await)
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanStream>, Status> {
@@ -192,9 +226,9 @@ impl RaftRpc for RaftService {
             .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
         let (schema, parts) = self
             .cluster
-            .scan_for_peer(&request.group, &request.table, request.linearizable)
+            .scan_parts(&request.group, &request.table, request.linearizable)
             .await
-            .map_err(cluster_status)?;
+            .map_err(peer_status)?;
         let table = &request.table;
         let projection =
             remote_scan::projection_of(table, &schema, &request.columns).map_err(scan_status)?;
@@ -219,7 +253,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn info(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let _: () = self.accept(request)?;
+        let super::messages::InfoRequest = self.accept(request)?;
         reply(&self.cluster.info().await)
     }
 }

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use super::network::ClusterIdCell;
 use super::snapshot_data::{self, SnapshotData, SnapshotFileError};
 use super::snapshot_dirs::{DirGuard, GroupSnapshots};
-use super::{decode, encode, Command, Member, NodeId, Response, StorageError, TypeConfig};
+use super::{
+    decode, encode, BlockRefused, Command, Member, NodeId, Response, StorageError, TypeConfig,
+};
 use crate::files::with_path;
 use crate::state::{NodeState, StateError, StateImage};
 
@@ -466,10 +468,9 @@ impl StateMachine {
                 state.set_placement(table, placement).map_err(sm_write)?;
                 Response::Done
             }
-            Command::Block { block, .. } => Response::Block(Err(format!(
-                "a block for {} was sent to the meta group; blocks go to their table's group",
-                block.table
-            ))),
+            Command::Block { block, .. } => Response::Block(Err(BlockRefused::SentToMeta {
+                table: block.table.clone(),
+            })),
         })
     }
 
@@ -484,15 +485,18 @@ impl StateMachine {
         index: u64,
     ) -> Result<Response, StorageError> {
         let Command::Block { block, fence } = command else {
-            return Ok(Response::Block(Err(format!(
-                "group {group} of table {table} takes blocks only, not {command}"
-            ))));
+            return Ok(Response::Block(Err(BlockRefused::NotABlock {
+                group: group.to_string(),
+                table: table.to_string(),
+                command: command.to_string(),
+            })));
         };
         if block.table != table {
-            return Ok(Response::Block(Err(format!(
-                "a block for {} was sent to group {group} of table {table}",
-                block.table
-            ))));
+            return Ok(Response::Block(Err(BlockRefused::WrongGroup {
+                block_table: block.table.clone(),
+                group: group.to_string(),
+                table: table.to_string(),
+            })));
         }
         // The table was dropped, or dropped and created again with a group of its own,
         // after this block was proposed: its data is not this group's any more.
@@ -502,9 +506,10 @@ impl StateMachine {
             .of(table)
             .is_none_or(|p| p.group != group)
         {
-            return Ok(Response::Block(Err(format!(
-                "table {table} does not exist (any more) in group {group}"
-            ))));
+            return Ok(Response::Block(Err(BlockRefused::TableGone {
+                table: table.to_string(),
+                group: group.to_string(),
+            })));
         }
         let writer = fence.as_ref().map(|f| crate::table::Writer {
             node: f.node,
@@ -515,7 +520,10 @@ impl StateMachine {
         Ok(match self.state.apply_block(block, writer) {
             Ok(outcome) => Response::Block(Ok(outcome)),
             Err(crate::state::StateError::NoTable(t)) => {
-                Response::Block(Err(format!("table {t} does not exist")))
+                Response::Block(Err(BlockRefused::TableGone {
+                    table: t,
+                    group: group.to_string(),
+                }))
             }
             Err(e) => return Err(sm_write(e)),
         })
@@ -1021,7 +1029,7 @@ mod tests {
         node.state
             .set_placement(
                 "t",
-                Some(&crate::cluster::placement::Placement {
+                Some(&crate::topology::Placement {
                     group: "g".into(),
                     members: vec![1, 2],
                     initial: vec![1],

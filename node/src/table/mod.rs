@@ -13,7 +13,7 @@ pub mod store;
 
 pub use apply::Decision;
 pub use block::{Block, PositionKey, SourceRange};
-pub use image::TableImage;
+pub use image::{image_pairs, TableImage};
 pub use merge_policy::MergePolicy;
 pub use part::{Part, PartRef};
 pub use store::{ApplyOutcome, MergeReport, TableStore, Tables, Writer, WriterLogEntry};
