@@ -8,7 +8,7 @@
 //!   -> format               JSONEachRow bytes -> Arrow batch + virtual columns
 //!   -> query::views         each materialized view's SELECT over the batch
 //!   -> table::block         one block per target table; its identity is its hash
-//!   -> cluster / raft       proposed to the leader of the table's group, replicated,
+//!   -> cluster::propose     proposed to the leader of the table's group (raft), replicated,
 //!                           applied on each of the table's replicas
 //!   -> table::store         apply: the block's part file, then its record + source position
 //!                           + dedup window, one atomic batch; `merger` merges parts later
@@ -19,6 +19,53 @@
 //! `format` step of block N+1 overlaps the `cluster / raft` step of block N.
 //!
 //! DDL takes the path `sql` -> `sql::ddl` / `query::views` -> `catalog` -> `state`.
+//!
+//! ## Who owns what
+//!
+//! ```text
+//! topology   ids and replicated records: NodeId, Member, Slot/Assignments, Placement(s)
+//! shutdown   Tasks: every background loop's owner (cancel, await, log once)
+//! catalog    tables and views as typed values; ClickHouse types <-> Arrow
+//! sql        SQL text -> typed statements; nothing deeper sees SQL text
+//! format     message bytes -> Arrow batches (JSONEachRow, CSV, ...)
+//! table      a table's replica: parts, positions, dedup window (the only sled code for rows)
+//! state      the node's replicated state: catalog, tables, assignment, placements
+//! query      DataFusion: SELECTs, system tables, views; reads the cluster through traits
+//! raft       openraft on sled: log, state machine, snapshots, transport, peer protocol
+//! ingest     consumer actors and their pipeline; the Replica trait it writes through
+//! cluster    the coordinator: membership, proposing, placement, groups, reads (see its map)
+//! merger     merges parts in the background
+//! metrics    Prometheus endpoint
+//! admin      the gRPC admin API; errors -> tonic::Status; system tables that ask every member
+//! config     the node's settings
+//! server     starts everything in order, stops it in reverse
+//! cli        the `sluice` subcommands
+//! ```
+//!
+//! ## Layers
+//!
+//! A module imports only modules on lower floors; a higher one calls down, and a lower one
+//! that must reach up does so through a trait it defines (`raft::service::PeerHandler`,
+//! `query::source::TableSource`, `ingest::Replica`). `tests/layering.rs` reads this table
+//! and fails the build on an import against it.
+//!
+//! ```text
+//! floor  modules
+//! 13     cli
+//! 12     server
+//! 11     config
+//! 10     admin, merger, metrics
+//! 9      cluster
+//! 8      ingest
+//! 7      raft
+//! 6      query
+//! 5      state
+//! 4      table
+//! 3      format
+//! 2      sql
+//! 1      catalog
+//! 0      topology, shutdown, files, open_requests, sample, proto, raft_proto
+//! ```
 
 pub mod admin;
 pub mod catalog;

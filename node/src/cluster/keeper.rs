@@ -15,11 +15,10 @@ use super::group::{
     group_of_tree, remove_payload_dir, snapshot_trigger, stopped_on_race, watch_storage, DataGroup,
     SnapshotWatch, GROUP_TASKS_STOP,
 };
-use super::{Cluster, ClusterError};
-use crate::raft::log_store::{Formation, LogStore};
+use super::{Cluster, ClusterError, OpenGroup};
+use crate::raft::log_store::Formation;
 use crate::raft::messages::{TableRead, TableReadReply, TableReadRequest};
-use crate::raft::network::Network;
-use crate::raft::state_machine::{Scope, StateMachine};
+use crate::raft::state_machine::Scope;
 use crate::raft::{data_raft_config, Raft, META_GROUP};
 use crate::topology::{Member, NodeId, Placement};
 
@@ -172,41 +171,29 @@ impl Cluster {
     }
 
     async fn start_group(&self, table: &str, group: &str) -> Result<Arc<DataGroup>, ClusterError> {
-        let storage = &self.storage;
-        let log_store = LogStore::open(&storage.db, group, storage.disk.clone())?;
         let scope = Scope::Table {
             table: table.to_string(),
             group: group.to_string(),
-        };
-        let sm = StateMachine::open(
-            &storage.db,
-            group,
-            scope,
-            self.state.clone(),
-            self.cluster_id.clone(),
-            storage.snapshots.group(group),
-        )?;
-        let network = Network {
-            group: group.to_string(),
-            cluster_id: self.cluster_id.clone(),
-            source: self.source_ip(),
         };
         let config = data_raft_config("sluice").map_err(|source| ClusterError::RaftConfig {
             group: group.to_string(),
             source,
         })?;
-        let raft = Raft::new(
-            self.node_id,
-            Arc::new(config),
-            network,
-            log_store.clone(),
-            sm,
-        )
-        .await
-        .map_err(|source| ClusterError::StartRaft {
-            group: group.to_string(),
-            source: Box::new(source),
-        })?;
+        let (raft, log_store) = self
+            .storage
+            .open_raft(
+                OpenGroup {
+                    node_id: self.node_id,
+                    group,
+                    scope,
+                    state: &self.state,
+                    cluster_id: &self.cluster_id,
+                    source_ip: self.source_ip(),
+                },
+                config,
+            )
+            .await?;
+        let storage = &self.storage;
         if self.is_draining() {
             raft.runtime_config().elect(false);
         }

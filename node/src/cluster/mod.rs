@@ -98,6 +98,55 @@ struct GroupStorage {
     snapshots: Arc<SnapshotDirs>,
 }
 
+/// Which group to open, for whom.
+struct OpenGroup<'a> {
+    node_id: NodeId,
+    group: &'a str,
+    scope: Scope,
+    state: &'a Arc<NodeState>,
+    cluster_id: &'a ClusterIdCell,
+    source_ip: Option<IpAddr>,
+}
+
+impl GroupStorage {
+    /// Opens a group's Raft (`meta` or a table's) on this node's storage: its log, its
+    /// state machine and its transport. The one place a group is opened.
+    async fn open_raft(
+        &self,
+        open: OpenGroup<'_>,
+        config: openraft::Config,
+    ) -> Result<(Raft, LogStore), ClusterError> {
+        let group = open.group;
+        let log_store = LogStore::open(&self.db, group, self.disk.clone())?;
+        let sm = StateMachine::open(
+            &self.db,
+            group,
+            open.scope,
+            open.state.clone(),
+            open.cluster_id.clone(),
+            self.snapshots.group(group),
+        )?;
+        let network = Network {
+            group: group.to_string(),
+            cluster_id: open.cluster_id.clone(),
+            source: open.source_ip,
+        };
+        let raft = Raft::new(
+            open.node_id,
+            Arc::new(config),
+            network,
+            log_store.clone(),
+            sm,
+        )
+        .await
+        .map_err(|source| ClusterError::StartRaft {
+            group: group.to_string(),
+            source: Box::new(source),
+        })?;
+        Ok((raft, log_store))
+    }
+}
+
 pub struct Cluster {
     pub node_id: NodeId,
     pub member: Member,
@@ -173,30 +222,28 @@ impl Cluster {
         let cluster_id: ClusterIdCell = Arc::new(std::sync::RwLock::new(
             state.cluster_id()?.unwrap_or_default(),
         ));
-        let log_store = LogStore::open(db, META_GROUP, disk.clone())?;
-        let sm = StateMachine::open(
-            db,
-            META_GROUP,
-            Scope::Meta,
-            state.clone(),
-            cluster_id.clone(),
-            snapshots.group(META_GROUP),
-        )?;
-        let network = Network {
-            group: META_GROUP.to_string(),
-            cluster_id: cluster_id.clone(),
-            source: source_ip,
+        let storage = GroupStorage {
+            db: db.clone(),
+            disk,
+            snapshots,
         };
         let config = raft_config("sluice").map_err(|source| ClusterError::RaftConfig {
             group: META_GROUP.into(),
             source,
         })?;
-        let raft = Raft::new(node_id, Arc::new(config), network, log_store.clone(), sm)
-            .await
-            .map_err(|source| ClusterError::StartRaft {
-                group: META_GROUP.into(),
-                source: Box::new(source),
-            })?;
+        let (raft, log_store) = storage
+            .open_raft(
+                OpenGroup {
+                    node_id,
+                    group: META_GROUP,
+                    scope: Scope::Meta,
+                    state: &state,
+                    cluster_id: &cluster_id,
+                    source_ip,
+                },
+                config,
+            )
+            .await?;
         let seeds = peers
             .into_iter()
             .filter(|p| !p.is_empty() && *p != member.addr)
@@ -215,11 +262,7 @@ impl Cluster {
             phase: phase::NodePhase::default(),
             proposals: propose::Proposals::default(),
             kafka,
-            storage: GroupStorage {
-                db: db.clone(),
-                disk,
-                snapshots,
-            },
+            storage,
             groups: group::DataGroups::default(),
             fatal: tokio::sync::watch::channel(None).0,
             tasks: Tasks::new("cluster"),
