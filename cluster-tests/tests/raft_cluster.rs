@@ -500,6 +500,8 @@ async fn a_wiped_member_rejoins_as_new_and_a_removed_one_stays_out() -> anyhow::
     cluster.nodes[2].kill9()?;
     cluster.wait_for_voters(2).await?;
     cluster.nodes[2].spawn().await?;
+    // An absence: no condition to wait for, so give it two join attempts (every 2 s)
+    // to come back in wrongly.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let members = status(&cluster.nodes[0]).await?.members;
     assert_eq!(members.len(), 2, "{members:?}");

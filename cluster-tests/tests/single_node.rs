@@ -425,6 +425,7 @@ async fn the_guides_clickhouse_to_kafka_flow_pushes_every_row() -> anyhow::Resul
             .unwrap_or_default();
         assert!(error.contains(expected), "{statement}: {error:?}");
     }
+    // An absence: a wrongly sent row would take well under 2 s through the view.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count(&node, "github").await, OUT_EVENTS + 101);
     // A view between two storage tables has no Kafka side: refused, naming both.

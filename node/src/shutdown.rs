@@ -56,6 +56,28 @@ impl Tasks {
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display,
     {
+        self.spawn_inner(task, work, None);
+    }
+
+    /// As `spawn`, on the runtime of `handle`: for owners that live on another runtime
+    /// (an actix arbiter) but whose work belongs on the node's multi-threaded one.
+    pub fn spawn_on<F, E>(&self, task: &'static str, work: F, handle: &tokio::runtime::Handle)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.spawn_inner(task, work, Some(handle));
+    }
+
+    fn spawn_inner<F, E>(
+        &self,
+        task: &'static str,
+        work: F,
+        handle: Option<&tokio::runtime::Handle>,
+    ) where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
         if self.token.is_cancelled() {
             return;
         }
@@ -80,7 +102,10 @@ impl Tasks {
         while let Some(done) = running.try_join_next() {
             log_panic(owner, done);
         }
-        running.spawn(run);
+        match handle {
+            Some(handle) => running.spawn_on(run, handle),
+            None => running.spawn(run),
+        };
     }
 
     /// Tells every task to stop and waits for them, at most `timeout`; those still

@@ -18,6 +18,7 @@ use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerRegistry};
 use super::Replica;
 use crate::catalog::{TableDef, ViewDef};
+use crate::shutdown::Tasks;
 use crate::state::NodeState;
 
 /// How often partitions are re-read from Kafka (new partitions, topics that appear).
@@ -26,6 +27,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for consumers to finish their open blocks.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The supervisor's own tasks only forward messages: they stop at once.
+const TASKS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Re-read the catalog and converge.
 #[derive(Message)]
@@ -69,6 +72,8 @@ pub struct Supervisor {
     /// Producers shared by every consumer of the node, for views that push to Kafka.
     sink: Arc<KafkaSink>,
     runtime: tokio::runtime::Handle,
+    /// The catalog watch and partition discoveries: stopped with the supervisor.
+    tasks: Arc<Tasks>,
     running: BTreeMap<ConsumerKey, Running>,
     backoff: BTreeMap<ConsumerKey, Backoff>,
     /// Partition counts by (table, topic), from Kafka metadata.
@@ -94,6 +99,7 @@ impl Supervisor {
             replica,
             registry,
             runtime,
+            tasks: Arc::new(Tasks::new("ingest supervisor")),
             running: BTreeMap::new(),
             backoff: BTreeMap::new(),
             partitions: BTreeMap::new(),
@@ -212,15 +218,20 @@ impl Supervisor {
         let catalog = self.state.catalog();
         let addr = ctx.address();
         let kafka = self.kafka.clone();
-        self.runtime.spawn(async move {
-            for ((table, topic), result) in discover(&kafka, &catalog).await {
-                addr.do_send(PartitionsFound {
-                    table,
-                    topic,
-                    result: result.map_err(|e| e.to_string()),
-                });
-            }
-        });
+        self.tasks.spawn_on(
+            "partition discovery",
+            async move {
+                for ((table, topic), result) in discover(&kafka, &catalog).await {
+                    addr.do_send(PartitionsFound {
+                        table,
+                        topic,
+                        result: result.map_err(|e| e.to_string()),
+                    });
+                }
+                Ok::<(), std::convert::Infallible>(())
+            },
+            &self.runtime,
+        );
     }
 }
 
@@ -231,11 +242,16 @@ impl Actor for Supervisor {
         // Catalog changes wake the supervisor at once; the tick covers everything else.
         let mut changes = self.state.watch_catalog();
         let addr = ctx.address();
-        self.runtime.spawn(async move {
-            while changes.changed().await.is_ok() {
-                addr.do_send(Reconcile);
-            }
-        });
+        self.tasks.spawn_on(
+            "catalog watch",
+            async move {
+                while changes.changed().await.is_ok() {
+                    addr.do_send(Reconcile);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            },
+            &self.runtime,
+        );
         self.refresh_metadata(ctx);
         ctx.run_interval(METADATA_INTERVAL, |act, ctx| {
             act.refresh_metadata(ctx);
@@ -322,9 +338,11 @@ impl Handler<StopAll> for Supervisor {
             .map(|r| r.addr.send(StopConsumer))
             .collect();
         let count = stops.len();
+        let tasks = self.tasks.clone();
         Box::pin(
             async move {
                 let _ = tokio::time::timeout(STOP_TIMEOUT, futures::future::join_all(stops)).await;
+                tasks.stop(TASKS_STOP_TIMEOUT).await;
                 count
             }
             .into_actor(self),
