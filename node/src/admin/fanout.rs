@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
+use super::convert;
 use super::GRPC_MESSAGE_MAX;
 use crate::cluster::Cluster;
 use crate::ingest::status::ConsumerRegistry;
 use crate::proto::admin_client::AdminClient;
-use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest, PartitionConsumer};
+use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest};
 use crate::query::source::{ClusterTables, GroupRow, NodeConsumer, ReplicaRow};
-use crate::topology::{ConsumerKey, ConsumerSnapshot};
 
 pub struct Fanout {
     pub cluster: Arc<Cluster>,
@@ -34,33 +34,6 @@ async fn admin_client(
         .local_address(source_ip);
     let channel = endpoint.connect().await?;
     Ok(AdminClient::new(channel).max_decoding_message_size(GRPC_MESSAGE_MAX))
-}
-
-/// A peer's consumer as its admin API reports it.
-fn consumer_from_proto(c: PartitionConsumer) -> (ConsumerKey, ConsumerSnapshot) {
-    let key = ConsumerKey {
-        table: c.table.clone(),
-        topic: c.topic.clone(),
-        partition: c.partition,
-    };
-    let snapshot = ConsumerSnapshot {
-        current_offset: c.current_offset,
-        exceptions: c
-            .exceptions
-            .into_iter()
-            .map(|e| (e.time_unix, e.text))
-            .collect(),
-        last_poll_time: c.last_poll_time_unix,
-        num_messages_read: c.num_messages_read,
-        last_commit_time: c.last_commit_time_unix,
-        num_commits: c.num_commits,
-        is_currently_used: c.is_currently_used,
-        num_skipped_messages: c.num_skipped_messages,
-        num_rows_written: c.num_rows_written,
-        num_restarts: c.num_restarts,
-        num_errors: c.num_errors,
-    };
-    (key, snapshot)
 }
 
 #[async_trait::async_trait]
@@ -93,7 +66,7 @@ impl ClusterTables for Fanout {
             });
         for (node, consumers) in futures::future::join_all(asks).await.into_iter().flatten() {
             for c in consumers {
-                let (key, snapshot) = consumer_from_proto(c);
+                let (key, snapshot) = convert::consumer_from_proto(c);
                 out.push((node.clone(), key, snapshot));
             }
         }
@@ -134,18 +107,7 @@ impl ClusterTables for Fanout {
                 }
                 .await;
                 match answer {
-                    Ok(s) => ReplicaRow {
-                        node_id: id,
-                        node: member.name.clone(),
-                        address: member.addr.clone(),
-                        role: s.role,
-                        is_leader: s.leader_id == id,
-                        term: Some(s.term),
-                        last_log_index: Some(s.last_log_index),
-                        applied_index: Some(s.applied_index),
-                        lag: None,
-                        error: String::new(),
-                    },
+                    Ok(s) => convert::replica_from_status(id, &member, s),
                     Err(error) => ReplicaRow {
                         node_id: id,
                         node: member.name.clone(),

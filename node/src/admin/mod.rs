@@ -1,6 +1,7 @@
 //! The gRPC admin API (tonic): SQL, typed DDL, table and consumer status, and health.
 //! Errors become `tonic::Status` in one place, here.
 
+pub mod convert;
 pub mod executor;
 pub mod fanout;
 pub mod service;

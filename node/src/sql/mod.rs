@@ -232,6 +232,20 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
     Ok(statement)
 }
 
+/// Parses a SELECT given on its own (a trailing `;` is allowed) exactly as the words after
+/// a view's `AS` are parsed: the query of a materialized view created by a typed call,
+/// whose names arrive as fields and only the query as SQL.
+pub fn parse_select(text: &str) -> Result<Box<Query>, SqlError> {
+    let dialect = ClickHouseDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(text)?;
+    let query = p.parse_query()?;
+    let _ = p.consume_token(&Token::SemiColon);
+    if p.peek_token_ref().token != Token::EOF {
+        return Err(unexpected(&p, "the end of the statement"));
+    }
+    Ok(query)
+}
+
 fn unexpected(p: &Parser, expected: &str) -> SqlError {
     let found = &p.peek_token_ref();
     SqlError::Syntax(format!(
