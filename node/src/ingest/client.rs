@@ -118,6 +118,32 @@ impl KafkaClientDefaults {
         config
     }
 
+    /// A partition consumer's configuration: the table's client configuration, then what
+    /// Sluice decides itself, which nothing overrides. Offsets are never committed or
+    /// stored by librdkafka: where to resume is the tables' stored position, and the group
+    /// offset is committed by hand after each block. An offset the broker does not hold
+    /// is read from the partition's beginning, as ClickHouse does; reaching the end of a
+    /// partition is no event.
+    /// `client.id` is `kafka_client_id`, else `default_client_id`.
+    pub fn consumer_config(
+        &self,
+        settings: &KafkaSettings,
+        default_client_id: &str,
+    ) -> ClientConfig {
+        let mut config = self.client_config(settings);
+        config
+            .set("group.id", &settings.group_name)
+            .set(
+                "client.id",
+                settings.client_id.as_deref().unwrap_or(default_client_id),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        config
+    }
+
     /// Property names (never values: they hold secrets), for the start-up log.
     pub fn names(&self) -> Vec<&str> {
         self.properties.keys().map(String::as_str).collect()
@@ -193,5 +219,30 @@ mod tests {
         )
         .expect_err("reserved");
         assert!(err.to_string().contains("SLUICE_RDKAFKA_GROUP_ID"), "{err}");
+    }
+
+    #[test]
+    fn a_consumer_never_lets_librdkafka_keep_its_offsets() {
+        let defaults = KafkaClientDefaults::resolve(
+            &file(&[("auto_offset_reset", "latest"), ("client_id", "node-wide")]),
+            vec![],
+        )
+        .expect("valid properties");
+        let mut settings = KafkaSettings::for_tests();
+        let config = defaults.consumer_config(&settings, "n1/queue/t/0");
+        assert_eq!(config.get("group.id"), Some("g"));
+        assert_eq!(config.get("client.id"), Some("n1/queue/t/0"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(
+            config.get("auto.offset.reset"),
+            Some("earliest"),
+            "not the node's latest"
+        );
+        assert_eq!(config.get("enable.partition.eof"), Some("false"));
+        assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
+        settings.client_id = Some("from-ddl".into());
+        let config = defaults.consumer_config(&settings, "n1/queue/t/0");
+        assert_eq!(config.get("client.id"), Some("from-ddl"));
     }
 }

@@ -2,17 +2,25 @@
 //! partition), restarted with backoff when they fail.
 //!
 //! Actors are thin: they own lifecycles and talk by message; the work of a consumer is in
-//! `pipeline`, and when to cut a block in `block_cutter`. A failing consumer never takes
+//! `pipeline`, and its decisions, pure and tested without Kafka, beside it: when to cut a
+//! block in `block_cutter`, where to resume and what a view still needs in `resume`, how
+//! a decoded block and a write's answer are judged in `verdict`, where stored rows are
+//! pushed in `route`, and what an idle consumer does in `idle`. A failing consumer never takes
 //! the node down: its error is kept in `status` and shown in `system.kafka_consumers`.
 
 pub mod block_cutter;
 pub mod client;
 pub mod consumer;
 pub mod discovery;
+pub mod idle;
+pub mod open_block;
 pub mod pipeline;
+pub mod resume;
+pub mod route;
 pub mod sink;
 pub mod status;
 pub mod supervisor;
+pub mod verdict;
 
 use rdkafka::error::KafkaError;
 

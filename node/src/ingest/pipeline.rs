@@ -8,34 +8,28 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, RecordBatch, UInt64Array};
-use arrow::compute::filter_record_batch;
-use bytes::{Bytes, BytesMut};
+use arrow::array::RecordBatch;
 use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::block_cutter::{BlockCutter, BlockLimits};
 use super::client::KafkaClientDefaults;
+use super::idle::{fetched_to, stall_verdict, GroupOffset, StallWatch};
+use super::open_block::OpenBlock;
+use super::resume::{first_needed, group_position, needs_group_offset, rows_from, start_offset};
+use super::route::push_targets;
 use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerStatus};
-use super::{IngestError, Replica};
+use super::{verdict, IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
 use crate::format::{decode_block, DecodedBlock, RawMessage};
 use crate::query::views::run_view;
 use crate::state::NodeState;
-use crate::table::{ApplyOutcome, Block, Decision, PositionKey, SourceRange};
-
-/// A consumer that received nothing for this long while its partition holds messages past
-/// its position is stuck (seen after a broker restart: librdkafka reconnected but never
-/// fetched again); it fails so its supervisor starts a fresh one from the stored offset.
-const STALL_AFTER: Duration = Duration::from_secs(30);
-
-/// How often an idle consumer re-sends its group offset.
-const RECOMMIT_INTERVAL: Duration = Duration::from_secs(5);
+use crate::table::{Block, PositionKey, SourceRange};
 
 /// How long to wait for the group's committed offset when a view has no stored position.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,40 +69,6 @@ fn next_message<'a>(
     next.unwrap_or(Err(KafkaError::NoMessageReceived))
 }
 
-/// Messages' bytes are copied into chunks of this size, each message keeping a slice of
-/// its chunk: a block costs an allocation per chunk instead of two per message, and a free
-/// per chunk instead of one per message on the decoding thread (those frees, crossing
-/// threads, were a few per cent of a node's CPU).
-const MESSAGE_CHUNK: usize = 1 << 20;
-
-/// The messages of the block being cut.
-#[derive(Default)]
-struct OpenBlock {
-    messages: Vec<RawMessage>,
-    chunk: BytesMut,
-}
-
-impl OpenBlock {
-    fn add(&mut self, cutter: &mut BlockCutter, m: &BorrowedMessage<'_>, now: Instant) {
-        let raw = RawMessage {
-            payload: m.payload().map(|b| self.copy(b)),
-            key: m.key().map(|b| self.copy(b)),
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis(),
-        };
-        cutter.push(raw.len_bytes().max(1), now);
-        self.messages.push(raw);
-    }
-
-    fn copy(&mut self, bytes: &[u8]) -> Bytes {
-        if self.chunk.capacity() - self.chunk.len() < bytes.len() {
-            self.chunk = BytesMut::with_capacity(MESSAGE_CHUNK.max(bytes.len()));
-        }
-        self.chunk.extend_from_slice(bytes);
-        self.chunk.split().freeze()
-    }
-}
-
 impl PartitionJob {
     fn settings(&self) -> Result<&crate::catalog::KafkaSettings, IngestError> {
         self.table
@@ -117,25 +77,11 @@ impl PartitionJob {
     }
 
     fn create_consumer(&self) -> Result<StreamConsumer, IngestError> {
-        let settings = self.settings()?;
-        let mut config = self.kafka.client_config(settings);
-        config
-            .set("group.id", &settings.group_name)
-            .set(
-                "client.id",
-                settings
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| self.key.consumer_id(&self.node_id)),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
-        config.create().map_err(|source| IngestError::Kafka {
-            key: Box::new(self.key.clone()),
-            source,
-        })
+        let client_id = self.key.consumer_id(&self.node_id);
+        self.kafka
+            .consumer_config(self.settings()?, &client_id)
+            .create()
+            .map_err(|source| self.kafka_error(source))
     }
 
     /// Runs until `stop` turns true (finishing the open block) or an error.
@@ -162,10 +108,7 @@ impl PartitionJob {
         consumer
             .assign(&tpl)
             .map_err(|source| self.kafka_error(source))?;
-        let group_offset = std::sync::Mutex::new(GroupOffset {
-            next: None,
-            committed_at: Instant::now(),
-        });
+        let group_offset = std::sync::Mutex::new(GroupOffset::new(Instant::now()));
         if let Offset::Offset(o) = start {
             self.status.positioned(o);
             set_group_offset(&group_offset, o);
@@ -206,15 +149,9 @@ impl PartitionJob {
         blocks: mpsc::Sender<CutBlock>,
         group_offset: &std::sync::Mutex<GroupOffset>,
     ) -> Result<(), IngestError> {
-        let mut last_message_at = Instant::now();
-        let mut stall_checked_at = Instant::now();
-        let limits = BlockLimits {
-            max_rows: settings.max_block_size,
-            max_bytes: settings.max_block_bytes,
-            flush_interval: Duration::from_millis(settings.flush_interval_ms),
-        };
+        let mut stall = StallWatch::new(Instant::now());
         let poll_timeout = Duration::from_millis(settings.poll_timeout_ms);
-        let mut cutter = BlockCutter::new(limits);
+        let mut cutter = BlockCutter::new(BlockLimits::of(settings));
         let mut open = OpenBlock::default();
         // One stream for the consumer's life: `recv()` makes a stream per message, and
         // registering and dropping its waker took a lock twice per message.
@@ -222,11 +159,7 @@ impl PartitionJob {
         let mut stopping = false;
         loop {
             while !stopping && !cutter.is_due(Instant::now()) {
-                let wait = cutter
-                    .deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-                    .unwrap_or(poll_timeout)
-                    .min(poll_timeout);
+                let wait = cutter.poll_wait(Instant::now(), poll_timeout);
                 tokio::select! {
                     changed = stop.changed() => {
                         if changed.is_err() || *stop.borrow() {
@@ -238,7 +171,7 @@ impl PartitionJob {
                     received = tokio::time::timeout(wait, stream.next()) => match received.map(next_message) {
                         Ok(Ok(m)) => {
                             let now = Instant::now();
-                            last_message_at = now;
+                            stall.message(now);
                             open.add(&mut cutter, &m, now);
                             // Take what librdkafka already holds without a timer or a select
                             // per message: those cost more than the message itself.
@@ -271,7 +204,7 @@ impl PartitionJob {
                                         self.status.error(format!("consume: {e}"));
                                     }
                                     Some(Ok(m)) => {
-                                        last_message_at = now;
+                                        stall.message(now);
                                         open.add(&mut cutter, &m, now);
                                         took_message = true;
                                         break;
@@ -289,15 +222,14 @@ impl PartitionJob {
                         // A poll that brings nothing ends the block, as in ClickHouse: a
                         // partial block does not wait for the flush interval when the
                         // partition is drained.
-                        Err(_) if !open.messages.is_empty() => break,
-                        Err(_) => self.while_idle(consumer, group_offset, last_message_at, &mut stall_checked_at).await?,
+                        Err(_) if !open.is_empty() => break,
+                        Err(_) => self.while_idle(consumer, group_offset, &mut stall).await?,
                     }
                 }
             }
-            if !open.messages.is_empty() {
-                self.status.polled(open.messages.len() as u64);
-                let block = std::mem::take(&mut open.messages);
-                cutter.reset();
+            if !open.is_empty() {
+                self.status.polled(open.len() as u64);
+                let block = open.cut(&mut cutter);
                 let cut = self.decode(settings, block).await?;
                 if blocks.send(cut).await.is_err() {
                     return Ok(());
@@ -320,25 +252,20 @@ impl PartitionJob {
         &self,
         consumer: &Arc<StreamConsumer>,
         group_offset: &std::sync::Mutex<GroupOffset>,
-        last_message_at: Instant,
-        stall_checked_at: &mut Instant,
+        stall: &mut StallWatch,
     ) -> Result<(), IngestError> {
-        let next = match group_offset.lock() {
-            Ok(mut g) => match g.next {
-                Some(next) => {
-                    if g.committed_at.elapsed() >= RECOMMIT_INTERVAL {
-                        self.commit_group_offset(consumer, next);
-                        g.committed_at = Instant::now();
-                    }
-                    next
-                }
-                None => return Ok(()),
-            },
-            Err(_) => return Ok(()),
+        let now = Instant::now();
+        // Without a position there is nothing to re-send, nor a stall to measure from.
+        let Some(next) = group_offset.lock().ok().and_then(|mut g| {
+            if let Some(next) = g.resend_due(now) {
+                self.commit_group_offset(consumer, next);
+            }
+            g.next()
+        }) else {
+            return Ok(());
         };
-        if last_message_at.elapsed() >= STALL_AFTER && stall_checked_at.elapsed() >= STALL_AFTER {
-            *stall_checked_at = Instant::now();
-            self.check_stalled(consumer, next, last_message_at).await?;
+        if stall.check_due(now) {
+            self.check_stalled(consumer, next, stall).await?;
         }
         Ok(())
     }
@@ -356,24 +283,11 @@ impl PartitionJob {
         let last_offset = messages.last().map_or(0, |m| m.offset);
         let table = self.table.clone();
         let (topic, partition) = (self.key.topic.clone(), self.key.partition);
-        let decoded =
+        let result =
             tokio::task::spawn_blocking(move || decode_block(&table, &topic, partition, &messages))
                 .await
-                .map_err(|e| IngestError::State(e.to_string()))?
-                .map_err(|e| IngestError::Format {
-                    key: Box::new(self.key.clone()),
-                    reason: e.to_string(),
-                })?;
-        if decoded.broken.len() as u64 > settings.skip_broken_messages {
-            let worst = &decoded.broken[0];
-            return Err(IngestError::BrokenMessages {
-                key: Box::new(self.key.clone()),
-                offset: worst.offset,
-                error: worst.error.clone(),
-                broken: decoded.broken.len(),
-                allowed: settings.skip_broken_messages,
-            });
-        }
+                .map_err(|e| IngestError::State(e.to_string()))?;
+        let decoded = verdict::decoded(&self.key, result, settings.skip_broken_messages)?;
         for b in &decoded.broken {
             tracing::warn!(table = %self.key.table, partition = self.key.partition, offset = b.offset, error = %b.error, "skipped broken message");
         }
@@ -424,7 +338,13 @@ impl PartitionJob {
                 next_offset,
             });
         }
-        let start = self.start_offset(consumer, &mut positions).await?;
+        // Asking the group waits on its coordinator: only for a view that stored nothing.
+        let group = if needs_group_offset(positions.iter().map(|p| p.next_offset)) {
+            self.committed_offset(consumer).await?
+        } else {
+            None
+        };
+        let start = start_offset(positions.iter_mut().map(|p| &mut p.next_offset), group);
         Ok((positions, start))
     }
 
@@ -449,10 +369,7 @@ impl PartitionJob {
             return Ok(());
         }
         let catalog = self.state.catalog();
-        for view in catalog.views_of(&table.name) {
-            let Some(target) = catalog.table(&view.target).filter(|t| t.kafka().is_some()) else {
-                continue;
-            };
+        for (view, target) in push_targets(&catalog, &table.name) {
             let failed = |reason: String| IngestError::Push {
                 key: Box::new(self.key.clone()),
                 view: view.name.clone(),
@@ -484,30 +401,6 @@ impl PartitionJob {
         }
     }
 
-    /// The lowest position of the views. A view that has stored nothing starts at the
-    /// group's committed offset, else at the partition's beginning.
-    async fn start_offset(
-        &self,
-        consumer: &Arc<StreamConsumer>,
-        positions: &mut [ViewPosition],
-    ) -> Result<Offset, IngestError> {
-        if positions.iter().any(|p| p.next_offset.is_none()) {
-            let committed = self.committed_offset(consumer).await?;
-            for p in positions.iter_mut().filter(|p| p.next_offset.is_none()) {
-                p.next_offset = committed;
-            }
-        }
-        if positions.iter().any(|p| p.next_offset.is_none()) {
-            return Ok(Offset::Beginning);
-        }
-        Ok(positions
-            .iter()
-            .filter_map(|p| p.next_offset)
-            .min()
-            .map(Offset::Offset)
-            .unwrap_or(Offset::Beginning))
-    }
-
     /// The group's committed offset. A broker that has just started answers
     /// "not coordinator" for a while; that is waited out rather than shown as a failure.
     async fn committed_offset(
@@ -529,10 +422,7 @@ impl PartitionJob {
                 Ok(tpl) => {
                     return Ok(tpl
                         .find_partition(&self.key.topic, self.key.partition)
-                        .and_then(|p| match p.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        }))
+                        .and_then(|p| group_position(p.offset())))
                 }
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(table = %self.key.table, partition = self.key.partition, error = %e, "committed offset not available yet");
@@ -551,25 +441,32 @@ impl PartitionJob {
         positions: &mut [ViewPosition],
         cut: CutBlock,
     ) -> Result<i64, IngestError> {
-        let CutBlock {
-            first_offset,
-            last_offset,
-            count,
-            decoded,
-            decode_time,
-        } = cut;
+        let rows_written = self.write_views(positions, &cut).await?;
+        let next = cut.last_offset + 1;
+        self.commit_group_offset(consumer, next);
+        self.status
+            .committed(next, rows_written, cut.decoded.broken.len() as u64);
+        Ok(next)
+    }
+
+    /// Writes, for each view, the rows of the block it still needs, and moves its position
+    /// past the block. Returns the rows stored.
+    async fn write_views(
+        &self,
+        positions: &mut [ViewPosition],
+        cut: &CutBlock,
+    ) -> Result<u64, IngestError> {
+        let (first_offset, last_offset) = (cut.first_offset, cut.last_offset);
         let started = Instant::now();
         let mut rows_written = 0;
         for position in positions.iter_mut() {
-            let from = match position.next_offset {
-                Some(next) if next > last_offset => continue,
-                Some(next) => next.max(first_offset),
-                None => first_offset,
+            let Some(from) = first_needed(position.next_offset, first_offset, last_offset) else {
+                continue;
             };
             let batch = if from > first_offset {
-                rows_from(&decoded.batch, from)?
+                rows_from(&cut.decoded.batch, from)?
             } else {
-                decoded.batch.clone()
+                cut.decoded.batch.clone()
             };
             let rows = run_view(&position.view, &self.table, &position.target, batch)
                 .await
@@ -607,82 +504,44 @@ impl PartitionJob {
             tracing::debug!(
                 table = %self.key.table,
                 partition = self.key.partition,
-                messages = count,
-                decode_ms = decode_time.as_millis() as u64,
+                messages = cut.count,
+                decode_ms = cut.decode_time.as_millis() as u64,
                 build_ms = built.as_millis() as u64,
                 write_ms = (started.elapsed() - built).as_millis() as u64,
                 "block written"
             );
-            match outcome {
-                ApplyOutcome::Stored { rows, .. } => rows_written += rows,
-                ApplyOutcome::Skipped(Decision::Overlap { next_offset }) => {
-                    return Err(IngestError::StalePosition {
-                        key: Box::new(self.key.clone()),
-                        view: position.view.name.clone(),
-                        next_offset,
-                    })
-                }
-                ApplyOutcome::Skipped(Decision::StaleEpoch { epoch, highest }) => {
-                    return Err(IngestError::Fenced {
-                        key: Box::new(self.key.clone()),
-                        epoch,
-                        highest,
-                    })
-                }
-                ApplyOutcome::Skipped(_) => {}
-            }
+            rows_written += verdict::written(&self.key, &position.view.name, outcome)?;
             position.next_offset = Some(last_offset + 1);
         }
-        self.commit_group_offset(consumer, last_offset + 1);
-        self.status
-            .committed(last_offset + 1, rows_written, decoded.broken.len() as u64);
-        Ok(last_offset + 1)
+        Ok(rows_written)
     }
 
-    /// Fails with `Stalled` when the partition ends past `next` although nothing arrived
-    /// since `last_message_at`, and with `Unresponsive` when the partition's end cannot be
-    /// read: after a broker restart, a client was seen that never reached the broker
-    /// again (its requests queued for minutes) while a new client connected at once. A
-    /// restart while the broker is really down costs nothing: the new consumer resumes
-    /// from the stored position once the broker is back.
+    /// Asks the broker where the partition ends, to tell a quiet partition from a stalled
+    /// client (see `idle::stall_verdict`).
     async fn check_stalled(
         &self,
         consumer: &Arc<StreamConsumer>,
         next: i64,
-        last_message_at: Instant,
+        stall: &StallWatch,
     ) -> Result<(), IngestError> {
         let (c, topic, partition) = (consumer.clone(), self.key.topic.clone(), self.key.partition);
         let watermarks = tokio::task::spawn_blocking(move || {
             c.fetch_watermarks(&topic, partition, Duration::from_secs(5))
         })
-        .await;
-        // librdkafka's own fetch position steps over what is not a message (transaction
-        // markers), so an idle transactional topic is not taken for a stalled one.
-        let fetched_to = consumer
-            .position()
-            .ok()
-            .and_then(|tpl| {
-                tpl.find_partition(&self.key.topic, self.key.partition)
-                    .and_then(|e| e.offset().to_raw())
-            })
-            .filter(|o| *o >= 0)
-            .unwrap_or(next)
-            .max(next);
-        match watermarks {
-            Ok(Ok((_, end))) if end > fetched_to => Err(IngestError::Stalled {
-                key: Box::new(self.key.clone()),
-                next,
-                end,
-                idle_secs: last_message_at.elapsed().as_secs(),
-            }),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(IngestError::Unresponsive {
-                key: Box::new(self.key.clone()),
-                idle_secs: last_message_at.elapsed().as_secs(),
-                error: error.to_string(),
-            }),
-            Err(join) => Err(IngestError::State(join.to_string())),
-        }
+        .await
+        .map_err(|join| IngestError::State(join.to_string()))?;
+        let position = consumer.position().ok().and_then(|tpl| {
+            tpl.find_partition(&self.key.topic, self.key.partition)
+                .and_then(|e| e.offset().to_raw())
+        });
+        let idle_secs = stall.idle_secs(Instant::now());
+        stall_verdict(
+            &self.key,
+            next,
+            fetched_to(next, position),
+            watermarks,
+            idle_secs,
+        )
     }
 
     /// The group offset is for lag tools only; failing to commit it loses nothing.
@@ -708,17 +567,10 @@ struct CutBlock {
     decode_time: Duration,
 }
 
-/// What the group offset should say (the stored position), and when it was last sent.
-/// The writer sets it; the reader re-sends it while the partition is idle.
-struct GroupOffset {
-    next: Option<i64>,
-    committed_at: Instant,
-}
-
+/// The writer stored (and committed) the partition up to `next`.
 fn set_group_offset(group_offset: &std::sync::Mutex<GroupOffset>, next: i64) {
     if let Ok(mut g) = group_offset.lock() {
-        g.next = Some(next);
-        g.committed_at = Instant::now();
+        g.sent(next, Instant::now());
     }
 }
 
@@ -731,13 +583,5 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The rows of a decoded block read at or after `from` (by the `_offset` column).
-fn rows_from(batch: &RecordBatch, from: i64) -> Result<RecordBatch, IngestError> {
-    let offsets = batch
-        .column_by_name("_offset")
-        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-        .ok_or_else(|| IngestError::State("decoded block has no _offset column".into()))?;
-    let from = u64::try_from(from).unwrap_or_default();
-    let keep: BooleanArray = offsets.iter().map(|o| o.map(|o| o >= from)).collect();
-    filter_record_batch(batch, &keep).map_err(|e| IngestError::State(e.to_string()))
-}
+#[cfg(test)]
+mod tests;
