@@ -9,7 +9,6 @@
 //! Invariant: a failed push appends nothing to a column, or at most the broken row itself
 //! (an array whose items were partly pushed), so `RowsBuilder` can pad a broken row.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -22,6 +21,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, FieldRef};
 use arrow::error::ArrowError;
 
+use super::array_text::{split_array_item, ArrayItem};
 use super::datetime_text::{parse_date, parse_datetime};
 use crate::catalog::kafka_settings::{DateTimeInputFormat, FormatSettings};
 use crate::catalog::ChType;
@@ -471,74 +471,6 @@ fn parse_bool(text: &str) -> Option<bool> {
     } else {
         None
     }
-}
-
-enum ArrayItem<'a> {
-    Null,
-    Text(Cow<'a, str>),
-}
-
-/// The first item of an array's inside, and what follows it.
-fn split_array_item(s: &str) -> Option<(ArrayItem<'_>, &str)> {
-    let b = s.as_bytes();
-    match b.first()? {
-        b'\'' => {
-            let (text, used) = unquote_single(s)?;
-            Some((ArrayItem::Text(text), &s[used..]))
-        }
-        b'[' => {
-            // A nested array: up to its matching bracket, quotes respected.
-            let mut depth = 0usize;
-            let mut i = 0;
-            while i < b.len() {
-                match b[i] {
-                    b'[' => depth += 1,
-                    b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some((ArrayItem::Text(Cow::Borrowed(&s[..=i])), &s[i + 1..]));
-                        }
-                    }
-                    b'\'' => i += unquote_single(&s[i..])?.1 - 1,
-                    _ => {}
-                }
-                i += 1;
-            }
-            None
-        }
-        _ => {
-            let end = s.find(',').unwrap_or(s.len());
-            let token = s[..end].trim();
-            let item = if token == "NULL" {
-                ArrayItem::Null
-            } else {
-                ArrayItem::Text(Cow::Borrowed(token))
-            };
-            Some((item, &s[end..]))
-        }
-    }
-}
-
-/// A `'...'` string with backslash escapes: its text and the bytes it used.
-fn unquote_single(s: &str) -> Option<(Cow<'_, str>, usize)> {
-    let body = s.strip_prefix('\'')?;
-    let close = body.find(['\'', '\\'])?;
-    if body.as_bytes()[close] == b'\'' {
-        return Some((Cow::Borrowed(&body[..close]), close + 2));
-    }
-    let mut out = String::with_capacity(body.len());
-    let mut chars = body.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\'' => return Some((Cow::Owned(out), i + 2)),
-            '\\' => {
-                let (_, e) = chars.next()?;
-                super::tsv::push_unescaped(&mut out, e);
-            }
-            c => out.push(c),
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! formats' shared core. Must not import `rdkafka`, `actix` or storage: the consumer hands
 //! plain messages in, and the producer takes plain bytes out.
 
+mod array_text;
 mod cells;
 mod csv;
 mod datetime_text;
