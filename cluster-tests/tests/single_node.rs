@@ -406,7 +406,7 @@ async fn the_guides_clickhouse_to_kafka_flow_pushes_every_row() -> anyhow::Resul
         ),
         (
             "INSERT INTO github_queue SELECT * FROM github LIMIT 1 FORMAT CSV",
-            "only JSONEachRow",
+            "FORMAT CSV: the table writes its kafka_format, JSONEachRow",
         ),
         (
             "INSERT INTO github_queue (no_such_column) VALUES (1)",

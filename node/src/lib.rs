@@ -5,7 +5,7 @@
 //! ```text
 //! Kafka partition
 //!   -> ingest::pipeline     a consumer actor's work: poll, cut a block (ingest::block_cutter)
-//!   -> format               JSONEachRow bytes -> Arrow batch + virtual columns
+//!   -> format               message bytes (kafka_format) -> Arrow batch + virtual columns
 //!   -> query::views         each materialized view's SELECT over the batch
 //!   -> table::block         one block per target table; its identity is its hash
 //!   -> cluster::propose     proposed to the leader of the table's group (raft), replicated,

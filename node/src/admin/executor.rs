@@ -156,10 +156,20 @@ impl Executor {
         let table = catalog
             .table(&insert.table)
             .ok_or(QueryError::NoTable(insert.table.clone()))?;
-        if table.kafka().is_none() {
+        let Some(kafka) = table.kafka() else {
             return Err(failed(
                 "only Kafka tables take inserts (their rows go to the topic); storage tables are filled by materialized views".into(),
             ));
+        };
+        // ClickHouse ignores the clause and writes the table's format; a clause naming
+        // another format is refused rather than silently not obeyed.
+        if let Some(format) = insert.format {
+            if format != kafka.format {
+                return Err(failed(format!(
+                    "FORMAT {format}: the table writes its kafka_format, {}",
+                    kafka.format
+                )));
+            }
         }
         let columns: Vec<String> = if insert.columns.is_empty() {
             table.columns.iter().map(|c| c.name.clone()).collect()

@@ -33,9 +33,166 @@ pub enum SettingsError {
     Duplicate(String),
 }
 
+/// A message format of `kafka_format`, by ClickHouse's name for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
     JsonEachRow,
+    JsonCompactEachRow,
+    JsonAsString,
+    Csv,
+    CsvWithNames,
+    TabSeparated,
+    TabSeparatedWithNames,
+    LineAsString,
+    RawBlob,
+}
+
+/// ClickHouse's names and aliases, lower-cased (format names are case-insensitive there).
+const FORMAT_NAMES: &[(&str, Format)] = &[
+    ("jsoneachrow", Format::JsonEachRow),
+    ("jsonlines", Format::JsonEachRow),
+    ("ndjson", Format::JsonEachRow),
+    ("jsoncompacteachrow", Format::JsonCompactEachRow),
+    ("jsonasstring", Format::JsonAsString),
+    ("csv", Format::Csv),
+    ("csvwithnames", Format::CsvWithNames),
+    ("tabseparated", Format::TabSeparated),
+    ("tsv", Format::TabSeparated),
+    ("tabseparatedwithnames", Format::TabSeparatedWithNames),
+    ("tsvwithnames", Format::TabSeparatedWithNames),
+    ("lineasstring", Format::LineAsString),
+    ("rawblob", Format::RawBlob),
+];
+
+impl Format {
+    /// The format a ClickHouse name or alias stands for, in any case.
+    pub fn from_name(name: &str) -> Option<Format> {
+        let lower = name.trim().to_ascii_lowercase();
+        FORMAT_NAMES
+            .iter()
+            .find(|(n, _)| *n == lower)
+            .map(|(_, f)| *f)
+    }
+
+    /// ClickHouse's canonical spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::JsonEachRow => "JSONEachRow",
+            Format::JsonCompactEachRow => "JSONCompactEachRow",
+            Format::JsonAsString => "JSONAsString",
+            Format::Csv => "CSV",
+            Format::CsvWithNames => "CSVWithNames",
+            Format::TabSeparated => "TabSeparated",
+            Format::TabSeparatedWithNames => "TabSeparatedWithNames",
+            Format::LineAsString => "LineAsString",
+            Format::RawBlob => "RawBLOB",
+        }
+    }
+
+    /// Whether ClickHouse can write this format (JSONAsString is input only).
+    pub fn can_write(self) -> bool {
+        self != Format::JsonAsString
+    }
+
+    /// Formats whose table holds exactly one String column, filled with whole messages
+    /// or lines.
+    pub fn needs_one_string_column(self) -> bool {
+        matches!(
+            self,
+            Format::JsonAsString | Format::LineAsString | Format::RawBlob
+        )
+    }
+
+    fn supported() -> String {
+        [
+            Format::JsonEachRow,
+            Format::JsonCompactEachRow,
+            Format::JsonAsString,
+            Format::Csv,
+            Format::CsvWithNames,
+            Format::TabSeparated,
+            Format::TabSeparatedWithNames,
+            Format::LineAsString,
+            Format::RawBlob,
+        ]
+        .map(Format::name)
+        .join(", ")
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `date_time_input_format`: how DateTime (and Date) text is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DateTimeInputFormat {
+    /// `YYYY-MM-DD hh:mm:ss`, `YYYY-MM-DD`, or unix seconds (ClickHouse default).
+    #[default]
+    Basic,
+    /// Also ISO 8601 / RFC 3339 with `T`, fractions and offsets, RFC 2822, and slashes.
+    BestEffort,
+}
+
+/// The format settings ClickHouse accepts in a Kafka table's SETTINGS, with its defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatSettings {
+    /// `input_format_skip_unknown_fields`: a field or header column the table lacks is
+    /// skipped (1, ClickHouse default since 23.x) or makes its message broken (0).
+    pub skip_unknown_fields: bool,
+    /// `input_format_null_as_default`: NULL into a non-Nullable column stores the
+    /// column's default (1, ClickHouse default) or makes the message broken (0).
+    pub null_as_default: bool,
+    /// `date_time_input_format` (ClickHouse default `basic`).
+    pub date_time_input_format: DateTimeInputFormat,
+    /// `format_csv_delimiter` (ClickHouse default `,`), one ASCII character.
+    pub csv_delimiter: u8,
+}
+
+impl FormatSettings {
+    /// The settings that differ from ClickHouse's defaults, by their SETTINGS names and
+    /// in the form they are written there: what a table's description shows.
+    pub fn non_default(&self) -> Vec<(&'static str, String)> {
+        let defaults = FormatSettings::default();
+        let flag = |v: bool| u8::from(v).to_string();
+        let mut out = Vec::new();
+        if self.skip_unknown_fields != defaults.skip_unknown_fields {
+            out.push((
+                "input_format_skip_unknown_fields",
+                flag(self.skip_unknown_fields),
+            ));
+        }
+        if self.null_as_default != defaults.null_as_default {
+            out.push(("input_format_null_as_default", flag(self.null_as_default)));
+        }
+        if self.date_time_input_format != defaults.date_time_input_format {
+            let mode = match self.date_time_input_format {
+                DateTimeInputFormat::Basic => "basic",
+                DateTimeInputFormat::BestEffort => "best_effort",
+            };
+            out.push(("date_time_input_format", mode.to_string()));
+        }
+        if self.csv_delimiter != defaults.csv_delimiter {
+            out.push((
+                "format_csv_delimiter",
+                char::from(self.csv_delimiter).to_string(),
+            ));
+        }
+        out
+    }
+}
+
+impl Default for FormatSettings {
+    fn default() -> Self {
+        FormatSettings {
+            skip_unknown_fields: true,
+            null_as_default: true,
+            date_time_input_format: DateTimeInputFormat::Basic,
+            csv_delimiter: b',',
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +226,10 @@ pub struct KafkaSettings {
     pub sasl_mechanism: Option<String>,
     pub sasl_username: Option<String>,
     pub sasl_password: Option<String>,
+    /// Format settings given in the table's SETTINGS; a table created before they existed
+    /// reads as ClickHouse's defaults.
+    #[serde(default)]
+    pub format_settings: FormatSettings,
 }
 
 /// Names accepted by `SETTINGS` on a Kafka table.
@@ -95,6 +256,10 @@ const KNOWN: &[&str] = &[
     "kafka_sasl_username",
     "kafka_sasl_password",
     "kafka_schema",
+    "input_format_skip_unknown_fields",
+    "input_format_null_as_default",
+    "date_time_input_format",
+    "format_csv_delimiter",
 ];
 
 impl KafkaSettings {
@@ -141,16 +306,12 @@ impl KafkaSettings {
             .collect();
         let group_name = required("kafka_group_name")?;
         let format_text = required("kafka_format")?;
-        let format = match format_text.to_ascii_lowercase().as_str() {
-            "jsoneachrow" => Format::JsonEachRow,
-            _ => {
-                return Err(SettingsError::Invalid {
-                    name: "kafka_format".into(),
-                    value: format_text,
-                    reason: "unsupported format (supported: JSONEachRow)".into(),
-                })
-            }
-        };
+        let format = Format::from_name(&format_text).ok_or_else(|| SettingsError::Invalid {
+            name: "kafka_format".into(),
+            value: format_text.clone(),
+            reason: format!("unsupported format (supported: {})", Format::supported()),
+        })?;
+        let format_settings = format_settings(&map, format)?;
         let handle_error_mode = match map.get("kafka_handle_error_mode").copied() {
             None | Some("default") => HandleErrorMode::Default,
             Some(other) => {
@@ -185,6 +346,7 @@ impl KafkaSettings {
             sasl_mechanism: map.get("kafka_sasl_mechanism").map(|s| s.to_string()),
             sasl_username: map.get("kafka_sasl_username").map(|s| s.to_string()),
             sasl_password: map.get("kafka_sasl_password").map(|s| s.to_string()),
+            format_settings,
         };
         settings.validate()?;
         Ok(settings)
@@ -235,6 +397,72 @@ impl KafkaSettings {
         }
         props
     }
+}
+
+/// The format settings, checked against the format they are given for.
+fn format_settings(
+    map: &BTreeMap<&str, &str>,
+    format: Format,
+) -> Result<FormatSettings, SettingsError> {
+    let defaults = FormatSettings::default();
+    let null_as_default = flag(
+        map,
+        "input_format_null_as_default",
+        defaults.null_as_default,
+    )?;
+    // JSONEachRow reads an omitted field and a `null` alike (arrow-json does), so it
+    // cannot refuse the one and default the other.
+    if !null_as_default && format == Format::JsonEachRow {
+        return Err(SettingsError::Invalid {
+            name: "input_format_null_as_default".into(),
+            value: "0".into(),
+            reason: "not supported with JSONEachRow, which stores the default for null".into(),
+        });
+    }
+    let date_time_input_format = match map.get("date_time_input_format").map(|v| v.trim()) {
+        None => defaults.date_time_input_format,
+        Some(v) if v.eq_ignore_ascii_case("basic") => DateTimeInputFormat::Basic,
+        Some(v) if v.eq_ignore_ascii_case("best_effort") => DateTimeInputFormat::BestEffort,
+        Some(v) => {
+            return Err(SettingsError::Invalid {
+                name: "date_time_input_format".into(),
+                value: v.into(),
+                reason: "expected basic or best_effort".into(),
+            })
+        }
+    };
+    let csv_delimiter = match map.get("format_csv_delimiter") {
+        None => defaults.csv_delimiter,
+        Some(v) => csv_delimiter(v)?,
+    };
+    Ok(FormatSettings {
+        skip_unknown_fields: flag(
+            map,
+            "input_format_skip_unknown_fields",
+            defaults.skip_unknown_fields,
+        )?,
+        null_as_default,
+        date_time_input_format,
+        csv_delimiter,
+    })
+}
+
+/// One ASCII character that cannot be confused with a quote or a line end.
+fn csv_delimiter(value: &str) -> Result<u8, SettingsError> {
+    let invalid = |reason: &str| SettingsError::Invalid {
+        name: "format_csv_delimiter".into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
+    let &[byte] = value.as_bytes() else {
+        return Err(invalid("must be exactly one character"));
+    };
+    if !byte.is_ascii() || matches!(byte, b'"' | b'\'' | b'\n' | b'\r') {
+        return Err(invalid(
+            "must be an ASCII character other than a quote or a line end",
+        ));
+    }
+    Ok(byte)
 }
 
 fn uint(map: &BTreeMap<&str, &str>, name: &str, default: u64) -> Result<u64, SettingsError> {
@@ -323,5 +551,83 @@ mod tests {
         p[3].1 = "Parquet".into();
         let err = KafkaSettings::from_pairs(&p).expect_err("format");
         assert!(err.to_string().contains("Parquet"));
+    }
+
+    #[test]
+    fn format_names_are_case_insensitive_with_aliases() {
+        for (name, want) in [
+            ("csv", Format::Csv),
+            ("CSVWithNames", Format::CsvWithNames),
+            ("TSV", Format::TabSeparated),
+            ("tabseparated", Format::TabSeparated),
+            ("TSVWithNames", Format::TabSeparatedWithNames),
+            ("JSONCompactEachRow", Format::JsonCompactEachRow),
+            ("jsonasstring", Format::JsonAsString),
+            ("LineAsString", Format::LineAsString),
+            ("RawBLOB", Format::RawBlob),
+            ("NDJSON", Format::JsonEachRow),
+        ] {
+            let mut p = guide();
+            p[3].1 = name.into();
+            let s = KafkaSettings::from_pairs(&p).expect(name);
+            assert_eq!(s.format, want, "{name}");
+            assert_eq!(Format::from_name(want.name()), Some(want));
+        }
+    }
+
+    #[test]
+    fn format_settings_are_validated_naming_setting_and_value() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut p = guide();
+            p[3].1 = "CSV".into();
+            p.extend(pairs(extra));
+            KafkaSettings::from_pairs(&p)
+        };
+        let s = with(&[]).expect("defaults");
+        assert_eq!(s.format_settings, FormatSettings::default());
+        assert!(s.format_settings.skip_unknown_fields);
+        let s = with(&[
+            ("format_csv_delimiter", ";"),
+            ("input_format_skip_unknown_fields", "0"),
+            ("input_format_null_as_default", "0"),
+            ("date_time_input_format", "best_effort"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.format_settings,
+            FormatSettings {
+                skip_unknown_fields: false,
+                null_as_default: false,
+                date_time_input_format: DateTimeInputFormat::BestEffort,
+                csv_delimiter: b';',
+            }
+        );
+        assert_eq!(
+            s.format_settings.non_default(),
+            vec![
+                ("input_format_skip_unknown_fields", "0".to_string()),
+                ("input_format_null_as_default", "0".to_string()),
+                ("date_time_input_format", "best_effort".to_string()),
+                ("format_csv_delimiter", ";".to_string()),
+            ]
+        );
+        assert!(FormatSettings::default().non_default().is_empty());
+        for (name, value) in [
+            ("format_csv_delimiter", ";;"),
+            ("format_csv_delimiter", "\""),
+            ("format_csv_delimiter", ""),
+            ("date_time_input_format", "best_effort_us"),
+            ("input_format_null_as_default", "maybe"),
+            ("input_format_skip_unknown_fields", "2"),
+        ] {
+            let err = with(&[(name, value)]).expect_err(name).to_string();
+            assert!(err.contains(name) && err.contains(value), "{err}");
+        }
+        let mut p = guide();
+        p.push(("input_format_null_as_default".into(), "0".into()));
+        let err = KafkaSettings::from_pairs(&p)
+            .expect_err("JSONEachRow")
+            .to_string();
+        assert!(err.contains("JSONEachRow"), "{err}");
     }
 }

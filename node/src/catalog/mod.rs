@@ -268,6 +268,14 @@ pub enum CatalogError {
         column: String,
         target: String,
     },
+    #[error(
+        "table {table}: format {format} fills exactly one String column; the table has {columns}"
+    )]
+    FormatNeedsOneString {
+        table: String,
+        format: kafka_settings::Format,
+        columns: String,
+    },
     #[error("{0} is not a Kafka table; only Kafka tables can be detached")]
     NotKafka(String),
     #[error("{0} names a view; use DROP VIEW")]
@@ -425,6 +433,21 @@ fn check_columns(def: &TableDef) -> Result<(), CatalogError> {
         return Err(CatalogError::NoColumns {
             table: def.name.clone(),
         });
+    }
+    if let Some(settings) = def.kafka() {
+        let one_string = matches!(def.columns.as_slice(), [c] if c.ty.base() == &ChType::String);
+        if settings.format.needs_one_string_column() && !one_string {
+            return Err(CatalogError::FormatNeedsOneString {
+                table: def.name.clone(),
+                format: settings.format,
+                columns: def
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.ty))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
     }
     for (i, c) in def.columns.iter().enumerate() {
         if def.columns[..i].iter().any(|o| o.name == c.name) {

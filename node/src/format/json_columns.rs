@@ -32,8 +32,13 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use super::RawMessage;
 
 /// Decodes every message of a block into `schema` (arrow-json's decode schema); `None`
-/// when a column type or any message is outside what this path accepts.
-pub fn decode(schema: &SchemaRef, messages: &[RawMessage]) -> Option<(RecordBatch, Vec<usize>)> {
+/// when a column type or any message is outside what this path accepts. With
+/// `skip_unknown_fields` off, a key the table lacks gives up too: arrow-json then names it.
+pub fn decode(
+    schema: &SchemaRef,
+    messages: &[RawMessage],
+    skip_unknown_fields: bool,
+) -> Option<(RecordBatch, Vec<usize>)> {
     let rows_hint = messages.len();
     let mut columns = schema
         .fields()
@@ -62,6 +67,7 @@ pub fn decode(schema: &SchemaRef, messages: &[RawMessage]) -> Option<(RecordBatc
             columns: &mut columns,
             names: &names,
             seen: &mut seen,
+            skip_unknown_fields,
         };
         row.deserialize(&mut de).ok()?;
         // A second row in the message, or anything after the row, goes the slow way.
@@ -225,6 +231,7 @@ struct RowSeed<'a> {
     columns: &'a mut [ColumnSink],
     names: &'a [&'a str],
     seen: &'a mut [bool],
+    skip_unknown_fields: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
@@ -250,6 +257,9 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             hint: next,
         })? {
             let Some(i) = key else {
+                if !self.skip_unknown_fields {
+                    return give_up();
+                }
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };

@@ -6,7 +6,8 @@
 //! messages decoded one by one, so a broken message costs its own rows and nothing else.
 //! Omitted fields and JSON `null` in non-Nullable columns take the column's default, as
 //! ClickHouse does (`input_format_defaults_for_omitted_fields`,
-//! `input_format_null_as_default`); unknown fields are skipped.
+//! `input_format_null_as_default`); unknown fields are skipped, or make their message
+//! broken with `input_format_skip_unknown_fields = 0`.
 
 use std::sync::Arc;
 
@@ -34,14 +35,16 @@ use crate::catalog::{ChType, Column};
 pub fn decode(
     columns: &[Column],
     messages: &[RawMessage],
+    skip_unknown_fields: bool,
 ) -> Result<(RecordBatch, Vec<usize>, Vec<BrokenMessage>), FormatError> {
     let decode_schema = decode_schema(columns);
+    let strict = !skip_unknown_fields;
     let mut broken = Vec::new();
-    let fast = json_columns::decode(&decode_schema, messages);
+    let fast = json_columns::decode(&decode_schema, messages, skip_unknown_fields);
     let (batch, rows_per_message) =
-        match fast.map_or_else(|| decode_together(&decode_schema, messages), Ok) {
+        match fast.map_or_else(|| decode_together(&decode_schema, messages, strict), Ok) {
             Ok(ok) => ok,
-            Err(_) => decode_one_by_one(&decode_schema, messages, &mut broken)?,
+            Err(_) => decode_one_by_one(&decode_schema, messages, strict, &mut broken)?,
         };
     let (batch, rows_per_message) =
         finish_columns(columns, batch, rows_per_message, messages, &mut broken)?;
@@ -70,11 +73,12 @@ fn decode_type(ty: &ChType) -> DataType {
     }
 }
 
-fn new_decoder(schema: &SchemaRef, rows_hint: usize) -> Result<Decoder, ArrowError> {
+/// `strict`: a key the table lacks is an error (`input_format_skip_unknown_fields = 0`).
+fn new_decoder(schema: &SchemaRef, rows_hint: usize, strict: bool) -> Result<Decoder, ArrowError> {
     ReaderBuilder::new(schema.clone())
         .with_batch_size(rows_hint.clamp(1, 65_536))
         .with_coerce_primitive(true)
-        .with_strict_mode(false)
+        .with_strict_mode(strict)
         .build_decoder()
 }
 
@@ -112,8 +116,9 @@ fn feed(
 fn decode_together(
     schema: &SchemaRef,
     messages: &[RawMessage],
+    strict: bool,
 ) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
-    let mut decoder = new_decoder(schema, messages.len())?;
+    let mut decoder = new_decoder(schema, messages.len(), strict)?;
     let mut batches = Vec::new();
     let mut rows = Vec::with_capacity(messages.len());
     for m in messages {
@@ -130,13 +135,14 @@ fn decode_together(
 fn decode_one_by_one(
     schema: &SchemaRef,
     messages: &[RawMessage],
+    strict: bool,
     broken: &mut Vec<BrokenMessage>,
 ) -> Result<(RecordBatch, Vec<usize>), FormatError> {
     let mut batches = Vec::new();
     let mut rows = Vec::with_capacity(messages.len());
     for m in messages {
         let mut own = Vec::new();
-        let result = new_decoder(schema, 1).and_then(|mut decoder| {
+        let result = new_decoder(schema, 1, strict).and_then(|mut decoder| {
             let n = feed(
                 &mut decoder,
                 m.payload.as_deref().unwrap_or_default(),
@@ -441,7 +447,7 @@ mod tests {
             msg(1, r#"{"title":"修复"}"#),
             msg(2, r#"{"state":2,"number":"9","note":"x","extra":1}"#),
         ];
-        let (batch, rows, broken) = decode(&columns(), &messages).expect("decodes");
+        let (batch, rows, broken) = decode(&columns(), &messages, true).expect("decodes");
         assert!(broken.is_empty());
         assert_eq!(rows, vec![1, 1, 1]);
         let created = batch.column(0).as_primitive::<TimestampSecondType>();
@@ -523,7 +529,7 @@ mod tests {
             msg(22, r#"{"created_at":1297477320,"number":3}"#),
             msg(23, r#"{"created_at":null,"number":4}"#),
         ];
-        let (batch, rows, broken) = decode(&columns(), &messages).expect("decodes");
+        let (batch, rows, broken) = decode(&columns(), &messages, true).expect("decodes");
         assert_eq!(rows, vec![1, 0, 1, 1]);
         assert_eq!(broken.len(), 1);
         assert_eq!(broken[0].offset, 21);
@@ -595,8 +601,8 @@ mod tests {
             (schema.clone(), hand_made),
             (decode_schema(&guide_columns), guide_events),
         ] {
-            let fast = json_columns::decode(&schema, &messages).expect("fast path takes it");
-            let arrow = decode_together(&schema, &messages).expect("arrow-json reads it");
+            let fast = json_columns::decode(&schema, &messages, true).expect("fast path takes it");
+            let arrow = decode_together(&schema, &messages, false).expect("arrow-json reads it");
             assert_eq!(fast, arrow);
         }
     }
@@ -620,7 +626,7 @@ mod tests {
         ] {
             let messages = msgs(&[r#"{"number":1}"#, payload]);
             assert!(
-                json_columns::decode(&schema, &messages).is_none(),
+                json_columns::decode(&schema, &messages, true).is_none(),
                 "{payload}"
             );
         }
@@ -628,7 +634,7 @@ mod tests {
             name: "x".into(),
             ty: ChType::parse("Float64").expect("type"),
         }]);
-        assert!(json_columns::decode(&floats, &msgs(&[r#"{"x":1}"#])).is_none());
+        assert!(json_columns::decode(&floats, &msgs(&[r#"{"x":1}"#]), true).is_none());
     }
 
     #[test]
@@ -641,7 +647,7 @@ mod tests {
             msg(14, r#"{"state":"bogus"}"#),
             msg(15, r#"{"number":3}{"number":4}"#),
         ];
-        let (batch, rows, broken) = decode(&columns(), &messages).expect("decodes");
+        let (batch, rows, broken) = decode(&columns(), &messages, true).expect("decodes");
         assert_eq!(rows, vec![1, 0, 0, 0, 0, 2]);
         assert_eq!(batch.num_rows(), 3);
         let offsets: Vec<i64> = broken.iter().map(|b| b.offset).collect();
@@ -649,5 +655,23 @@ mod tests {
         assert!(broken[3].error.contains("bogus"));
         let numbers = batch.column(2).as_primitive::<UInt32Type>();
         assert_eq!(numbers.values().to_vec(), vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn unknown_fields_break_their_message_when_not_skipped() {
+        let messages = vec![
+            msg(30, r#"{"number":1}"#),
+            msg(31, r#"{"number":2,"extra":true}"#),
+            msg(32, r#"{"number":3}"#),
+        ];
+        let (batch, rows, broken) = decode(&columns(), &messages, false).expect("decodes");
+        assert_eq!(rows, vec![1, 0, 1]);
+        assert_eq!(broken.len(), 1);
+        assert_eq!(broken[0].offset, 31);
+        assert!(broken[0].error.contains("extra"), "{}", broken[0].error);
+        let numbers = batch.column(2).as_primitive::<UInt32Type>();
+        assert_eq!(numbers.values().to_vec(), vec![1, 3]);
+        let (_, rows, broken) = decode(&columns(), &messages, true).expect("decodes");
+        assert_eq!((rows, broken.len()), (vec![1, 1, 1], 0));
     }
 }

@@ -1,12 +1,24 @@
-//! Message formats to Arrow batches, and the accounting of broken messages.
+//! Message formats to Arrow batches and back, and the accounting of broken messages.
 //!
 //! Input is the raw Kafka message (payload, key, offset, timestamp); output is one Arrow
 //! batch per block with the Kafka table's declared columns followed by the virtual
-//! columns `_topic`, `_partition`, `_offset`, `_key`, `_timestamp`.
-//! Must not import `rdkafka`, `actix` or storage: the consumer hands plain messages in.
+//! columns `_topic`, `_partition`, `_offset`, `_key`, `_timestamp`. One module per format
+//! family decodes (and, in `encode`, writes) its formats; `cells` and `rows` are the text
+//! formats' shared core. Must not import `rdkafka`, `actix` or storage: the consumer hands
+//! plain messages in, and the producer takes plain bytes out.
 
+mod array_text;
+mod cells;
+mod csv;
+mod datetime_text;
+pub mod encode;
 mod json_columns;
+mod json_compact;
 pub mod json_each_row;
+mod raw;
+mod rows;
+mod text_out;
+mod tsv;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,6 +29,7 @@ use arrow::array::{
 use arrow::error::ArrowError;
 use bytes::Bytes;
 
+use crate::catalog::kafka_settings::{Format, FormatSettings};
 use crate::catalog::TableDef;
 
 /// A Kafka message as the consumer read it.
@@ -63,7 +76,24 @@ pub fn decode_block(
     partition: i32,
     messages: &[RawMessage],
 ) -> Result<DecodedBlock, FormatError> {
-    let (rows, rows_per_message, broken) = json_each_row::decode(&table.columns, messages)?;
+    let (format, settings) = table
+        .kafka()
+        .map(|k| (k.format, k.format_settings))
+        .unwrap_or((Format::JsonEachRow, FormatSettings::default()));
+    let columns = &table.columns;
+    let (rows, rows_per_message, broken) = match format {
+        Format::JsonEachRow => {
+            json_each_row::decode(columns, messages, settings.skip_unknown_fields)?
+        }
+        Format::JsonCompactEachRow => json_compact::decode(columns, &settings, messages)?,
+        Format::Csv => csv::decode(columns, &settings, false, messages)?,
+        Format::CsvWithNames => csv::decode(columns, &settings, true, messages)?,
+        Format::TabSeparated => tsv::decode(columns, &settings, false, messages)?,
+        Format::TabSeparatedWithNames => tsv::decode(columns, &settings, true, messages)?,
+        Format::JsonAsString | Format::LineAsString | Format::RawBlob => {
+            raw::decode(format, columns, &settings, messages)?
+        }
+    };
     let n = rows.num_rows();
     let mut offsets = Vec::with_capacity(n);
     let key_bytes = messages

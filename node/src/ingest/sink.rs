@@ -1,6 +1,6 @@
 //! Writing to Kafka: the table → Kafka half of the Kafka engine. Rows inserted into a
-//! Kafka table, or pushed by a view whose target is one, become JSONEachRow messages on
-//! the table's first topic.
+//! Kafka table, or pushed by a view whose target is one, become messages in the table's
+//! `kafka_format` (encoded by `format::encode`) on the table's first topic.
 //!
 //! At least once, as in ClickHouse: a write succeeds only after the broker acknowledged
 //! every message, and a failure fails the write, so whoever retries it (the client, or a
@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
-use arrow::json::writer::{LineDelimited, WriterBuilder};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use super::client::KafkaClientDefaults;
 use crate::catalog::{KafkaSettings, TableDef};
+use crate::format::encode::{encode_messages, EncodeError};
 
 /// How long one message may wait for the broker's acknowledgment, retries included.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,8 +35,8 @@ pub enum SinkError {
         value: String,
         ty: String,
     },
-    #[error("table {table}: encoding rows as JSONEachRow: {reason}")]
-    Encode { table: String, reason: String },
+    #[error("table {table}: encoding rows: {source}")]
+    Encode { table: String, source: EncodeError },
     #[error("table {table}: creating a Kafka producer: {source}")]
     Producer {
         table: String,
@@ -122,16 +122,22 @@ impl KafkaSink {
             return Ok((0, topic));
         }
         check_enums(table, batch)?;
-        let lines = encode(table, batch)?;
         let per_message = usize::try_from(settings.max_rows_per_message.max(1)).unwrap_or(1);
-        let payloads: Vec<String> = lines
-            .chunks(per_message)
-            .map(|rows| rows.join("\n"))
-            .collect();
+        let payloads = encode_messages(
+            &table.columns,
+            settings.format,
+            &settings.format_settings,
+            batch,
+            per_message,
+        )
+        .map_err(|source| SinkError::Encode {
+            table: table.name.clone(),
+            source,
+        })?;
         let producer = self.producer(table)?;
         let sends = payloads.iter().map(|payload| {
             producer.send::<(), _, _>(
-                FutureRecord::to(&topic).payload(payload.as_bytes()),
+                FutureRecord::to(&topic).payload(payload.as_slice()),
                 Timeout::After(DELIVERY_TIMEOUT),
             )
         });
@@ -176,28 +182,6 @@ fn check_enums(table: &TableDef, batch: &RecordBatch) -> Result<(), SinkError> {
         }
     }
     Ok(())
-}
-
-/// One JSON object per row, with ClickHouse's spelling of dates and times.
-fn encode(table: &TableDef, batch: &RecordBatch) -> Result<Vec<String>, SinkError> {
-    let failed = |e: arrow::error::ArrowError| SinkError::Encode {
-        table: table.name.clone(),
-        reason: e.to_string(),
-    };
-    let mut out = Vec::new();
-    let mut writer = WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .with_timestamp_format("%Y-%m-%d %H:%M:%S".to_string())
-        .with_date_format("%Y-%m-%d".to_string())
-        .build::<_, LineDelimited>(&mut out);
-    writer.write(batch).map_err(failed)?;
-    writer.finish().map_err(failed)?;
-    drop(writer);
-    let text = String::from_utf8(out).map_err(|e| SinkError::Encode {
-        table: table.name.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(text.lines().map(str::to_string).collect())
 }
 
 #[cfg(test)]

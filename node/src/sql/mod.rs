@@ -8,6 +8,7 @@
 
 pub mod ddl;
 
+use crate::catalog::kafka_settings::Format;
 use sqlparser::ast::{FormatClause, Query, Statement as SqlStatement};
 use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::keywords::Keyword;
@@ -114,6 +115,9 @@ pub struct Insert {
     pub columns: Vec<String>,
     /// The rows: a SELECT or VALUES, without its FORMAT clause.
     pub source: Box<Query>,
+    /// The format a `FORMAT` clause named, if any; the table's `kafka_format` decides how
+    /// rows are written, and the executor refuses a clause that names another one.
+    pub format: Option<Format>,
 }
 
 /// Splits a script into statements at top-level semicolons, skipping empty ones.
@@ -268,7 +272,8 @@ fn parse_table_name(p: &mut Parser) -> Result<String, SqlError> {
 }
 
 /// After INSERT: `INTO [TABLE] name [(columns)]`, then a SELECT or VALUES with an
-/// optional `FORMAT JSONEachRow` (the guide's spelling; the table's format decides).
+/// optional `FORMAT <name>` (the guide writes `FORMAT JSONEachRow`; the table's format
+/// decides).
 fn parse_insert(p: &mut Parser) -> Result<Statement, SqlError> {
     p.expect_keyword_is(Keyword::INTO)?;
     let _ = p.parse_keyword(Keyword::TABLE);
@@ -290,23 +295,26 @@ fn parse_insert(p: &mut Parser) -> Result<Statement, SqlError> {
         )));
     }
     let mut source = p.parse_query()?;
-    match source.format_clause.take() {
-        None => {}
-        Some(FormatClause::Identifier(name)) if name.value.eq_ignore_ascii_case("JSONEachRow") => {}
+    let format = match source.format_clause.take() {
+        None => None,
+        Some(FormatClause::Identifier(name)) if Format::from_name(&name.value).is_some() => {
+            Format::from_name(&name.value)
+        }
         Some(other) => {
             let name = match other {
                 FormatClause::Identifier(name) => name.value,
                 FormatClause::Null => "NULL".into(),
             };
             return Err(SqlError::Unsupported(format!(
-                "INSERT INTO {table} ... FORMAT {name}: only JSONEachRow is supported"
+                "INSERT INTO {table} ... FORMAT {name}: unknown format"
             )));
         }
-    }
+    };
     Ok(Statement::Insert(Insert {
         table,
         columns,
         source,
+        format,
     }))
 }
 

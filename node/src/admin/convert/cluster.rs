@@ -281,7 +281,10 @@ mod tests {
         let status = cluster_status(view, &assignments, &placements);
         assert_eq!(status.placements[0].nodes, ["n1", "n2", "7"]);
         assert_eq!(
-            (status.placements[0].group.as_str(), status.cluster_id.as_str()),
+            (
+                status.placements[0].group.as_str(),
+                status.cluster_id.as_str()
+            ),
             ("g-1", "c")
         );
         assert_eq!(

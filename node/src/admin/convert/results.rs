@@ -126,7 +126,10 @@ pub fn describe_table(t: &TableDef, info: TableInfo) -> DescribeTableResponse {
             settings.insert("kafka_broker_list".to_string(), k.broker_list.clone());
             settings.insert("kafka_topic_list".to_string(), k.topic_list.join(","));
             settings.insert("kafka_group_name".to_string(), k.group_name.clone());
-            settings.insert("kafka_format".to_string(), "JSONEachRow".to_string());
+            settings.insert("kafka_format".to_string(), k.format.name().to_string());
+            for (name, value) in k.format_settings.non_default() {
+                settings.insert(name.to_string(), value);
+            }
             settings.insert(
                 "kafka_max_block_size".to_string(),
                 k.max_block_size.to_string(),
