@@ -15,7 +15,7 @@ use arrow::array::RecordBatch;
 
 use super::cells::CellError;
 use super::rows::{decode_messages, Header, HeaderError, RowsBuilder};
-use super::text_out::{write_csv_quoted, write_value, Style, UnsupportedType};
+use super::text_out::{write_csv_quoted, write_delimited_row, Style, UnsupportedType};
 use super::{BrokenMessage, FormatError, RawMessage};
 use crate::catalog::kafka_settings::{Format, FormatSettings};
 use crate::catalog::Column;
@@ -252,55 +252,24 @@ pub fn write_row(
     row: usize,
     delimiter: u8,
 ) -> Result<(), UnsupportedType> {
-    for (i, column) in batch.columns().iter().enumerate() {
-        if i > 0 {
-            out.push(delimiter);
-        }
-        write_value(out, column.as_ref(), row, Style::Csv)?;
-    }
-    out.push(b'\n');
-    Ok(())
+    write_delimited_row(out, batch, row, delimiter, Style::Csv)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::ChType;
+    use crate::format::test_support::{self, msg, strings};
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int64Type, TimestampSecondType};
-    use bytes::Bytes;
 
     fn columns() -> Vec<Column> {
-        [
+        test_support::columns(&[
             ("id", "Int64"),
             ("name", "String"),
             ("note", "Nullable(String)"),
             ("at", "DateTime"),
-        ]
-        .iter()
-        .map(|(n, t)| Column {
-            name: n.to_string(),
-            ty: ChType::parse(t).expect("type"),
-        })
-        .collect()
-    }
-
-    fn msg(offset: i64, payload: &str) -> RawMessage {
-        RawMessage {
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            key: None,
-            offset,
-            timestamp_ms: None,
-        }
-    }
-
-    fn strings(batch: &RecordBatch, i: usize) -> Vec<Option<String>> {
-        batch
-            .column(i)
-            .as_string::<i32>()
-            .iter()
-            .map(|s| s.map(str::to_string))
-            .collect()
+        ])
     }
 
     #[test]

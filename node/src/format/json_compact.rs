@@ -208,32 +208,17 @@ pub fn write_row(
 mod tests {
     use super::*;
     use crate::catalog::ChType;
+    use crate::format::test_support::{self, msg};
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float64Type, UInt32Type};
-    use bytes::Bytes;
 
     fn columns() -> Vec<Column> {
-        [
+        test_support::columns(&[
             ("id", "UInt32"),
             ("name", "String"),
             ("score", "Nullable(Float64)"),
             ("tags", "Array(String)"),
-        ]
-        .iter()
-        .map(|(n, t)| Column {
-            name: n.to_string(),
-            ty: ChType::parse(t).expect("type"),
-        })
-        .collect()
-    }
-
-    fn msg(offset: i64, payload: &str) -> RawMessage {
-        RawMessage {
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            key: None,
-            offset,
-            timestamp_ms: None,
-        }
+        ])
     }
 
     #[test]

@@ -407,34 +407,19 @@ pub fn default_scalar(ty: &ChType) -> Result<Scalar<ArrayRef>, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::test_support::{self, msg};
     use arrow::array::AsArray;
     use arrow::datatypes::{TimestampSecondType, UInt32Type};
-    use bytes::Bytes;
 
     fn columns() -> Vec<Column> {
-        [
+        test_support::columns(&[
             ("created_at", "DateTime"),
             ("state", "Enum('none' = 0, 'open' = 1, 'closed' = 2)"),
             ("number", "UInt32"),
             ("title", "String"),
             ("labels", "Array(LowCardinality(String))"),
             ("note", "Nullable(String)"),
-        ]
-        .iter()
-        .map(|(n, t)| Column {
-            name: n.to_string(),
-            ty: ChType::parse(t).expect("type"),
-        })
-        .collect()
-    }
-
-    fn msg(offset: i64, payload: &str) -> RawMessage {
-        RawMessage {
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            key: None,
-            offset,
-            timestamp_ms: None,
-        }
+        ])
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod json_compact;
 pub mod json_each_row;
 mod raw;
 mod rows;
+#[cfg(test)]
+mod test_support;
 mod text_out;
 mod tsv;
 

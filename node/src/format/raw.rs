@@ -103,22 +103,13 @@ pub fn write_row(out: &mut Vec<u8>, batch: &RecordBatch, row: usize, format: For
 mod tests {
     use super::*;
     use crate::catalog::ChType;
-    use bytes::Bytes;
+    use crate::format::test_support::msg;
 
     fn column() -> Vec<Column> {
         vec![Column {
             name: "raw".into(),
             ty: ChType::String,
         }]
-    }
-
-    fn msg(offset: i64, payload: &[u8]) -> RawMessage {
-        RawMessage {
-            payload: Some(Bytes::copy_from_slice(payload)),
-            key: None,
-            offset,
-            timestamp_ms: None,
-        }
     }
 
     fn decoded(

@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
     TimeUnit, TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -177,6 +177,24 @@ fn write_temporal(out: &mut Vec<u8>, text: &str, style: Style) {
             out.push(b'\'');
         }
     }
+}
+
+/// One row of a delimited text format (CSV, TSV), ending with a line feed.
+pub fn write_delimited_row(
+    out: &mut Vec<u8>,
+    batch: &RecordBatch,
+    row: usize,
+    delimiter: u8,
+    style: Style,
+) -> Result<(), UnsupportedType> {
+    for (i, column) in batch.columns().iter().enumerate() {
+        if i > 0 {
+            out.push(delimiter);
+        }
+        write_value(out, column.as_ref(), row, style)?;
+    }
+    out.push(b'\n');
+    Ok(())
 }
 
 pub fn write_string(out: &mut Vec<u8>, s: &str, style: Style) {

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use arrow::array::RecordBatch;
 
 use super::rows::{decode_messages, Header, HeaderError, RowsBuilder};
-use super::text_out::{write_escaped, write_value, Style, UnsupportedType};
+use super::text_out::{write_delimited_row, write_escaped, Style, UnsupportedType};
 use super::{BrokenMessage, FormatError, RawMessage};
 use crate::catalog::kafka_settings::{Format, FormatSettings};
 use crate::catalog::Column;
@@ -176,55 +176,23 @@ pub fn write_row(
     batch: &RecordBatch,
     row: usize,
 ) -> Result<(), UnsupportedType> {
-    for (i, column) in batch.columns().iter().enumerate() {
-        if i > 0 {
-            out.push(b'\t');
-        }
-        write_value(out, column.as_ref(), row, Style::Tsv)?;
-    }
-    out.push(b'\n');
-    Ok(())
+    write_delimited_row(out, batch, row, b'\t', Style::Tsv)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::ChType;
+    use crate::format::test_support::{self, msg, strings};
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::UInt32Type;
-    use bytes::Bytes;
 
     fn columns() -> Vec<Column> {
-        [
+        test_support::columns(&[
             ("id", "UInt32"),
             ("name", "String"),
             ("note", "Nullable(String)"),
             ("tags", "Array(String)"),
-        ]
-        .iter()
-        .map(|(n, t)| Column {
-            name: n.to_string(),
-            ty: ChType::parse(t).expect("type"),
-        })
-        .collect()
-    }
-
-    fn msg(offset: i64, payload: &str) -> RawMessage {
-        RawMessage {
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            key: None,
-            offset,
-            timestamp_ms: None,
-        }
-    }
-
-    fn strings(batch: &RecordBatch, i: usize) -> Vec<Option<String>> {
-        batch
-            .column(i)
-            .as_string::<i32>()
-            .iter()
-            .map(|s| s.map(str::to_string))
-            .collect()
+        ])
     }
 
     #[test]
