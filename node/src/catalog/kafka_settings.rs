@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::kafka_compression::Compression;
+
 /// Default rows per block: ClickHouse's `max_insert_block_size`.
 pub const DEFAULT_MAX_BLOCK_SIZE: u64 = 1_048_576;
 /// Default flush interval: ClickHouse's `stream_flush_interval_ms`.
@@ -230,6 +232,10 @@ pub struct KafkaSettings {
     /// reads as ClickHouse's defaults.
     #[serde(default)]
     pub format_settings: FormatSettings,
+    /// How messages written to the topic are compressed; a table created before this
+    /// setting existed writes them as librdkafka's default does, uncompressed.
+    #[serde(default)]
+    pub compression: Compression,
 }
 
 /// Names accepted by `SETTINGS` on a Kafka table.
@@ -260,6 +266,8 @@ const KNOWN: &[&str] = &[
     "input_format_null_as_default",
     "date_time_input_format",
     "format_csv_delimiter",
+    "kafka_compression_codec",
+    "kafka_compression_level",
 ];
 
 impl KafkaSettings {
@@ -347,6 +355,7 @@ impl KafkaSettings {
             sasl_username: map.get("kafka_sasl_username").map(|s| s.to_string()),
             sasl_password: map.get("kafka_sasl_password").map(|s| s.to_string()),
             format_settings,
+            compression: Compression::from_settings(&map)?,
         };
         settings.validate()?;
         Ok(settings)

@@ -5,6 +5,7 @@
 //! same order holds the same catalog. A command that fails changes nothing.
 //! Must not import `rdkafka`, `actix`, `sled` or the query engine.
 
+pub mod kafka_compression;
 pub mod kafka_settings;
 pub mod types;
 

@@ -84,6 +84,9 @@ impl KafkaSink {
             }
         }
         let mut config = self.defaults.client_config(settings);
+        for (name, value) in settings.compression.producer_properties() {
+            config.set(name, value);
+        }
         // Acknowledged by every in-sync replica, and never twice because of a retry of
         // the producer itself: duplicates come only from a retried write.
         config

@@ -127,7 +127,12 @@ pub fn describe_table(t: &TableDef, info: TableInfo) -> DescribeTableResponse {
             settings.insert("kafka_topic_list".to_string(), k.topic_list.join(","));
             settings.insert("kafka_group_name".to_string(), k.group_name.clone());
             settings.insert("kafka_format".to_string(), k.format.name().to_string());
-            for (name, value) in k.format_settings.non_default() {
+            for (name, value) in k
+                .format_settings
+                .non_default()
+                .into_iter()
+                .chain(k.compression.non_default())
+            {
                 settings.insert(name.to_string(), value);
             }
             settings.insert(
