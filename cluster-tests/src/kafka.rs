@@ -15,6 +15,8 @@ const TEST_PORT: &str = "19092";
 
 pub struct Kafka {
     pub bootstrap: String,
+    /// The broker's state dir; its log segments are under `data/`.
+    state_dir: std::path::PathBuf,
     /// Set for a broker of one test's own, which it may stop and restart.
     dedicated: Option<(String, String)>,
 }
@@ -66,6 +68,7 @@ impl Kafka {
         kafka_sh("start", &port, &dir)?;
         Ok(Kafka {
             bootstrap: format!("127.0.0.1:{port}"),
+            state_dir: dir.into(),
             dedicated: None,
         })
     }
@@ -85,6 +88,7 @@ impl Kafka {
         kafka_sh("start", &port, &dir)?;
         Ok(Kafka {
             bootstrap: format!("127.0.0.1:{port}"),
+            state_dir: dir.clone().into(),
             dedicated: Some((port, dir)),
         })
     }
@@ -122,6 +126,43 @@ impl Kafka {
         })
         .await?;
         Ok(())
+    }
+
+    /// The compression codec of every record batch the broker stored for a partition,
+    /// read from its log segments as Kafka's record batch format (v2) lays them out:
+    /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd. What a consumer reads is decompressed
+    /// already; only the segments show how a producer compressed it.
+    pub fn batch_codecs(&self, topic: &str, partition: i32) -> anyhow::Result<Vec<u8>> {
+        let dir = self.state_dir.join(format!("data/{topic}-{partition}"));
+        let mut segments: Vec<_> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "log"))
+            .collect();
+        segments.sort();
+        let mut codecs = Vec::new();
+        for segment in segments {
+            let bytes = std::fs::read(&segment)
+                .with_context(|| format!("reading {}", segment.display()))?;
+            let mut at = 0;
+            // baseOffset i64, batchLength i32, partitionLeaderEpoch i32, magic i8, crc u32,
+            // attributes i16 (its low three bits the codec).
+            while at + 23 <= bytes.len() {
+                let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into()?);
+                let Ok(length) = usize::try_from(length) else {
+                    anyhow::bail!("{}: a negative batch length at {at}", segment.display());
+                };
+                anyhow::ensure!(
+                    bytes[at + 16] == 2,
+                    "{}: batch at {at} has magic {}, not 2",
+                    segment.display(),
+                    bytes[at + 16]
+                );
+                codecs.push(bytes[at + 22] & 0x07);
+                at += 12 + length;
+            }
+        }
+        Ok(codecs)
     }
 
     /// Creates a topic; one that exists already is fine.
