@@ -99,7 +99,8 @@ impl MergeTreeSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Engine {
-    Kafka(KafkaSettings),
+    /// Boxed: the settings are several times the size of the other variants.
+    Kafka(Box<KafkaSettings>),
     /// `MergeTree` and `ReplicatedMergeTree`: every Sluice table is replicated.
     MergeTree {
         engine_name: String,
@@ -479,7 +480,7 @@ mod tests {
                 name: "a".into(),
                 ty: ChType::UInt32,
             }],
-            engine: Engine::Kafka(settings),
+            engine: Engine::Kafka(Box::new(settings)),
             detached: false,
         }
     }

@@ -26,7 +26,7 @@ mod tests {
 
     fn table(name: &str, kafka: bool) -> TableDef {
         let engine = if kafka {
-            Engine::Kafka(KafkaSettings::for_tests())
+            Engine::Kafka(Box::new(KafkaSettings::for_tests()))
         } else {
             Engine::MergeTree {
                 engine_name: "MergeTree".into(),

@@ -206,7 +206,7 @@ mod tests {
                 name: "a".into(),
                 ty: ChType::UInt32,
             }],
-            engine: Engine::Kafka(settings),
+            engine: Engine::Kafka(Box::new(settings)),
             detached: false,
         })
     }

@@ -305,7 +305,7 @@ mod tests {
         table(
             "src",
             &[("a", ChType::UInt32), ("Bee", ChType::String)],
-            Engine::Kafka(settings),
+            Engine::Kafka(Box::new(settings)),
         )
     }
 

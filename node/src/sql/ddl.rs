@@ -111,7 +111,9 @@ pub fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, Dd
                     reason: "engine Kafka takes no ORDER BY".into(),
                 });
             }
-            Engine::Kafka(KafkaSettings::from_pairs(&pairs).map_err(settings_error)?)
+            Engine::Kafka(Box::new(
+                KafkaSettings::from_pairs(&pairs).map_err(settings_error)?,
+            ))
         }
         name @ ("MergeTree" | "ReplicatedMergeTree") => {
             if name == "MergeTree" && !create.engine.args.is_empty() {

@@ -257,7 +257,7 @@ mod tests {
                 name: "a".into(),
                 ty: ChType::UInt32,
             }],
-            engine: Engine::Kafka(settings),
+            engine: Engine::Kafka(Box::new(settings)),
             detached: true,
         };
         let d = describe_table(&queue, table_info(&queue, 0));

@@ -89,7 +89,7 @@ fn source() -> TableDef {
             name: "a".into(),
             ty: ChType::UInt32,
         }],
-        engine: Engine::Kafka(KafkaSettings::for_tests()),
+        engine: Engine::Kafka(Box::new(KafkaSettings::for_tests())),
         detached: false,
     }
 }
