@@ -784,6 +784,7 @@ mod tests {
             .current_leader(1, "leader")
             .await
             .expect("leader");
+        let mut last = None;
         for i in 0..6 {
             let values: Vec<u32> = (0..500).map(|v| v * 13 + i).collect();
             let block = Block::new(
@@ -799,12 +800,13 @@ mod tests {
                 &["a".to_string()],
             )
             .expect("block");
-            leader
+            // The write's own log id: the metrics may not show it applied yet.
+            let written = leader
                 .client_write(Command::Block { block, fence: None })
                 .await
                 .expect("write");
+            last = Some(written.log_id.index);
         }
-        let last = leader.metrics().borrow().last_applied.map(|l| l.index);
         leader.trigger().snapshot().await.expect("snapshot");
         leader
             .wait(Some(std::time::Duration::from_secs(10)))
@@ -813,7 +815,7 @@ mod tests {
                 "snapshot built and log purged",
             )
             .await
-            .expect("snapshot");
+            .unwrap_or_else(|e| panic!("{e}: {:?}", leader.metrics().borrow()));
 
         // Many chunks, not one.
         let mut sent = nodes[0]
