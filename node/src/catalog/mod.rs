@@ -6,6 +6,7 @@
 //! Must not import `rdkafka`, `actix`, `sled` or the query engine.
 
 pub mod kafka_compression;
+pub mod kafka_groups;
 pub mod kafka_settings;
 pub mod types;
 
@@ -310,6 +311,11 @@ impl Catalog {
             }
             _ => None,
         })
+    }
+
+    /// How the consuming Kafka tables that share a group split its topics' partitions.
+    pub fn group_shares(&self) -> kafka_groups::GroupShares {
+        kafka_groups::GroupShares::new(self.consuming_kafka_tables())
     }
 
     /// Views reading the given Kafka table, in name order.

@@ -79,9 +79,11 @@ impl Cluster {
         out
     }
 
-    /// Every partition of every attached Kafka table that feeds a view.
+    /// Every partition of every attached Kafka table that feeds a view, each partition of a
+    /// shared group's topic once, for the table of the group that reads it.
     fn slots(&self, partitions: &PartitionCounts) -> BTreeSet<Slot> {
         let catalog = self.state.catalog();
+        let shares = catalog.group_shares();
         let mut out = BTreeSet::new();
         for (table, settings) in catalog.consuming_kafka_tables() {
             for topic in &settings.topic_list {
@@ -89,7 +91,7 @@ impl Cluster {
                     .get(&(table.name.clone(), topic.clone()))
                     .copied()
                     .unwrap_or(0);
-                for partition in 0..count {
+                for partition in (0..count).filter(|p| shares.reads(&table.name, topic, *p)) {
                     out.insert(Slot {
                         table: table.name.clone(),
                         topic: topic.clone(),

@@ -1,9 +1,10 @@
 //! The work of one partition consumer: read from the stored position, cut blocks, decode,
 //! run the views, write each view's block, then commit the Kafka group offset.
 //!
-//! Where to resume is the target tables' stored position, never Kafka's committed offset
-//! (that is only a fallback for a view that has stored nothing yet, and a gauge for lag
-//! tools). Each view keeps its own position, so a view that is ahead skips what it has.
+//! Where to resume is the target tables' stored position. Kafka's committed offset stands
+//! in for a view that has stored nothing yet, and moves a view ahead only when another
+//! table of its group read the partition since (see `resume`); otherwise it is a gauge for
+//! lag tools. Each view keeps its own position, so a view that is ahead skips what it has.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,9 @@ use super::block_cutter::{BlockCutter, BlockLimits};
 use super::client::KafkaClientDefaults;
 use super::idle::{fetched_to, stall_verdict, GroupOffset, StallWatch};
 use super::open_block::OpenBlock;
-use super::resume::{first_needed, group_position, needs_group_offset, rows_from, start_offset};
+use super::resume::{
+    first_needed, group_position, group_start, needs_group_offset, rows_from, start_offset,
+};
 use super::route::push_targets;
 use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerStatus};
@@ -35,6 +38,8 @@ use crate::table::{Block, PositionKey, SourceRange};
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the topic's metadata is waited for before the partition is assigned.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping consumer waits for its last group commit.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a coordinator that is not ready yet is waited for.
 const COMMITTED_RETRY_FOR: Duration = Duration::from_secs(30);
 
@@ -135,7 +140,35 @@ impl PartitionJob {
             },
         };
         self.status.set_used(false);
+        let last = group_offset.lock().ok().and_then(|g| g.next());
+        if let Some(next) = last {
+            self.commit_final_offset(&consumer, next).await;
+        }
         outcome
+    }
+
+    /// Commits where this consumer got to and waits for the broker to take it: the table
+    /// of the group that reads the partition next starts from there. Losing it costs only
+    /// that handover's precision (the group's next reader falls back on stored positions).
+    async fn commit_final_offset(&self, consumer: &Arc<StreamConsumer>, next: i64) {
+        let (c, topic, partition) = (consumer.clone(), self.key.topic.clone(), self.key.partition);
+        let commit = tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+            c.commit(&tpl, CommitMode::Sync)
+        });
+        match tokio::time::timeout(FINAL_COMMIT_TIMEOUT, commit).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::debug!(table = %self.key.table, partition = self.key.partition, error = %e, "final group commit failed")
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(table = %self.key.table, partition = self.key.partition, error = %e, "final group commit did not run")
+            }
+            Err(_) => {
+                tracing::debug!(table = %self.key.table, partition = self.key.partition, "final group commit timed out")
+            }
+        }
     }
 
     /// The reader: polls the partition, cuts blocks and decodes them, until a stop or an
@@ -338,14 +371,60 @@ impl PartitionJob {
                 next_offset,
             });
         }
-        // Asking the group waits on its coordinator: only for a view that stored nothing.
-        let group = if needs_group_offset(positions.iter().map(|p| p.next_offset)) {
-            self.committed_offset(consumer).await?
+        // A view that stored nothing must wait for the group's coordinator; otherwise one
+        // brief try is enough, since the group is then ahead only after a handover.
+        let committed = if needs_group_offset(positions.iter().map(|p| p.next_offset)) {
+            self.committed_offset(consumer, COMMITTED_RETRY_FOR).await?
         } else {
-            None
+            self.committed_offset(consumer, Duration::ZERO)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::debug!(table = %self.key.table, partition = self.key.partition, error = %e, "committed offset not available; the stored positions decide");
+                    None
+                })
         };
+        let group = group_start(committed, self.group_peer_positions().await?);
         let start = start_offset(positions.iter_mut().map(|p| &mut p.next_offset), group);
         Ok((positions, start))
+    }
+
+    /// Where each other table of this table's group got to in this partition: the lowest
+    /// stored position of its views, or none when they stored nothing. A partition that
+    /// moved here from another table of the group goes on from there, even when that
+    /// table's last commit to the group had not reached the broker.
+    async fn group_peer_positions(&self) -> Result<Vec<Option<i64>>, IngestError> {
+        let catalog = self.state.catalog();
+        let shares = catalog.group_shares();
+        let mut out = Vec::new();
+        for peer in shares.group_peers(&self.key.table, &self.key.topic) {
+            let mut lowest: Option<i64> = None;
+            // Views into Kafka tables store no position.
+            let stored_views = catalog.views_of(peer).into_iter().filter(|v| {
+                catalog
+                    .table(&v.target)
+                    .is_some_and(|t| t.kafka().is_none())
+            });
+            for view in stored_views {
+                let key = PositionKey {
+                    source: view.name.clone(),
+                    topic: self.key.topic.clone(),
+                    partition: self.key.partition,
+                };
+                let stored = self
+                    .replica
+                    .stored_offset(&view.target, &key)
+                    .await
+                    .map_err(|source| IngestError::Replica {
+                        key: Box::new(self.key.clone()),
+                        source,
+                    })?;
+                if let Some(o) = stored {
+                    lowest = Some(lowest.map_or(o, |l| l.min(o)));
+                }
+            }
+            out.push(lowest);
+        }
+        Ok(out)
     }
 
     /// Asks for the topic's metadata before the partition is assigned. A new client learns
@@ -406,8 +485,9 @@ impl PartitionJob {
     async fn committed_offset(
         &self,
         consumer: &Arc<StreamConsumer>,
+        retry_for: Duration,
     ) -> Result<Option<i64>, IngestError> {
-        let deadline = Instant::now() + COMMITTED_RETRY_FOR;
+        let deadline = Instant::now() + retry_for;
         loop {
             let c = consumer.clone();
             let (topic, partition) = (self.key.topic.clone(), self.key.partition);

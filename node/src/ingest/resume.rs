@@ -3,7 +3,13 @@
 //! Each view keeps its own position in the partition: its target table stores it with
 //! every block. The consumer reads from the lowest of them, so a view that is ahead of
 //! the others takes only the rows past its position, and nothing of a block it holds.
-//! Kafka's committed group offset only stands in for a view that has stored nothing.
+//!
+//! The group's position (Kafka's committed offset, or where another table of the group
+//! stored the partition) stands in for a view that has stored nothing, and moves a view
+//! ahead whose partition another table of its group read since (a table that left or
+//! joined the group). Sluice commits a block's offset only after every view stored it, so
+//! for a group no other table shares the group is never ahead of a view, and the stored
+//! positions alone decide.
 
 use arrow::array::{BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
@@ -11,8 +17,9 @@ use rdkafka::Offset;
 
 use super::IngestError;
 
-/// Whether the group's committed offset is needed: only a view that has stored nothing
-/// takes it, and asking waits on the group coordinator.
+/// Whether the group's committed offset must be known before reading: a view that has
+/// stored nothing needs it. Otherwise it is asked for too, but only briefly, since it
+/// only matters when another table of the group read the partition.
 pub fn needs_group_offset(stored: impl IntoIterator<Item = Option<i64>>) -> bool {
     stored.into_iter().any(|p| p.is_none())
 }
@@ -26,10 +33,21 @@ pub fn group_position(committed: Offset) -> Option<i64> {
     }
 }
 
-/// Gives the group's offset to each view that has stored nothing, and returns where to
-/// read from: the lowest position. A view with neither a stored position nor a group
-/// offset reads from the partition's beginning, as `auto.offset.reset = earliest` does
-/// (ClickHouse's default); so does a consumer without views.
+/// The group's position in the partition: the furthest of its committed offset and of
+/// where each other table of the group stored it (`group_peer_positions`). Kafka commits
+/// trail the stored blocks, so the stored positions are the fresher of the two.
+pub fn group_start(
+    committed: Option<i64>,
+    peers: impl IntoIterator<Item = Option<i64>>,
+) -> Option<i64> {
+    peers.into_iter().flatten().chain(committed).max()
+}
+
+/// Moves each view up to the group's position (a view that has stored nothing takes it),
+/// and returns where to read from: the lowest position. A view with neither a stored
+/// position nor a group offset reads from the partition's beginning, as
+/// `auto.offset.reset = earliest` does (ClickHouse's default); so does a consumer without
+/// views.
 pub fn start_offset<'a>(
     positions: impl IntoIterator<Item = &'a mut Option<i64>>,
     group: Option<i64>,
@@ -37,9 +55,10 @@ pub fn start_offset<'a>(
     let mut lowest: Option<i64> = None;
     let mut unknown = false;
     for position in positions {
-        if position.is_none() {
-            *position = group;
-        }
+        *position = match (*position, group) {
+            (Some(own), Some(group)) => Some(own.max(group)),
+            (own, group) => own.or(group),
+        };
         match *position {
             Some(o) => lowest = Some(lowest.map_or(o, |l| l.min(o))),
             None => unknown = true,
@@ -87,11 +106,31 @@ mod tests {
     }
 
     #[test]
+    fn the_group_goes_on_from_the_furthest_of_its_commit_and_its_tables() {
+        assert_eq!(group_start(None, []), None);
+        assert_eq!(group_start(Some(40), [None]), Some(40));
+        assert_eq!(group_start(Some(40), [Some(55), None, Some(50)]), Some(55));
+        assert_eq!(group_start(None, [Some(7)]), Some(7));
+        assert_eq!(group_start(Some(90), [Some(55)]), Some(90));
+    }
+
+    #[test]
     fn starts_at_the_lowest_stored_position() {
-        let (offset, positions) = start(vec![Some(40), Some(12), Some(25)], Some(99));
+        let (offset, positions) = start(vec![Some(40), Some(12), Some(25)], Some(12));
         assert_eq!(offset, Offset::Offset(12));
-        // Stored positions win over the group offset.
         assert_eq!(positions, vec![Some(40), Some(12), Some(25)]);
+    }
+
+    #[test]
+    fn a_group_that_read_further_moves_the_views_ahead() {
+        // Another table of the group read the partition up to 99 since these views had it.
+        let (offset, positions) = start(vec![Some(40), Some(12), None], Some(99));
+        assert_eq!(offset, Offset::Offset(99));
+        assert_eq!(positions, vec![Some(99), Some(99), Some(99)]);
+        // Behind a view, the group changes nothing for it.
+        let (offset, positions) = start(vec![Some(40), Some(12)], Some(25));
+        assert_eq!(offset, Offset::Offset(25));
+        assert_eq!(positions, vec![Some(40), Some(25)]);
     }
 
     #[test]
@@ -99,9 +138,10 @@ mod tests {
         let (offset, positions) = start(vec![Some(40), None], Some(30));
         assert_eq!(offset, Offset::Offset(30));
         assert_eq!(positions, vec![Some(40), Some(30)]);
-        // Lower than every stored position, the group offset is where reading starts.
-        let (offset, _) = start(vec![Some(40), None], Some(50));
-        assert_eq!(offset, Offset::Offset(40));
+        // Ahead of a stored position, the group offset moves that view too.
+        let (offset, positions) = start(vec![Some(40), None], Some(50));
+        assert_eq!(offset, Offset::Offset(50));
+        assert_eq!(positions, vec![Some(50), Some(50)]);
     }
 
     #[test]

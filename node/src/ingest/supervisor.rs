@@ -109,9 +109,10 @@ impl Supervisor {
     }
 
     /// Consumers that should run here: every partition placed on this node of every
-    /// attached Kafka table that has at least one view.
+    /// attached Kafka table that has at least one view and, in a shared group, reads it.
     fn desired(&self) -> BTreeMap<ConsumerKey, (TableDef, Vec<ViewDef>, u64)> {
         let catalog = self.state.catalog();
+        let shares = catalog.group_shares();
         let mut out = BTreeMap::new();
         for (table, settings) in catalog.consuming_kafka_tables() {
             let views: Vec<ViewDef> = catalog.views_of(&table.name).into_iter().cloned().collect();
@@ -121,7 +122,7 @@ impl Supervisor {
                     .get(&(table.name.clone(), topic.clone()))
                     .copied()
                     .unwrap_or(0);
-                for partition in 0..count {
+                for partition in (0..count).filter(|p| shares.reads(&table.name, topic, *p)) {
                     let key = ConsumerKey {
                         table: table.name.clone(),
                         topic: topic.clone(),
