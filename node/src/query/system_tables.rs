@@ -2,14 +2,17 @@
 //!
 //! `system.kafka_consumers` keeps ClickHouse's column names (the Nested `assignments.*`
 //! and `exceptions.*` columns included) so its queries work unchanged; Sluice adds `node`,
-//! `num_skipped_messages`, `num_rows_written` and `num_restarts`.
+//! `num_skipped_messages`, `num_rows_written`, `num_restarts`, and the partition's lag:
+//! `high_watermark`, `stored_offset`, `lag`, `messages_per_second`, `rows_per_second`.
+//! A Sluice consumer reads one partition, so these are plain columns, not `assignments.*`
+//! arrays: `sum(lag)` is a table's lag.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int32Builder, Int64Array, Int64Builder, ListBuilder,
-    RecordBatch, StringArray, StringBuilder, TimestampSecondArray, TimestampSecondBuilder,
-    UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampSecondArray,
+    TimestampSecondBuilder, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -46,6 +49,11 @@ pub fn kafka_consumers_schema() -> SchemaRef {
         Field::new("num_skipped_messages", DataType::UInt64, false),
         Field::new("num_rows_written", DataType::UInt64, false),
         Field::new("num_restarts", DataType::UInt64, false),
+        Field::new("high_watermark", DataType::Int64, true),
+        Field::new("stored_offset", DataType::Int64, true),
+        Field::new("lag", DataType::UInt64, true),
+        Field::new("messages_per_second", DataType::Float64, false),
+        Field::new("rows_per_second", DataType::Float64, false),
     ]))
 }
 
@@ -80,6 +88,11 @@ pub fn kafka_consumers(consumers: &[NodeConsumer]) -> Result<RecordBatch, ArrowE
     };
     let time = |f: &dyn Fn(&ConsumerSnapshot) -> i64| -> ArrayRef {
         Arc::new(TimestampSecondArray::from(
+            consumers.iter().map(|(_, _, s)| f(s)).collect::<Vec<_>>(),
+        ))
+    };
+    let rate = |f: &dyn Fn(&ConsumerSnapshot) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from(
             consumers.iter().map(|(_, _, s)| f(s)).collect::<Vec<_>>(),
         ))
     };
@@ -125,6 +138,26 @@ pub fn kafka_consumers(consumers: &[NodeConsumer]) -> Result<RecordBatch, ArrowE
         count(&|s| s.num_skipped_messages),
         count(&|s| s.num_rows_written),
         count(&|s| s.num_restarts),
+        Arc::new(Int64Array::from(
+            consumers
+                .iter()
+                .map(|(_, _, s)| s.high_watermark)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            consumers
+                .iter()
+                .map(|(_, _, s)| s.stored_offset)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(UInt64Array::from(
+            consumers
+                .iter()
+                .map(|(_, _, s)| s.lag())
+                .collect::<Vec<_>>(),
+        )),
+        rate(&|s| s.messages_per_second),
+        rate(&|s| s.rows_per_second),
     ];
     RecordBatch::try_new(kafka_consumers_schema(), columns)
 }
