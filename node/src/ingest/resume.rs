@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(stored_position([Some(40), None]), None);
         assert_eq!(stored_position([]), None);
         // The same place a consumer starts from.
-        let mut positions = vec![Some(40), Some(12)];
+        let mut positions = [Some(40), Some(12)];
         assert_eq!(
             start_offset(positions.iter_mut(), None),
             Offset::Offset(stored_position(positions.iter().copied()).unwrap_or(-1))

@@ -169,9 +169,6 @@ impl Supervisor {
                 tracing::info!(table = %key.table, topic = %key.topic, partition = key.partition, "stopping consumer");
                 r.addr.do_send(StopConsumer);
             }
-            if !desired.contains_key(&key) {
-                self.backoff.remove(&key);
-            }
         }
         let catalog = self.state.catalog();
         // What is not desired leaves `system.kafka_consumers`, running or not: a consumer

@@ -444,3 +444,47 @@ pub fn parts(node: &str, parts: &[(String, PartRef)]) -> Result<RecordBatch, Arr
         ],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+
+    use super::*;
+
+    #[test]
+    fn kafka_consumers_shows_each_partitions_lag_once_its_end_is_known() {
+        let key = |partition| ConsumerKey {
+            table: "queue".into(),
+            topic: "events".into(),
+            partition,
+        };
+        let measured = ConsumerSnapshot {
+            high_watermark: Some(1_000),
+            stored_offset: Some(640),
+            messages_per_second: 120.5,
+            rows_per_second: 118.0,
+            ..ConsumerSnapshot::default()
+        };
+        let batch = kafka_consumers(&[
+            ("n1".into(), key(0), measured),
+            ("n2".into(), key(1), ConsumerSnapshot::default()),
+        ])
+        .expect("a batch");
+        let column = |name: &str| batch.column_by_name(name).expect(name).clone();
+        let high = column("high_watermark");
+        let high = high.as_primitive::<Int64Type>();
+        assert_eq!((high.value(0), high.is_null(1)), (1_000, true));
+        let stored = column("stored_offset");
+        let stored = stored.as_primitive::<Int64Type>();
+        assert_eq!((stored.value(0), stored.is_null(1)), (640, true));
+        let lag = column("lag");
+        let lag = lag.as_primitive::<UInt64Type>();
+        assert_eq!((lag.value(0), lag.is_null(1)), (360, true));
+        let rate = column("messages_per_second");
+        let rate = rate.as_primitive::<Float64Type>();
+        assert_eq!((rate.value(0), rate.value(1)), (120.5, 0.0));
+        let nodes = column("node");
+        assert_eq!(nodes.as_string::<i32>().value(1), "n2");
+    }
+}
