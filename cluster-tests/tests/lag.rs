@@ -1,14 +1,14 @@
-//! Lag against a real broker and a real node: each partition's high watermark, stored
+//! Lag against a real broker and real nodes: each partition's high watermark, stored
 //! offset and lag in `system.kafka_consumers`, the metrics and `sluice status`, exact
-//! while a consumer is held behind a broken message and once it caught up; rows of a
-//! dropped view or table leave the system table; and a Kafka table reads its topic only
-//! while a materialized view reads it, as in ClickHouse.
+//! while a consumer is held behind a broken message and once it caught up, and the same
+//! on any node of a cluster; rows of a dropped view or table leave the system table; and
+//! a Kafka table reads its topic only while a materialized view reads it, as in ClickHouse.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use cluster_tests::node::{binary, free_port};
-use cluster_tests::{metrics, unique, wait_for, Kafka, Node};
+use cluster_tests::{metrics, unique, wait_for, Kafka, Node, TestCluster};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -506,5 +506,43 @@ async fn a_kafka_table_reads_only_while_a_view_reads_it() -> anyhow::Result<()> 
         1,
         "other tables go on"
     );
+    Ok(())
+}
+
+/// `system.kafka_consumers` is cluster-wide: asked on one node, it shows the lag of the
+/// partitions every node runs, and `sum(lag)` is the table's lag across the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nodes_lag_is_shown_on_any_node() -> anyhow::Result<()> {
+    let kafka = Kafka::shared()?;
+    let (topic, group) = (unique("lag-cluster"), unique("lag-cluster-group"));
+    kafka.create_topic(&topic, 2).await?;
+    produce(kafka, &topic, 0, &rows_of(0..30)).await?;
+    produce(kafka, &topic, 1, &rows_of(100..145)).await?;
+    let cluster = TestCluster::start("lag-cluster", 2).await?;
+    let first = &cluster.nodes[0];
+    first
+        .script(&format!(
+            "{};
+             CREATE TABLE spread_rows (id UInt64) ENGINE = MergeTree() ORDER BY id;
+             CREATE MATERIALIZED VIEW spread_mv TO spread_rows AS SELECT id FROM spread_queue;",
+            queue_ddl(kafka, "spread_queue", &topic, &group, 0)
+        ))
+        .await?;
+    wait_for_count(first, "spread_rows", 75).await?;
+    for node in &cluster.nodes {
+        wait_for_lags(node, "spread_queue", &[(30, 30, 0), (45, 45, 0)]).await?;
+        let shown = node
+            .rows(
+                "SELECT count(DISTINCT node), sum(lag), sum(high_watermark), sum(stored_offset) \
+                 FROM system.kafka_consumers WHERE \"table\" = 'spread_queue'",
+            )
+            .await?;
+        assert_eq!(
+            shown,
+            vec![vec!["2".to_string(), "0".into(), "75".into(), "75".into()]],
+            "asked on {}",
+            node.name
+        );
+    }
     Ok(())
 }
