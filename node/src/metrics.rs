@@ -4,6 +4,8 @@
 //! Nothing is kept twice: a scrape reads the consumer registry, Raft's metrics and the
 //! tables' row counters, the same sources as `system.kafka_consumers` and
 //! `system.replicas`. Counters count since the process started, as Prometheus expects.
+//! Each node shows its own consumers: a table's lag across the cluster is the sum of
+//! `sluice_consumer_lag` over the nodes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,6 +44,13 @@ type Labels = Vec<(&'static str, String)>;
 
 /// A consumer counter: its name, its help, and how to read it from a snapshot.
 type ConsumerCounter = (&'static str, &'static str, fn(&ConsumerSnapshot) -> u64);
+
+/// A consumer gauge that may be unknown: its name, its help, and how to read it.
+type ConsumerGauge = (
+    &'static str,
+    &'static str,
+    fn(&ConsumerSnapshot) -> Option<i64>,
+);
 
 /// One metric family: its name, help, type, and a value per label set.
 fn family<M: EncodeMetric>(
@@ -134,6 +143,36 @@ impl Collector for NodeCollector {
                 .iter()
                 .map(|(k, s)| (labels(k), ConstGauge::new(s.current_offset))),
         )?;
+        // Lag and the two ends it is taken between; a consumer that has not read its
+        // partition's watermarks yet has no sample rather than a made-up one.
+        let known: [ConsumerGauge; 3] = [
+            (
+                "sluice_consumer_high_watermark",
+                "The partition's high watermark (the offset of its next message), as the consumer last read it from the broker.",
+                |s| s.high_watermark,
+            ),
+            (
+                "sluice_consumer_stored_offset",
+                "Where the consumer resumes: the lowest next offset its views' tables stored.",
+                |s| s.stored_offset,
+            ),
+            (
+                "sluice_consumer_lag",
+                "Messages in the partition past the stored offset (high watermark - stored offset).",
+                |s| s.lag().map(to_i64),
+            ),
+        ];
+        for (name, help, value) in known {
+            family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Gauge,
+                consumers
+                    .iter()
+                    .filter_map(|(k, s)| Some((labels(k), ConstGauge::new(value(s)?)))),
+            )?;
+        }
         family(
             &mut encoder,
             "sluice_consumer_active",

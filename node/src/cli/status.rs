@@ -97,8 +97,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let result = client
         .execute(ExecuteRequest {
             sql: "SELECT node, `table`, assignments.topic, assignments.partition_id, \
-                  assignments.current_offset, num_messages_read, num_rows_written, \
-                  num_skipped_messages, num_restarts, is_currently_used, exceptions.text \
+                  stored_offset, high_watermark, lag, messages_per_second, num_messages_read, \
+                  num_rows_written, num_skipped_messages, num_restarts, is_currently_used, \
+                  exceptions.text \
                   FROM system.kafka_consumers"
                 .into(),
         })
@@ -112,13 +113,39 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     if result.is_empty() {
         return Ok(());
     }
+    let rows: Vec<ConsumerRow> = result
+        .into_iter()
+        .map(|row| ConsumerRow::from_values(&row.values))
+        .collect();
+    let mut lags = Table::new();
+    lags.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "table",
+        "partitions",
+        "lag",
+        "messages/s",
+    ]);
+    for t in table_lags(&rows) {
+        lags.add_row(vec![
+            t.table,
+            t.partitions.to_string(),
+            match t.unknown {
+                0 => t.lag.to_string(),
+                n => format!("{} (+{n} partitions not measured yet)", t.lag),
+            },
+            format!("{:.1}", t.messages_per_second),
+        ]);
+    }
+    println!("{lags}");
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "node",
         "table",
         "topic",
         "partition",
-        "offset",
+        "stored",
+        "end",
+        "lag",
+        "msg/s",
         "read",
         "rows",
         "skipped",
@@ -126,15 +153,61 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         "active",
         "last error",
     ]);
-    let unlist = |v: &str| {
-        v.trim_start_matches('[')
-            .trim_end_matches(']')
-            .trim_matches('\'')
-            .to_string()
-    };
-    for row in result {
-        let v = |i: usize| row.values.get(i).cloned().unwrap_or_default();
-        let last_error = v(10)
+    for r in rows {
+        let known = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        table.add_row(vec![
+            r.node,
+            r.table,
+            r.topic,
+            r.partition.to_string(),
+            known(r.stored_offset),
+            known(r.high_watermark),
+            r.lag.map(|v| v.to_string()).unwrap_or_default(),
+            format!("{:.1}", r.messages_per_second),
+            r.read,
+            r.rows,
+            r.skipped,
+            r.restarts,
+            if r.active { "yes" } else { "no" }.to_string(),
+            r.last_error,
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// One row of `system.kafka_consumers` as the status query selects it.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ConsumerRow {
+    node: String,
+    table: String,
+    topic: String,
+    /// -1 for the row that shows a topic's discovery error.
+    partition: i32,
+    stored_offset: Option<i64>,
+    high_watermark: Option<i64>,
+    lag: Option<u64>,
+    messages_per_second: f64,
+    read: String,
+    rows: String,
+    skipped: String,
+    restarts: String,
+    active: bool,
+    last_error: String,
+}
+
+/// A one-element list as the SQL results show it (`['events']`, `[3]`), unwrapped.
+fn unlist(v: &str) -> String {
+    v.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_matches('\'')
+        .to_string()
+}
+
+impl ConsumerRow {
+    fn from_values(values: &[String]) -> ConsumerRow {
+        let v = |i: usize| values.get(i).cloned().unwrap_or_default();
+        let last_error = v(13)
             .trim_start_matches('[')
             .trim_end_matches(']')
             .rsplit("','")
@@ -142,20 +215,158 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
             .trim_matches('\'')
             .to_string();
-        table.add_row(vec![
-            v(0),
-            v(1),
-            unlist(&v(2)),
-            unlist(&v(3)),
-            unlist(&v(4)),
-            v(5),
-            v(6),
-            v(7),
-            v(8),
-            if v(9) == "true" { "yes" } else { "no" }.to_string(),
+        ConsumerRow {
+            node: v(0),
+            table: v(1),
+            topic: unlist(&v(2)),
+            partition: unlist(&v(3)).parse().unwrap_or(-1),
+            // NULL (not measured yet) parses as nothing.
+            stored_offset: v(4).parse().ok(),
+            high_watermark: v(5).parse().ok(),
+            lag: v(6).parse().ok(),
+            messages_per_second: v(7).parse().unwrap_or(0.0),
+            read: v(8),
+            rows: v(9),
+            skipped: v(10),
+            restarts: v(11),
+            active: v(12) == "true",
             last_error,
-        ]);
+        }
     }
-    println!("{table}");
-    Ok(())
+}
+
+/// A table's lag over its partitions, wherever they run.
+#[derive(Debug, Clone, PartialEq)]
+struct TableLag {
+    table: String,
+    partitions: usize,
+    /// The sum over the partitions whose lag is known.
+    lag: u64,
+    /// Partitions whose consumer has not read the partition's end yet.
+    unknown: usize,
+    messages_per_second: f64,
+}
+
+/// Each table's total lag, in name order; topic error rows are no partitions.
+fn table_lags(rows: &[ConsumerRow]) -> Vec<TableLag> {
+    let mut tables: std::collections::BTreeMap<&str, TableLag> = Default::default();
+    for r in rows.iter().filter(|r| r.partition >= 0) {
+        let t = tables.entry(&r.table).or_insert_with(|| TableLag {
+            table: r.table.clone(),
+            partitions: 0,
+            lag: 0,
+            unknown: 0,
+            messages_per_second: 0.0,
+        });
+        t.partitions += 1;
+        match r.lag {
+            Some(lag) => t.lag += lag,
+            None => t.unknown += 1,
+        }
+        t.messages_per_second += r.messages_per_second;
+    }
+    tables.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_consumer_row_is_read_from_its_values() {
+        let row = ConsumerRow::from_values(&values(&[
+            "n1",
+            "queue",
+            "['events']",
+            "[2]",
+            "40",
+            "100",
+            "60",
+            "12.5",
+            "40",
+            "38",
+            "2",
+            "0",
+            "true",
+            "['first','last one']",
+        ]));
+        assert_eq!(
+            (
+                row.topic.as_str(),
+                row.partition,
+                row.stored_offset,
+                row.high_watermark,
+                row.lag
+            ),
+            ("events", 2, Some(40), Some(100), Some(60))
+        );
+        assert!(row.active);
+        assert_eq!(row.last_error, "last one");
+        let unmeasured = ConsumerRow::from_values(&values(&[
+            "n1",
+            "queue",
+            "['events']",
+            "[0]",
+            "NULL",
+            "NULL",
+            "NULL",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "true",
+            "[]",
+        ]));
+        assert_eq!(
+            (
+                unmeasured.stored_offset,
+                unmeasured.high_watermark,
+                unmeasured.lag
+            ),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn a_tables_lag_is_the_sum_of_its_partitions() {
+        let row = |table: &str, partition, lag| ConsumerRow {
+            table: table.into(),
+            partition,
+            lag,
+            messages_per_second: 10.0,
+            ..ConsumerRow::default()
+        };
+        let lags = table_lags(&[
+            row("b", 0, Some(5)),
+            row("a", 0, Some(100)),
+            row("a", 1, Some(20)),
+            row("a", 2, None),
+            // A topic's discovery error is no partition.
+            row("a", -1, None),
+        ]);
+        assert_eq!(
+            lags,
+            vec![
+                TableLag {
+                    table: "a".into(),
+                    partitions: 3,
+                    lag: 120,
+                    unknown: 1,
+                    messages_per_second: 30.0,
+                },
+                TableLag {
+                    table: "b".into(),
+                    partitions: 1,
+                    lag: 5,
+                    unknown: 0,
+                    messages_per_second: 10.0,
+                },
+            ]
+        );
+    }
 }

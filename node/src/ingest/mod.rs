@@ -5,7 +5,9 @@
 //! `pipeline`, and its decisions, pure and tested without Kafka, beside it: when to cut a
 //! block in `block_cutter`, where to resume and what a view still needs in `resume`, how
 //! a decoded block and a write's answer are judged in `verdict`, where stored rows are
-//! pushed in `route`, and what an idle consumer does in `idle`. A failing consumer never takes
+//! pushed in `route`, what an idle consumer does in `idle`, when a consumer reads its
+//! partition's watermarks in `watermarks`, and its messages/s and rows/s in `rate`. A
+//! failing consumer never takes
 //! the node down: its error is kept in `status` and shown in `system.kafka_consumers`.
 
 pub mod block_cutter;
@@ -15,12 +17,14 @@ pub mod discovery;
 pub mod idle;
 pub mod open_block;
 pub mod pipeline;
+pub mod rate;
 pub mod resume;
 pub mod route;
 pub mod sink;
 pub mod status;
 pub mod supervisor;
 pub mod verdict;
+pub mod watermarks;
 
 use rdkafka::error::KafkaError;
 

@@ -23,10 +23,12 @@ use super::idle::{fetched_to, stall_verdict, GroupOffset, StallWatch};
 use super::open_block::OpenBlock;
 use super::resume::{
     first_needed, group_position, group_start, needs_group_offset, rows_from, start_offset,
+    stored_position,
 };
 use super::route::push_targets;
 use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerStatus};
+use super::watermarks::{WatermarkSchedule, FETCH_TIMEOUT, QUIET_REFRESH_EVERY, REFRESH_EVERY};
 use super::{verdict, IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
 use crate::format::{decode_block, DecodedBlock, RawMessage};
@@ -115,9 +117,12 @@ impl PartitionJob {
             .map_err(|source| self.kafka_error(source))?;
         let group_offset = std::sync::Mutex::new(GroupOffset::new(Instant::now()));
         if let Offset::Offset(o) = start {
-            self.status.positioned(o);
             set_group_offset(&group_offset, o);
         }
+        self.status.positioned(match start {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        });
         self.status.set_used(true);
         tracing::info!(table = %self.key.table, topic = %self.key.topic, partition = self.key.partition, ?start, "consumer assigned");
 
@@ -190,6 +195,8 @@ impl PartitionJob {
         // registering and dropping its waker took a lock twice per message.
         let mut stream = consumer.stream();
         let mut stopping = false;
+        let mut watermarks = Watermarks::default();
+        self.refresh_watermarks(consumer, &mut watermarks, REFRESH_EVERY);
         loop {
             while !stopping && !cutter.is_due(Instant::now()) {
                 let wait = cutter.poll_wait(Instant::now(), poll_timeout);
@@ -203,6 +210,7 @@ impl PartitionJob {
                     () = blocks.closed() => return Ok(()),
                     received = tokio::time::timeout(wait, stream.next()) => match received.map(next_message) {
                         Ok(Ok(m)) => {
+                            self.refresh_watermarks(consumer, &mut watermarks, REFRESH_EVERY);
                             let now = Instant::now();
                             stall.message(now);
                             open.add(&mut cutter, &m, now);
@@ -256,7 +264,10 @@ impl PartitionJob {
                         // partial block does not wait for the flush interval when the
                         // partition is drained.
                         Err(_) if !open.is_empty() => break,
-                        Err(_) => self.while_idle(consumer, group_offset, &mut stall).await?,
+                        Err(_) => {
+                            self.refresh_watermarks(consumer, &mut watermarks, QUIET_REFRESH_EVERY);
+                            self.while_idle(consumer, group_offset, &mut stall).await?;
+                        }
                     }
                 }
             }
@@ -272,6 +283,40 @@ impl PartitionJob {
                 return Ok(());
             }
         }
+    }
+
+    /// Asks the broker for the partition's watermarks, for the lag the consumer shows,
+    /// when `watermarks` says it is time; the answer is awaited beside the consume loop,
+    /// never in it.
+    fn refresh_watermarks(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        watermarks: &mut Watermarks,
+        every: Duration,
+    ) {
+        let in_flight = watermarks
+            .request
+            .as_ref()
+            .is_some_and(|r| !r.is_finished());
+        if !watermarks.schedule.due(Instant::now(), every, in_flight) {
+            return;
+        }
+        let (c, status) = (consumer.clone(), self.status.clone());
+        let (table, topic, partition) = (
+            self.key.table.clone(),
+            self.key.topic.clone(),
+            self.key.partition,
+        );
+        watermarks.request = Some(tokio::task::spawn_blocking(move || {
+            match c.fetch_watermarks(&topic, partition, FETCH_TIMEOUT) {
+                Ok((low, high)) => status.watermarks(low, high),
+                // The lag shows the last figures read; a broker that does not answer
+                // shows in the consume errors.
+                Err(error) => {
+                    tracing::debug!(%table, %topic, partition, %error, "watermarks not read")
+                }
+            }
+        }));
     }
 
     fn consume_error(&self, e: &KafkaError) {
@@ -524,8 +569,9 @@ impl PartitionJob {
         let rows_written = self.write_views(positions, &cut).await?;
         let next = cut.last_offset + 1;
         self.commit_group_offset(consumer, next);
+        let stored = stored_position(positions.iter().map(|p| p.next_offset)).unwrap_or(next);
         self.status
-            .committed(next, rows_written, cut.decoded.broken.len() as u64);
+            .committed(next, stored, rows_written, cut.decoded.broken.len() as u64);
         Ok(next)
     }
 
@@ -636,6 +682,13 @@ impl PartitionJob {
             }
         }
     }
+}
+
+/// The reader's watermark requests: when the next is due, and the one still out.
+#[derive(Default)]
+struct Watermarks {
+    schedule: WatermarkSchedule,
+    request: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A block cut from the partition and decoded, on its way to the writer.

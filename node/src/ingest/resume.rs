@@ -70,6 +70,17 @@ pub fn start_offset<'a>(
     }
 }
 
+/// Where a restart would resume: the lowest of the views' positions, once every view
+/// has one (a view without one reads from the partition's beginning).
+pub fn stored_position(positions: impl IntoIterator<Item = Option<i64>>) -> Option<i64> {
+    let mut lowest: Option<i64> = None;
+    for position in positions {
+        let p = position?;
+        lowest = Some(lowest.map_or(p, |l| l.min(p)));
+    }
+    lowest
+}
+
 /// The first offset of the block `first..=last` that a view whose next offset is `next`
 /// still needs; `None` when its table holds the whole block already.
 pub fn first_needed(next: Option<i64>, first: i64, last: i64) -> Option<i64> {
@@ -151,6 +162,19 @@ mod tests {
         assert_eq!(positions, vec![Some(40), None]);
         assert_eq!(start(vec![None], None).0, Offset::Beginning);
         assert_eq!(start(vec![], Some(5)).0, Offset::Beginning);
+    }
+
+    #[test]
+    fn a_restart_resumes_at_the_lowest_position_once_every_view_has_one() {
+        assert_eq!(stored_position([Some(40), Some(12), Some(25)]), Some(12));
+        assert_eq!(stored_position([Some(40), None]), None);
+        assert_eq!(stored_position([]), None);
+        // The same place a consumer starts from.
+        let mut positions = [Some(40), Some(12)];
+        assert_eq!(
+            start_offset(positions.iter_mut(), None),
+            Offset::Offset(stored_position(positions.iter().copied()).unwrap_or(-1))
+        );
     }
 
     #[test]

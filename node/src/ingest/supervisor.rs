@@ -4,7 +4,7 @@
 //! Reconciling is level-based: every catalog change and every tick compares what should
 //! run with what runs, so a missed message cannot leave a consumer stopped for good.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use super::pipeline::PartitionJob;
 use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerRegistry};
 use super::Replica;
-use crate::catalog::{TableDef, ViewDef};
+use crate::catalog::{Catalog, TableDef, ViewDef};
 use crate::shutdown::Tasks;
 use crate::state::NodeState;
 
@@ -29,6 +29,23 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The supervisor's own tasks only forward messages: they stop at once.
 const TASKS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The partition of the row that shows a topic's discovery error: no partition consumer
+/// exists to carry it.
+const TOPIC_ROW: i32 = -1;
+
+/// Every (Kafka table, topic) that is read: attached tables with at least one view.
+fn consuming_topics(catalog: &Catalog) -> BTreeSet<(String, String)> {
+    catalog
+        .consuming_kafka_tables()
+        .flat_map(|(table, settings)| {
+            settings
+                .topic_list
+                .iter()
+                .map(move |topic| (table.name.clone(), topic.clone()))
+        })
+        .collect()
+}
 
 /// Re-read the catalog and converge.
 #[derive(Message)]
@@ -153,12 +170,18 @@ impl Supervisor {
                 tracing::info!(table = %key.table, topic = %key.topic, partition = key.partition, "stopping consumer");
                 r.addr.do_send(StopConsumer);
             }
-            if !desired.contains_key(&key) {
-                self.registry.remove(&key);
-                self.backoff.remove(&key);
-            }
         }
         let catalog = self.state.catalog();
+        // What is not desired leaves `system.kafka_consumers`, running or not: a consumer
+        // waiting out its backoff, or a topic's discovery error, of a table that was
+        // dropped, detached or lost its last view would otherwise be shown for good.
+        let topics = consuming_topics(&catalog);
+        self.registry.retain(|k| {
+            desired.contains_key(k)
+                || (k.partition == TOPIC_ROW
+                    && topics.contains(&(k.table.clone(), k.topic.clone())))
+        });
+        self.backoff.retain(|k, _| desired.contains_key(k));
         let now = Instant::now();
         for (key, (table, views, epoch)) in desired {
             if self.running.contains_key(&key) {
@@ -273,13 +296,20 @@ impl Handler<Reconcile> for Supervisor {
 impl Handler<PartitionsFound> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: PartitionsFound, ctx: &mut Self::Context) {
-        // A topic-level problem is shown on a row with partition -1, since no partition
-        // consumer exists to carry it.
+        // A topic-level problem is shown on a row of its own (`TOPIC_ROW`).
         let topic_key = ConsumerKey {
             table: msg.table.clone(),
             topic: msg.topic.clone(),
-            partition: -1,
+            partition: TOPIC_ROW,
         };
+        // A discovery started before the table was dropped (or lost its last view) must
+        // not bring back a row for it.
+        if !consuming_topics(&self.state.catalog())
+            .contains(&(msg.table.clone(), msg.topic.clone()))
+        {
+            self.registry.remove(&topic_key);
+            return;
+        }
         match msg.result {
             Ok(count) => {
                 self.registry.remove(&topic_key);

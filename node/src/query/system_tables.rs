@@ -2,14 +2,17 @@
 //!
 //! `system.kafka_consumers` keeps ClickHouse's column names (the Nested `assignments.*`
 //! and `exceptions.*` columns included) so its queries work unchanged; Sluice adds `node`,
-//! `num_skipped_messages`, `num_rows_written` and `num_restarts`.
+//! `num_skipped_messages`, `num_rows_written`, `num_restarts`, and the partition's lag:
+//! `high_watermark`, `stored_offset`, `lag`, `messages_per_second`, `rows_per_second`.
+//! A Sluice consumer reads one partition, so these are plain columns, not `assignments.*`
+//! arrays: `sum(lag)` is a table's lag.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int32Builder, Int64Array, Int64Builder, ListBuilder,
-    RecordBatch, StringArray, StringBuilder, TimestampSecondArray, TimestampSecondBuilder,
-    UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampSecondArray,
+    TimestampSecondBuilder, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -46,6 +49,11 @@ pub fn kafka_consumers_schema() -> SchemaRef {
         Field::new("num_skipped_messages", DataType::UInt64, false),
         Field::new("num_rows_written", DataType::UInt64, false),
         Field::new("num_restarts", DataType::UInt64, false),
+        Field::new("high_watermark", DataType::Int64, true),
+        Field::new("stored_offset", DataType::Int64, true),
+        Field::new("lag", DataType::UInt64, true),
+        Field::new("messages_per_second", DataType::Float64, false),
+        Field::new("rows_per_second", DataType::Float64, false),
     ]))
 }
 
@@ -80,6 +88,11 @@ pub fn kafka_consumers(consumers: &[NodeConsumer]) -> Result<RecordBatch, ArrowE
     };
     let time = |f: &dyn Fn(&ConsumerSnapshot) -> i64| -> ArrayRef {
         Arc::new(TimestampSecondArray::from(
+            consumers.iter().map(|(_, _, s)| f(s)).collect::<Vec<_>>(),
+        ))
+    };
+    let rate = |f: &dyn Fn(&ConsumerSnapshot) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from(
             consumers.iter().map(|(_, _, s)| f(s)).collect::<Vec<_>>(),
         ))
     };
@@ -125,6 +138,26 @@ pub fn kafka_consumers(consumers: &[NodeConsumer]) -> Result<RecordBatch, ArrowE
         count(&|s| s.num_skipped_messages),
         count(&|s| s.num_rows_written),
         count(&|s| s.num_restarts),
+        Arc::new(Int64Array::from(
+            consumers
+                .iter()
+                .map(|(_, _, s)| s.high_watermark)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            consumers
+                .iter()
+                .map(|(_, _, s)| s.stored_offset)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(UInt64Array::from(
+            consumers
+                .iter()
+                .map(|(_, _, s)| s.lag())
+                .collect::<Vec<_>>(),
+        )),
+        rate(&|s| s.messages_per_second),
+        rate(&|s| s.rows_per_second),
     ];
     RecordBatch::try_new(kafka_consumers_schema(), columns)
 }
@@ -410,4 +443,48 @@ pub fn parts(node: &str, parts: &[(String, PartRef)]) -> Result<RecordBatch, Arr
             Arc::new(BooleanArray::from(vec![true; n])),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+
+    use super::*;
+
+    #[test]
+    fn kafka_consumers_shows_each_partitions_lag_once_its_end_is_known() {
+        let key = |partition| ConsumerKey {
+            table: "queue".into(),
+            topic: "events".into(),
+            partition,
+        };
+        let measured = ConsumerSnapshot {
+            high_watermark: Some(1_000),
+            stored_offset: Some(640),
+            messages_per_second: 120.5,
+            rows_per_second: 118.0,
+            ..ConsumerSnapshot::default()
+        };
+        let batch = kafka_consumers(&[
+            ("n1".into(), key(0), measured),
+            ("n2".into(), key(1), ConsumerSnapshot::default()),
+        ])
+        .expect("a batch");
+        let column = |name: &str| batch.column_by_name(name).expect(name).clone();
+        let high = column("high_watermark");
+        let high = high.as_primitive::<Int64Type>();
+        assert_eq!((high.value(0), high.is_null(1)), (1_000, true));
+        let stored = column("stored_offset");
+        let stored = stored.as_primitive::<Int64Type>();
+        assert_eq!((stored.value(0), stored.is_null(1)), (640, true));
+        let lag = column("lag");
+        let lag = lag.as_primitive::<UInt64Type>();
+        assert_eq!((lag.value(0), lag.is_null(1)), (360, true));
+        let rate = column("messages_per_second");
+        let rate = rate.as_primitive::<Float64Type>();
+        assert_eq!((rate.value(0), rate.value(1)), (120.5, 0.0));
+        let nodes = column("node");
+        assert_eq!(nodes.as_string::<i32>().value(1), "n2");
+    }
 }

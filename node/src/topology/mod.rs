@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use assignment::{Assignments, Owner, Slot};
-pub use consumer::{ConsumerKey, ConsumerSnapshot};
+pub use consumer::{lag, resume_position, ConsumerKey, ConsumerSnapshot};
 pub use placement::{Placement, Placements};
 
 /// A node's Raft id: drawn at random the first time its data dir is used.

@@ -41,6 +41,10 @@ pub fn consumer_to_proto(
         num_rows_written: s.num_rows_written,
         num_restarts: s.num_restarts,
         num_errors: s.num_errors,
+        high_watermark: s.high_watermark,
+        stored_offset: s.stored_offset,
+        messages_per_second: s.messages_per_second,
+        rows_per_second: s.rows_per_second,
     }
 }
 
@@ -68,6 +72,10 @@ pub fn consumer_from_proto(c: PartitionConsumer) -> (ConsumerKey, ConsumerSnapsh
         num_rows_written: c.num_rows_written,
         num_restarts: c.num_restarts,
         num_errors: c.num_errors,
+        high_watermark: c.high_watermark,
+        stored_offset: c.stored_offset,
+        messages_per_second: c.messages_per_second,
+        rows_per_second: c.rows_per_second,
     };
     (key, snapshot)
 }
@@ -215,6 +223,10 @@ mod tests {
             num_rows_written: 9,
             num_restarts: 4,
             num_errors: 5,
+            high_watermark: Some(60),
+            stored_offset: Some(42),
+            messages_per_second: 12.5,
+            rows_per_second: 11.0,
         };
         let proto = consumer_to_proto("n1", key.clone(), snapshot.clone());
         assert_eq!(proto.consumer_id, "n1/queue/t/3");
