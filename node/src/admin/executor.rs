@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
+use crate::catalog::is_kafka_envelope_column;
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::{Cluster, ClusterError};
-use crate::catalog::is_kafka_envelope_column;
 use crate::ingest::sink::{KafkaSink, SinkError};
 use crate::query::{QueryEngine, QueryError, QueryResult};
 use crate::sql::ddl::{table_def, DdlError};

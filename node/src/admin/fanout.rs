@@ -11,9 +11,9 @@ use tonic::transport::Channel;
 use super::convert;
 use super::GRPC_MESSAGE_MAX;
 use crate::cluster::Cluster;
+use crate::dead_letters::DeadLetter;
 use crate::ingest::status::ConsumerRegistry;
 use crate::proto::admin_client::AdminClient;
-use crate::dead_letters::DeadLetter;
 use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest, DeadLettersRequest};
 use crate::query::source::{ClusterTables, GroupRow, NodeConsumer, ReplicaRow};
 

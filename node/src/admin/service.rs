@@ -165,7 +165,10 @@ impl Admin for AdminService {
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(DeadLettersResponse {
             node: self.node_id.clone(),
-            letters: letters.into_iter().map(convert::dead_letter_to_proto).collect(),
+            letters: letters
+                .into_iter()
+                .map(convert::dead_letter_to_proto)
+                .collect(),
         }))
     }
 

@@ -177,7 +177,11 @@ pub fn kafka_virtual_columns(mode: HandleErrorMode) -> Vec<Field> {
 pub fn kafka_envelope_columns() -> [Field; 4] {
     [
         Field::new("_key", DataType::Utf8, true),
-        Field::new("_timestamp", DataType::Timestamp(TimeUnit::Second, None), true),
+        Field::new(
+            "_timestamp",
+            DataType::Timestamp(TimeUnit::Second, None),
+            true,
+        ),
         Field::new(HEADER_NAMES, header_list_type(), true),
         Field::new(HEADER_VALUES, header_list_type(), true),
     ]

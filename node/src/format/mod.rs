@@ -90,7 +90,9 @@ pub struct DecodedBlock {
 /// `kafka_handle_error_mode` handles. The allowance is per block, as in ClickHouse, whose
 /// row formats skip that many errors per block before an error reaches the mode.
 pub fn allowance(broken: &[BrokenMessage], allowed: u64) -> (&[BrokenMessage], &[BrokenMessage]) {
-    let skipped = usize::try_from(allowed).unwrap_or(usize::MAX).min(broken.len());
+    let skipped = usize::try_from(allowed)
+        .unwrap_or(usize::MAX)
+        .min(broken.len());
     broken.split_at(skipped)
 }
 
@@ -146,7 +148,16 @@ pub fn decode_block(
     } else {
         rows
     };
-    let batch = with_virtual_columns(table, topic, partition, messages, &rows_per_message, rows, mode, &errors)?;
+    let batch = with_virtual_columns(
+        table,
+        topic,
+        partition,
+        messages,
+        &rows_per_message,
+        rows,
+        mode,
+        &errors,
+    )?;
     Ok(DecodedBlock { batch, broken })
 }
 
@@ -206,7 +217,8 @@ fn with_virtual_columns(
     let mut keys = StringBuilder::with_capacity(n, key_bytes);
     let mut timestamps = Vec::with_capacity(n);
     let mut timestamps_ms = Vec::with_capacity(n);
-    let header_item = || arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Utf8, false);
+    let header_item =
+        || arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Utf8, false);
     let mut header_names = ListBuilder::new(StringBuilder::new()).with_field(header_item());
     let mut header_values = ListBuilder::new(StringBuilder::new()).with_field(header_item());
     let stream = mode == HandleErrorMode::Stream;

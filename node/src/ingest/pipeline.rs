@@ -323,7 +323,9 @@ impl PartitionJob {
         broken
             .iter()
             .filter_map(|b| {
-                let i = messages.binary_search_by_key(&b.offset, |m| m.offset).ok()?;
+                let i = messages
+                    .binary_search_by_key(&b.offset, |m| m.offset)
+                    .ok()?;
                 let m = &messages[i];
                 Some(DeadLetter {
                     table: self.key.table.clone(),

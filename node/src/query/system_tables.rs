@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Int32Array, TimestampMicrosecondArray, Int32Builder, Int64Array, Int64Builder, ListBuilder,
-    RecordBatch, StringArray, StringBuilder, TimestampSecondArray, TimestampSecondBuilder,
-    UInt64Array,
+    ArrayRef, BooleanArray, Date32Array, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampSecondArray, TimestampSecondBuilder, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -170,7 +170,9 @@ pub fn dead_letter_queue(letters: Vec<(String, DeadLetter)>) -> Result<RecordBat
         Arc::new(Date32Array::from(
             letters
                 .iter()
-                .map(|(_, l)| i32::try_from(micros(l).div_euclid(86_400_000_000)).unwrap_or_default())
+                .map(|(_, l)| {
+                    i32::try_from(micros(l).div_euclid(86_400_000_000)).unwrap_or_default()
+                })
                 .collect::<Vec<_>>(),
         )),
         Arc::new(TimestampSecondArray::from(

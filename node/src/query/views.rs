@@ -83,7 +83,9 @@ pub async fn plan_view(create: &CreateView, catalog: &Catalog) -> Result<ViewDef
     let mut statement = SqlStatement::Query(create.query.clone());
     super::rewrite::rewrite_query(&mut statement, &dotted);
     let SqlStatement::Query(mut query) = statement else {
-        return Err(QueryError::Internal("a rewritten query is still a query".into()));
+        return Err(QueryError::Internal(
+            "a rewritten query is still a query".into(),
+        ));
     };
     query.format_clause = None;
     query.settings = None;
@@ -409,14 +411,17 @@ mod tests {
                     DataType::UInt32 => Arc::new(UInt32Array::from(vec![1, 2, 3])),
                     DataType::UInt64 => Arc::new(UInt64Array::from(vec![70, 80, 90])),
                     DataType::Utf8 => Arc::new(StringArray::from(vec!["x", "é", ""])),
-                    DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => Arc::new(
-                        arrow::array::TimestampMillisecondArray::from(vec![Some(1), None, Some(3)]),
-                    ),
+                    DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
+                        Arc::new(arrow::array::TimestampMillisecondArray::from(vec![
+                            Some(1),
+                            None,
+                            Some(3),
+                        ]))
+                    }
                     DataType::List(item) => {
-                        let mut lists = arrow::array::ListBuilder::new(
-                            arrow::array::StringBuilder::new(),
-                        )
-                        .with_field(item.clone());
+                        let mut lists =
+                            arrow::array::ListBuilder::new(arrow::array::StringBuilder::new())
+                                .with_field(item.clone());
                         for n in 0..3 {
                             for i in 0..n {
                                 lists.values().append_value(format!("h{i}"));

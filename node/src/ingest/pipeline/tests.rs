@@ -394,7 +394,10 @@ async fn dead_letters_are_recorded_once_per_message_and_only_where_a_view_needs_
     job.record_dead_letters(&positions(&job, &[Some(15)]), &cut)
         .await
         .expect("recorded");
-    assert_eq!(offsets(&job.state.dead_letters.letters().expect("read")), [15]);
+    assert_eq!(
+        offsets(&job.state.dead_letters.letters().expect("read")),
+        [15]
+    );
     // The block written again from the start writes over, never twice.
     for _ in 0..2 {
         job.record_dead_letters(&positions(&job, &[None]), &cut)
@@ -415,7 +418,10 @@ async fn past_the_allowance_the_default_mode_stops_at_the_message() {
     match job.decode(&settings, messages(10, 16, &[11, 13])).await {
         Err(IngestError::BrokenMessages { offset, key: k, .. }) => {
             assert_eq!(offset, 13);
-            assert_eq!((k.topic.as_str(), k.partition), (key().topic.as_str(), key().partition));
+            assert_eq!(
+                (k.topic.as_str(), k.partition),
+                (key().topic.as_str(), key().partition)
+            );
         }
         Err(other) => panic!("expected BrokenMessages, got {other}"),
         Ok(_) => panic!("expected BrokenMessages, got a block"),
@@ -447,8 +453,9 @@ async fn stream_mode_rows_carry_the_message_and_its_error() {
     assert!(errors[0].is_empty() && errors[2].is_empty(), "{errors:?}");
     assert!(!errors[1].is_empty());
     let a = batch.column_by_name("a").expect("a");
-    let a: Vec<u32> = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt32Type>(a.as_ref())
-        .values()
-        .to_vec();
+    let a: Vec<u32> =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt32Type>(a.as_ref())
+            .values()
+            .to_vec();
     assert_eq!(a, [10, 0, 12], "the broken message's row holds defaults");
 }
