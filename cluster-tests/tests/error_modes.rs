@@ -297,6 +297,9 @@ async fn dead_letter_mode_records_each_broken_message_once_and_goes_on() -> anyh
     Ok(())
 }
 
+/// A message as a reader sees it: payload, key, timestamp (ms) and headers.
+type Written = (String, String, Option<i64>, Vec<(String, String)>);
+
 /// The messages of partition 0 of `topic` once there are `expected`.
 async fn read_messages(
     kafka: &Kafka,
@@ -385,7 +388,7 @@ async fn headers_and_millisecond_timestamps_are_read_and_written() -> anyhow::Re
     .await
     .map_err(|s| anyhow::anyhow!("insert: {}", s.message()))?;
     let messages = read_messages(kafka, &out, 2).await?;
-    let seen: Vec<(String, String, Option<i64>, Vec<(String, String)>)> = messages
+    let seen: Vec<Written> = messages
         .iter()
         .map(|m| {
             let headers = m
