@@ -300,6 +300,28 @@ async fn dead_letter_mode_records_each_broken_message_once_and_goes_on() -> anyh
 /// A message as a reader sees it: payload, key, timestamp (ms) and headers.
 type Written = (String, String, Option<i64>, Vec<(String, String)>);
 
+fn written(m: &rdkafka::message::OwnedMessage) -> Written {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+        String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+        m.timestamp().to_millis(),
+        headers,
+    )
+}
+
 /// The messages of partition 0 of `topic` once there are `expected`.
 async fn read_messages(
     kafka: &Kafka,
@@ -337,23 +359,35 @@ async fn headers_and_millisecond_timestamps_are_read_and_written() -> anyhow::Re
     let topic = unique("envelope-in");
     produce_mix(kafka, &topic).await?;
     let node = Node::start("envelope").await?;
-    // `_headers.name` unquoted, as ClickHouse's Nested columns are written.
+    let pushed = unique("envelope-pushed");
+    kafka.create_topic(&pushed, 1).await?;
+    // `_headers.name` unquoted, as ClickHouse's Nested columns are written; and a view that
+    // pushes what `t` stores to another topic, headers and key included.
     node.script(&format!(
         "{}
          CREATE TABLE t (id UInt32, names Array(String), vals Array(String), ts_ms Int64, ts DateTime)
            ENGINE = MergeTree() ORDER BY id;
+         CREATE TABLE pushed_q (id UInt32) ENGINE = Kafka()
+           SETTINGS kafka_broker_list = '{}', kafka_topic_list = '{pushed}',
+                    kafka_group_name = '{}', kafka_format = 'JSONEachRow';
+         CREATE MATERIALIZED VIEW push_mv TO pushed_q AS
+           SELECT id, CAST(id AS VARCHAR) AS _key, names AS \"_headers.name\",
+                  vals AS \"_headers.value\" FROM t;
          CREATE MATERIALIZED VIEW mv TO t AS
            SELECT id, _headers.name AS names, _headers.value AS vals, _timestamp_ms AS ts_ms,
                   _timestamp AS ts FROM q;",
-        queue_ddl(kafka, "q", &topic, ", kafka_skip_broken_messages = 3")
+        queue_ddl(kafka, "q", &topic, ", kafka_skip_broken_messages = 3"),
+        kafka.bootstrap,
+        unique("pushed"),
     ))
     .await?;
     wait_for_count(&node, "t", (MESSAGES as u64) - 3).await?;
     let rows = node
         .rows("SELECT id, names, vals, ts_ms, ts FROM t ORDER BY id")
         .await?;
-    let expected: Vec<Vec<String>> = (0..MESSAGES)
-        .filter(|o| !BROKEN.contains(o))
+    let good: Vec<i64> = (0..MESSAGES).filter(|o| !BROKEN.contains(o)).collect();
+    let expected: Vec<Vec<String>> = good
+        .iter()
         .map(|o| {
             let ms = BASE_MS + o;
             vec![
@@ -367,6 +401,31 @@ async fn headers_and_millisecond_timestamps_are_read_and_written() -> anyhow::Re
         })
         .collect();
     assert_eq!(rows, expected);
+    let mut pushed_messages: Vec<Written> = read_messages(kafka, &pushed, good.len())
+        .await?
+        .iter()
+        .map(written)
+        .collect();
+    pushed_messages.sort_by_key(|m| m.1.parse::<i64>().unwrap_or_default());
+    // The producer stamps the time it sent them: not compared.
+    for m in &mut pushed_messages {
+        m.2 = None;
+    }
+    let expected_pushed: Vec<Written> = good
+        .iter()
+        .map(|o| {
+            (
+                format!("{{\"id\":{o}}}"),
+                o.to_string(),
+                None,
+                vec![
+                    ("source".to_string(), "test".to_string()),
+                    ("seq".to_string(), format!("v{o}")),
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(pushed_messages, expected_pushed);
 
     // Written: an INSERT's _key, _timestamp and _headers.* make each message's key,
     // timestamp and headers.
@@ -388,30 +447,7 @@ async fn headers_and_millisecond_timestamps_are_read_and_written() -> anyhow::Re
     .await
     .map_err(|s| anyhow::anyhow!("insert: {}", s.message()))?;
     let messages = read_messages(kafka, &out, 2).await?;
-    let seen: Vec<Written> = messages
-        .iter()
-        .map(|m| {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                m.timestamp().to_millis(),
-                headers,
-            )
-        })
-        .collect();
+    let seen: Vec<Written> = messages.iter().map(written).collect();
     assert_eq!(
         seen,
         vec![

@@ -425,7 +425,8 @@ impl Catalog {
                     }
                 }
                 for column in &def.output_columns {
-                    if target.column(column).is_none() {
+                    let envelope = target.kafka().is_some() && is_kafka_envelope_column(column);
+                    if target.column(column).is_none() && !envelope {
                         return Err(CatalogError::ColumnNotInTarget {
                             view: def.name.clone(),
                             column: column.clone(),

@@ -274,3 +274,113 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
         .map(Cow::Borrowed)
         .unwrap_or_else(|_| String::from_utf8_lossy(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{TimestampMillisecondType, UInt32Type};
+
+    use super::test_support::{columns, msg, strings};
+    use super::*;
+    use crate::catalog::{Engine, KafkaSettings};
+
+    fn table(spec: &[(&str, &str)], mode: HandleErrorMode, allowed: u64) -> TableDef {
+        let mut settings = KafkaSettings::for_tests();
+        settings.handle_error_mode = mode;
+        settings.skip_broken_messages = allowed;
+        TableDef {
+            name: "q".into(),
+            columns: columns(spec),
+            engine: Engine::Kafka(Box::new(settings)),
+            detached: false,
+        }
+    }
+
+    #[test]
+    fn headers_and_millisecond_timestamps_follow_their_rows() {
+        let t = table(&[("a", "UInt32")], HandleErrorMode::Default, 0);
+        let mut first = msg(4, "{\"a\":1}\n{\"a\":2}");
+        first.timestamp_ms = Some(1_700_000_000_999);
+        first.headers = vec![
+            ("h".into(), Bytes::from_static(b"x")),
+            ("bin".into(), Bytes::from_static(b"\xff")),
+        ];
+        let decoded =
+            decode_block(&t, "events", 0, &[first, msg(5, "{\"a\":3}")]).expect("decoded");
+        let batch = &decoded.batch;
+        assert_eq!(batch.num_rows(), 3);
+        let ms = batch
+            .column_by_name("_timestamp_ms")
+            .expect("_timestamp_ms")
+            .as_primitive::<TimestampMillisecondType>();
+        assert_eq!(
+            ms.iter().collect::<Vec<_>>(),
+            [Some(1_700_000_000_999), Some(1_700_000_000_999), None]
+        );
+        let lists = |name: &str| -> Vec<Vec<String>> {
+            let list = batch.column_by_name(name).expect(name).as_list::<i32>();
+            (0..list.len())
+                .map(|i| {
+                    list.value(i)
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(
+            lists(crate::catalog::HEADER_NAMES),
+            [vec!["h", "bin"], vec!["h", "bin"], vec![]]
+        );
+        assert_eq!(
+            lists(crate::catalog::HEADER_VALUES),
+            [vec!["x", "\u{fffd}"], vec!["x", "\u{fffd}"], vec![]]
+        );
+        assert!(batch.column_by_name("_error").is_none(), "stream mode only");
+    }
+
+    #[test]
+    fn stream_mode_rows_hold_defaults_past_the_allowance_only() {
+        let t = table(
+            &[("a", "UInt32"), ("s", "Nullable(String)")],
+            HandleErrorMode::Stream,
+            1,
+        );
+        let messages = [
+            msg(0, "{\"a\":1,\"s\":\"x\"}"),
+            msg(1, "{broken"),
+            msg(2, "{\"a\":2}"),
+            msg(3, "{also broken"),
+        ];
+        let decoded = decode_block(&t, "events", 0, &messages).expect("decoded");
+        assert_eq!(decoded.broken.len(), 2);
+        let batch = &decoded.batch;
+        // Offset 1 is within the allowance (skipped); offset 3 is a row.
+        let a = batch.column(0).as_primitive::<UInt32Type>();
+        assert_eq!(a.values().to_vec(), [1, 2, 0]);
+        assert_eq!(strings(batch, 1), [Some("x".into()), None, None]);
+        let raw = batch
+            .schema()
+            .index_of("_raw_message")
+            .expect("_raw_message");
+        assert_eq!(
+            strings(batch, raw),
+            [
+                Some("".into()),
+                Some("".into()),
+                Some("{also broken".into())
+            ]
+        );
+        let error = batch.schema().index_of("_error").expect("_error");
+        let errors = strings(batch, error);
+        assert_eq!(errors[..2], [Some(String::new()), Some(String::new())]);
+        assert!(errors[2].as_deref().is_some_and(|e| !e.is_empty()));
+        let offsets = batch.column_by_name("_offset").expect("_offset");
+        let offsets: Vec<u64> = offsets
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(offsets, [0, 2, 3]);
+    }
+}

@@ -312,6 +312,54 @@ mod tests {
             .collect()
     }
 
+    fn envelope_batch(names: &[&[&str]], values: &[&[&str]]) -> RecordBatch {
+        use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
+        let lists = |rows: &[&[&str]]| -> ArrayRef {
+            let item = arrow::datatypes::Field::new("item", DataType::Utf8, false);
+            let mut b = ListBuilder::new(StringBuilder::new()).with_field(item);
+            for row in rows {
+                for v in *row {
+                    b.values().append_value(v);
+                }
+                b.append(true);
+            }
+            std::sync::Arc::new(b.finish())
+        };
+        let fields: Vec<arrow::datatypes::Field> = crate::catalog::kafka_envelope_columns()
+            .into_iter()
+            .filter(|f| f.name() != "_timestamp")
+            .collect();
+        RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            vec![
+                std::sync::Arc::new(StringArray::from(vec![Some("k0"), None])),
+                lists(names),
+                lists(values),
+            ],
+        )
+        .expect("an envelope")
+    }
+
+    #[test]
+    fn a_rows_envelope_gives_its_message_key_and_paired_headers() {
+        let batch = envelope_batch(&[&["a", "b"], &[]], &[&["1", "2"], &[]]);
+        assert_eq!(
+            Envelope::of_row(&batch, 0),
+            Ok(Envelope {
+                key: Some("k0".into()),
+                timestamp_ms: None,
+                headers: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            })
+        );
+        assert_eq!(Envelope::of_row(&batch, 1), Ok(Envelope::default()));
+        let unpaired = envelope_batch(&[&["a"], &["a", "b"]], &[&["1"], &["2"]]);
+        let err = Envelope::of_row(&unpaired, 1).expect_err("unpaired");
+        assert!(
+            err.starts_with("row 2: 2 header names but 1 header values"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_table_made_again_with_other_brokers_gets_a_new_producer(
     ) -> Result<(), Box<dyn std::error::Error>> {
