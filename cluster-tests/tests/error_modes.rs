@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cluster_tests::{unique, wait_for, Kafka, Node};
+use cluster_tests::cluster::owners;
+use cluster_tests::{unique, wait_for, Kafka, Node, TestCluster};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
@@ -37,12 +38,17 @@ fn payload(offset: i64) -> String {
 /// Produces `MESSAGES` messages to partition 0 of a new topic.
 async fn produce_mix(kafka: &Kafka, topic: &str) -> anyhow::Result<()> {
     kafka.create_topic(topic, 1).await?;
-    produce(kafka, topic, 0..MESSAGES).await
+    produce(kafka, topic, 0, 0..MESSAGES).await
 }
 
-/// Produces the messages at `offsets` to partition 0 of `topic`, keyed `k<offset>`, with
+/// Produces the messages at `offsets` to `partition` of `topic`, keyed `k<offset>`, with
 /// two headers each and timestamp `BASE_MS + offset`.
-async fn produce(kafka: &Kafka, topic: &str, offsets: std::ops::Range<i64>) -> anyhow::Result<()> {
+async fn produce(
+    kafka: &Kafka,
+    topic: &str,
+    partition: i32,
+    offsets: std::ops::Range<i64>,
+) -> anyhow::Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap)
         .create()
@@ -62,7 +68,7 @@ async fn produce(kafka: &Kafka, topic: &str, offsets: std::ops::Range<i64>) -> a
         producer
             .send(
                 FutureRecord::to(topic)
-                    .partition(0)
+                    .partition(partition)
                     .key(&key)
                     .payload(&payload(offset))
                     .timestamp(BASE_MS + offset)
@@ -286,7 +292,7 @@ async fn dead_letter_mode_records_each_broken_message_once_and_goes_on() -> anyh
     assert_eq!(again, letters, "the same letters after a restart");
 
     // And it goes on from there: one more broken message among five.
-    produce(kafka, &topic, MESSAGES..MESSAGES + 5).await?;
+    produce(kafka, &topic, 0, MESSAGES..MESSAGES + 5).await?;
     wait_for_count(&node, "t", (MESSAGES as u64) + 5 - 4).await?;
     let letters = node.rows(query).await?;
     assert_eq!(
@@ -320,6 +326,70 @@ fn written(m: &rdkafka::message::OwnedMessage) -> Written {
         m.timestamp().to_millis(),
         headers,
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_queue_is_cluster_wide() -> anyhow::Result<()> {
+    const PARTITIONS: i32 = 3;
+    let kafka = Kafka::shared()?;
+    let topic = unique("errors-dlq-cluster");
+    kafka.create_topic(&topic, PARTITIONS).await?;
+    for partition in 0..PARTITIONS {
+        produce(kafka, &topic, partition, 0..MESSAGES).await?;
+    }
+    let cluster = TestCluster::start("dlq-cluster", 3).await?;
+    cluster.nodes[0]
+        .script(&format!(
+            "{}
+             CREATE TABLE t (id UInt32, name String) ENGINE = MergeTree() ORDER BY id;
+             CREATE MATERIALIZED VIEW mv TO t AS SELECT * FROM q;",
+            queue_ddl(
+                kafka,
+                "q",
+                &topic,
+                ", kafka_handle_error_mode = 'dead_letter_queue'"
+            )
+        ))
+        .await?;
+    let good = (PARTITIONS as u64) * (MESSAGES as u64 - 3);
+    wait_for_count(&cluster.nodes[0], "t", good).await?;
+    // Each partition's letters are on the node that consumed it; every node shows all.
+    let query =
+        "SELECT kafka_partition, kafka_offset, raw_message, node FROM system.dead_letter_queue
+                 ORDER BY kafka_partition, kafka_offset";
+    let seen = cluster.nodes[0].rows(query).await?;
+    let expected: Vec<(String, String, String)> = (0..PARTITIONS)
+        .flat_map(|p| {
+            BROKEN[..3]
+                .iter()
+                .map(move |o| (p.to_string(), o.to_string(), payload(*o)))
+        })
+        .collect();
+    let letters: Vec<(String, String, String)> = seen
+        .iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect();
+    assert_eq!(letters, expected);
+    for node in &cluster.nodes[1..] {
+        assert_eq!(
+            node.rows(query).await?,
+            seen,
+            "the same rows from every node"
+        );
+    }
+    let recorders: std::collections::BTreeSet<&String> = seen.iter().map(|r| &r[3]).collect();
+    let consumers: std::collections::BTreeSet<u64> = owners(&cluster.nodes[0])
+        .await?
+        .into_iter()
+        .filter(|((t, _), _)| t == &topic)
+        .map(|(_, node)| node)
+        .collect();
+    assert_eq!(
+        recorders.len(),
+        consumers.len(),
+        "each partition's letters come from the node that consumed it: {seen:?}"
+    );
+    Ok(())
 }
 
 /// The messages of partition 0 of `topic` once there are `expected`.
