@@ -155,7 +155,6 @@ pub fn decode_block(
         messages,
         &rows_per_message,
         rows,
-        mode,
         &errors,
     )?;
     Ok(DecodedBlock { batch, broken })
@@ -197,7 +196,6 @@ fn with_error_rows(
 
 /// The declared columns' `rows` followed by the virtual columns of the messages they
 /// came from (`rows_per_message[i]` rows of message `i`).
-#[allow(clippy::too_many_arguments)]
 fn with_virtual_columns(
     table: &TableDef,
     topic: &str,
@@ -205,7 +203,6 @@ fn with_virtual_columns(
     messages: &[RawMessage],
     rows_per_message: &[usize],
     rows: RecordBatch,
-    mode: HandleErrorMode,
     errors: &[Option<&str>],
 ) -> Result<RecordBatch, FormatError> {
     let n = rows.num_rows();
@@ -221,7 +218,9 @@ fn with_virtual_columns(
         || arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Utf8, false);
     let mut header_names = ListBuilder::new(StringBuilder::new()).with_field(header_item());
     let mut header_values = ListBuilder::new(StringBuilder::new()).with_field(header_item());
-    let stream = mode == HandleErrorMode::Stream;
+    let stream = table
+        .kafka()
+        .is_some_and(|k| k.handle_error_mode == HandleErrorMode::Stream);
     let mut raw_messages = StringBuilder::new();
     let mut error_texts = StringBuilder::new();
     for ((m, count), error) in messages.iter().zip(rows_per_message).zip(errors) {
