@@ -29,6 +29,7 @@
 //! sql        SQL text -> typed statements; nothing deeper sees SQL text
 //! format     message bytes -> Arrow batches (JSONEachRow, CSV, ...)
 //! table      a table's replica: parts, positions, dedup window (the only sled code for rows)
+//! dead_letters  this node's dead-letter queue (messages that did not parse), on sled
 //! state      the node's replicated state: catalog, tables, assignment, placements
 //! query      DataFusion: SELECTs, system tables, views; reads the cluster through traits
 //! raft       openraft on sled: log, state machine, snapshots, transport, peer protocol
@@ -64,7 +65,7 @@
 //! 3      format
 //! 2      sql
 //! 1      catalog
-//! 0      topology, shutdown, files, open_requests, sample, proto, raft_proto
+//! 0      topology, shutdown, files, open_requests, sample, dead_letters, proto, raft_proto
 //! ```
 
 pub mod admin;
@@ -72,6 +73,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dead_letters;
 pub mod files;
 pub mod format;
 pub mod ingest;

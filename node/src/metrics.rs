@@ -104,7 +104,7 @@ impl Collector for NodeCollector {
             ),
             (
                 "sluice_consumer_skipped_messages",
-                "Malformed messages skipped under kafka_skip_broken_messages.",
+                "Malformed messages that left no row: skipped under kafka_skip_broken_messages or sent to system.dead_letter_queue.",
                 |s| s.num_skipped_messages,
             ),
             (

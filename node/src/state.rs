@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogOutcome};
+use crate::dead_letters::{DeadLetterError, DeadLetterQueue, DEFAULT_MAX_LETTERS};
 use crate::table::{ApplyOutcome, Block, TableError, TableImage, Tables, Writer};
 use crate::topology::{Assignments, NodeId, Placement, Placements, Slot};
 
@@ -56,6 +57,8 @@ pub enum StateError {
     CorruptCatalog(String),
     #[error("table {0} does not exist")]
     NoTable(String),
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
     #[error("state lock poisoned")]
     Poisoned,
 }
@@ -109,6 +112,8 @@ pub struct NodeState {
     assignments: RwLock<Arc<Assignments>>,
     placements: RwLock<Arc<Placements>>,
     pub tables: Tables,
+    /// Not replicated: this node's own log of messages that did not parse.
+    pub dead_letters: DeadLetterQueue,
     /// Bumped on every catalog change; the ingest supervisor watches it.
     catalog_version: watch::Sender<u64>,
 }
@@ -139,6 +144,7 @@ impl NodeState {
         let placements = load(&meta, PLACEMENTS_KEY)?;
         let (catalog_version, _) = watch::channel(0);
         let tables = Tables::new(db.clone(), table_files);
+        let dead_letters = DeadLetterQueue::open(&db, DEFAULT_MAX_LETTERS)?;
         for def in catalog.tables.values() {
             if def.kafka().is_some() {
                 continue;
@@ -152,6 +158,7 @@ impl NodeState {
         }
         Ok(NodeState {
             tables,
+            dead_letters,
             db,
             meta,
             catalog: RwLock::new(Arc::new(catalog)),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
+use crate::catalog::is_kafka_envelope_column;
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::{Cluster, ClusterError};
 use crate::ingest::sink::{KafkaSink, SinkError};
@@ -175,8 +176,10 @@ impl Executor {
             table.columns.iter().map(|c| c.name.clone()).collect()
         } else {
             for name in &insert.columns {
-                if table.column(name).is_none() {
-                    return Err(failed(format!("no column {name} in the table")));
+                if table.column(name).is_none() && !is_kafka_envelope_column(name) {
+                    return Err(failed(format!(
+                        "no column {name} in the table (besides its columns, an insert may fill the message's _key, _timestamp, _headers.name and _headers.value)"
+                    )));
                 }
             }
             insert.columns.clone()
@@ -209,7 +212,9 @@ impl Executor {
         .map_err(QueryError::from)?;
         let conformed = crate::query::views::conform(table, &named)
             .map_err(|e| failed(format!("the rows do not fit the table's columns: {e}")))?;
-        let (sent, topic) = self.sink.send(table, &conformed).await?;
+        let envelope = crate::query::views::envelope(&named)
+            .map_err(|e| failed(format!("the message key, timestamp or headers: {e}")))?;
+        let (sent, topic) = self.sink.send(table, &conformed, envelope.as_ref()).await?;
         Ok(format!("Ok. {sent} rows sent to topic {topic}."))
     }
 

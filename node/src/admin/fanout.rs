@@ -1,5 +1,5 @@
 //! The `system.*` tables that ask every member (`query::source::ClusterTables`): each
-//! member's consumers and Raft position, over the members' admin API with short
+//! member's consumers, dead letters and Raft position, over the members' admin API with short
 //! timeouts, so a dead member shows as unreachable instead of stalling the query.
 
 use std::net::IpAddr;
@@ -11,9 +11,10 @@ use tonic::transport::Channel;
 use super::convert;
 use super::GRPC_MESSAGE_MAX;
 use crate::cluster::Cluster;
+use crate::dead_letters::DeadLetter;
 use crate::ingest::status::ConsumerRegistry;
 use crate::proto::admin_client::AdminClient;
-use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest};
+use crate::proto::{ClusterStatusRequest, ConsumerStatusRequest, DeadLettersRequest};
 use crate::query::source::{ClusterTables, GroupRow, NodeConsumer, ReplicaRow};
 
 pub struct Fanout {
@@ -71,6 +72,41 @@ impl ClusterTables for Fanout {
             }
         }
         out.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        out
+    }
+
+    /// The dead letters of every member that answers, for `system.dead_letter_queue`. A
+    /// member that does not answer is left out, as in `system.kafka_consumers`.
+    async fn dead_letters(&self) -> Vec<(String, DeadLetter)> {
+        let me = self.cluster.member.name.clone();
+        let mut out: Vec<(String, DeadLetter)> = match self.cluster.state.dead_letters.letters() {
+            Ok(letters) => letters.into_iter().map(|l| (me.clone(), l)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading this node's dead letters");
+                Vec::new()
+            }
+        };
+        let source_ip = self.cluster.source_ip();
+        let asks = self
+            .cluster
+            .other_members()
+            .into_iter()
+            .map(|(_, member)| async move {
+                let mut client = admin_client(source_ip, &member.addr).await.ok()?;
+                let reply = client
+                    .dead_letters(DeadLettersRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                Some((member.name, reply.letters))
+            });
+        for (node, letters) in futures::future::join_all(asks).await.into_iter().flatten() {
+            out.extend(
+                letters
+                    .into_iter()
+                    .map(|l| (node.clone(), convert::dead_letter_from_proto(l))),
+            );
+        }
         out
     }
 

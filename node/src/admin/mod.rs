@@ -28,6 +28,7 @@ pub fn to_status(e: &ExecError) -> Status {
         ExecError::Query(_) | ExecError::Insert { .. } => Status::invalid_argument(text),
         ExecError::Sink(
             crate::ingest::sink::SinkError::NotAnEnumMember { .. }
+            | crate::ingest::sink::SinkError::Envelope { .. }
             | crate::ingest::sink::SinkError::NotKafka(_),
         ) => Status::invalid_argument(text),
         // The broker did not take the rows: retry later (some may have arrived).

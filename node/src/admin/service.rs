@@ -153,6 +153,25 @@ impl Admin for AdminService {
         Ok(Response::new(ConsumerStatusResponse { consumers }))
     }
 
+    async fn dead_letters(
+        &self,
+        _request: Request<DeadLettersRequest>,
+    ) -> Result<Response<DeadLettersResponse>, Status> {
+        let letters = self
+            .executor
+            .state
+            .dead_letters
+            .letters()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(DeadLettersResponse {
+            node: self.node_id.clone(),
+            letters: letters
+                .into_iter()
+                .map(convert::dead_letter_to_proto)
+                .collect(),
+        }))
+    }
+
     async fn node_status(
         &self,
         _request: Request<NodeStatusRequest>,

@@ -197,9 +197,36 @@ impl Default for FormatSettings {
     }
 }
 
+/// What happens to a message that does not parse, once the block's
+/// `kafka_skip_broken_messages` allowance is spent (`kafka_handle_error_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandleErrorMode {
+    /// The consumer stops at the message, naming it.
     Default,
+    /// The message becomes a row of defaults whose `_raw_message` and `_error` virtual
+    /// columns hold it and its parse error.
+    Stream,
+    /// The message goes to `system.dead_letter_queue`, and the consumer goes on.
+    DeadLetterQueue,
+}
+
+impl HandleErrorMode {
+    pub fn from_name(name: &str) -> Option<HandleErrorMode> {
+        match name.trim() {
+            "default" => Some(HandleErrorMode::Default),
+            "stream" => Some(HandleErrorMode::Stream),
+            "dead_letter_queue" => Some(HandleErrorMode::DeadLetterQueue),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HandleErrorMode::Default => "default",
+            HandleErrorMode::Stream => "stream",
+            HandleErrorMode::DeadLetterQueue => "dead_letter_queue",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,13 +348,13 @@ impl KafkaSettings {
         })?;
         let format_settings = format_settings(&map, format)?;
         let handle_error_mode = match map.get("kafka_handle_error_mode").copied() {
-            None | Some("default") => HandleErrorMode::Default,
-            Some(other) => {
-                return Err(SettingsError::Invalid {
+            None => HandleErrorMode::Default,
+            Some(name) => {
+                HandleErrorMode::from_name(name).ok_or_else(|| SettingsError::Invalid {
                     name: "kafka_handle_error_mode".into(),
-                    value: other.into(),
-                    reason: "unsupported mode (supported: default)".into(),
-                })
+                    value: name.into(),
+                    reason: "unknown mode (supported: default, stream, dead_letter_queue)".into(),
+                })?
             }
         };
         let settings = KafkaSettings {
@@ -560,6 +587,33 @@ mod tests {
         p[3].1 = "Parquet".into();
         let err = KafkaSettings::from_pairs(&p).expect_err("format");
         assert!(err.to_string().contains("Parquet"));
+    }
+
+    #[test]
+    fn handle_error_modes_are_clickhouses_three() {
+        assert_eq!(
+            KafkaSettings::from_pairs(&guide()).map(|s| s.handle_error_mode),
+            Ok(HandleErrorMode::Default)
+        );
+        for (name, want) in [
+            ("default", HandleErrorMode::Default),
+            ("stream", HandleErrorMode::Stream),
+            ("dead_letter_queue", HandleErrorMode::DeadLetterQueue),
+        ] {
+            let mut p = guide();
+            p.push(("kafka_handle_error_mode".into(), name.into()));
+            let s = KafkaSettings::from_pairs(&p).expect(name);
+            assert_eq!(s.handle_error_mode, want);
+            assert_eq!(want.name(), name);
+        }
+        let mut p = guide();
+        p.push(("kafka_handle_error_mode".into(), "dlq".into()));
+        let err = KafkaSettings::from_pairs(&p).expect_err("unknown mode");
+        assert!(
+            err.to_string().contains("kafka_handle_error_mode")
+                && err.to_string().contains("dead_letter_queue"),
+            "{err}"
+        );
     }
 
     #[test]

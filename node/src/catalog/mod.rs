@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
-pub use kafka_settings::{KafkaSettings, SettingsError};
+pub use kafka_settings::{HandleErrorMode, KafkaSettings, SettingsError};
 pub use types::{ChType, TypeError};
 
 /// ClickHouse's `replicated_deduplication_window` default (number of recent block hashes).
@@ -129,9 +129,24 @@ pub struct TableDef {
     pub detached: bool,
 }
 
-/// Columns every Kafka table exposes to views besides its declared ones.
-pub fn kafka_virtual_columns() -> Vec<Field> {
-    vec![
+/// The `Array(String)` type of the `_headers.name` and `_headers.value` columns.
+pub fn header_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)))
+}
+
+/// Names of the virtual columns that hold a message's headers (ClickHouse's Nested
+/// `_headers`): written dotted, like `system.kafka_consumers`' `assignments.*`.
+pub const HEADER_NAMES: &str = "_headers.name";
+pub const HEADER_VALUES: &str = "_headers.value";
+
+/// Columns a Kafka table exposes to views besides its declared ones, in ClickHouse's
+/// order after Sluice's first five. `_raw_message` and `_error` exist only with
+/// `kafka_handle_error_mode = 'stream'`, as in ClickHouse. `_timestamp_ms` is
+/// ClickHouse's `Nullable(DateTime64(3))`: Sluice has no DateTime64 column type, so it is
+/// an Arrow millisecond timestamp, stored as epoch milliseconds by an Int64/UInt64 target
+/// column (or as seconds by a DateTime one).
+pub fn kafka_virtual_columns(mode: HandleErrorMode) -> Vec<Field> {
+    let mut fields = vec![
         Field::new("_topic", DataType::Utf8, false),
         Field::new("_partition", DataType::UInt64, false),
         Field::new("_offset", DataType::UInt64, false),
@@ -141,7 +156,45 @@ pub fn kafka_virtual_columns() -> Vec<Field> {
             DataType::Timestamp(TimeUnit::Second, None),
             true,
         ),
+        Field::new(
+            "_timestamp_ms",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+        Field::new(HEADER_NAMES, header_list_type(), false),
+        Field::new(HEADER_VALUES, header_list_type(), false),
+    ];
+    if mode == HandleErrorMode::Stream {
+        fields.push(Field::new("_raw_message", DataType::Utf8, false));
+        fields.push(Field::new("_error", DataType::Utf8, false));
+    }
+    fields
+}
+
+/// Virtual columns that rows written to a Kafka table may carry (an INSERT's column
+/// list, or a view's output into a Kafka table): they make each message's key, timestamp
+/// and headers instead of its payload. ClickHouse writes `_key` and `_timestamp` the same
+/// way; it writes no headers, which Sluice does from `_headers.name`/`_headers.value`.
+pub fn kafka_envelope_columns() -> [Field; 4] {
+    [
+        Field::new("_key", DataType::Utf8, true),
+        Field::new(
+            "_timestamp",
+            DataType::Timestamp(TimeUnit::Second, None),
+            true,
+        ),
+        Field::new(HEADER_NAMES, header_list_type(), true),
+        Field::new(HEADER_VALUES, header_list_type(), true),
     ]
+}
+
+pub fn is_kafka_envelope_column(name: &str) -> bool {
+    kafka_envelope_columns().iter().any(|f| f.name() == name)
+}
+
+/// The dotted virtual column names, which queries may write unquoted.
+pub fn dotted_virtual_columns() -> [&'static str; 2] {
+    [HEADER_NAMES, HEADER_VALUES]
 }
 
 impl TableDef {
@@ -169,15 +222,15 @@ impl TableDef {
     /// What a view reading this table sees: for a Kafka table the declared columns
     /// followed by the virtual ones, for a storage table its columns.
     pub fn source_schema(&self) -> SchemaRef {
-        if self.kafka().is_none() {
+        let Some(settings) = self.kafka() else {
             return self.arrow_schema();
-        }
+        };
         let mut fields: Vec<Field> = self
             .columns
             .iter()
             .map(|c| c.ty.arrow_field(&c.name))
             .collect();
-        fields.extend(kafka_virtual_columns());
+        fields.extend(kafka_virtual_columns(settings.handle_error_mode));
         Arc::new(Schema::new(fields))
     }
 
@@ -378,7 +431,8 @@ impl Catalog {
                     }
                 }
                 for column in &def.output_columns {
-                    if target.column(column).is_none() {
+                    let envelope = target.kafka().is_some() && is_kafka_envelope_column(column);
+                    if target.column(column).is_none() && !envelope {
                         return Err(CatalogError::ColumnNotInTarget {
                             view: def.name.clone(),
                             column: column.clone(),

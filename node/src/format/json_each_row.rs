@@ -568,6 +568,7 @@ mod tests {
                 key: None,
                 offset: i as i64,
                 timestamp_ms: None,
+                headers: Vec::new(),
             })
             .collect();
         let hand_made = msgs(&[

@@ -220,6 +220,7 @@ mod tests {
             key: None,
             offset,
             timestamp_ms: None,
+            headers: Vec::new(),
         };
         let messages = [
             message(1, b"1 x;2 y"),

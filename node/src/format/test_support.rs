@@ -23,6 +23,7 @@ pub fn msg(offset: i64, payload: impl AsRef<[u8]>) -> RawMessage {
         key: None,
         offset,
         timestamp_ms: None,
+        headers: Vec::new(),
     }
 }
 

@@ -86,13 +86,18 @@ pub enum IngestError {
         #[source]
         source: KafkaError,
     },
-    #[error("{}/{}/{}: {broken} broken messages in one block, more than kafka_skip_broken_messages = {allowed}; first at offset {offset}: {error}", key.table, key.topic, key.partition)]
+    #[error("{}/{}/{}: {broken} broken messages in one block, more than kafka_skip_broken_messages = {allowed}; stopped at offset {offset} (kafka_handle_error_mode = 'default'): {error}", key.table, key.topic, key.partition)]
     BrokenMessages {
         key: Box<ConsumerKey>,
         offset: i64,
         error: String,
         broken: usize,
         allowed: u64,
+    },
+    #[error("{}/{}/{}: recording dead letters: {reason}", key.table, key.topic, key.partition)]
+    DeadLetters {
+        key: Box<ConsumerKey>,
+        reason: String,
     },
     #[error("{}/{}/{}: decode: {reason}", key.table, key.topic, key.partition)]
     Format {

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use rdkafka::message::Headers as _;
 use rdkafka::Message;
 
 use super::block_cutter::BlockCutter;
@@ -28,6 +29,12 @@ impl OpenBlock {
             key: m.key().map(|b| self.copy(b)),
             offset: m.offset(),
             timestamp_ms: m.timestamp().to_millis(),
+            headers: m.headers().map_or_else(Vec::new, |headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_string(), self.copy(h.value.unwrap_or_default())))
+                    .collect()
+            }),
         };
         cutter.push(raw.len_bytes().max(1), now);
         self.messages.push(raw);
@@ -110,6 +117,7 @@ mod tests {
                 key: Some(Bytes::from_static(b"k1")),
                 offset: 7,
                 timestamp_ms: Some(1_700_000_000_123),
+                headers: Vec::new(),
             }
         );
         assert_eq!(messages[1].offset, 8);

@@ -31,8 +31,9 @@ use super::status::{ConsumerKey, ConsumerStatus};
 use super::watermarks::{WatermarkSchedule, FETCH_TIMEOUT, QUIET_REFRESH_EVERY, REFRESH_EVERY};
 use super::{verdict, IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
-use crate::format::{decode_block, DecodedBlock, RawMessage};
-use crate::query::views::run_view;
+use crate::dead_letters::DeadLetter;
+use crate::format::{allowance, decode_block, BrokenMessage, DecodedBlock, RawMessage};
+use crate::query::views::{run_view, run_view_to_kafka};
 use crate::state::NodeState;
 use crate::table::{Block, PositionKey, SourceRange};
 
@@ -349,7 +350,7 @@ impl PartitionJob {
     }
 
     /// Decodes a cut block off the async threads; fails when it holds more broken
-    /// messages than the table allows.
+    /// messages than the table allows and its error mode is `default`.
     async fn decode(
         &self,
         settings: &crate::catalog::KafkaSettings,
@@ -361,21 +362,61 @@ impl PartitionJob {
         let last_offset = messages.last().map_or(0, |m| m.offset);
         let table = self.table.clone();
         let (topic, partition) = (self.key.topic.clone(), self.key.partition);
-        let result =
-            tokio::task::spawn_blocking(move || decode_block(&table, &topic, partition, &messages))
-                .await
-                .map_err(|e| IngestError::State(e.to_string()))?;
-        let decoded = verdict::decoded(&self.key, result, settings.skip_broken_messages)?;
-        for b in &decoded.broken {
-            tracing::warn!(table = %self.key.table, partition = self.key.partition, offset = b.offset, error = %b.error, "skipped broken message");
+        let (result, messages) = tokio::task::spawn_blocking(move || {
+            let result = decode_block(&table, &topic, partition, &messages);
+            (result, messages)
+        })
+        .await
+        .map_err(|e| IngestError::State(e.to_string()))?;
+        let (decoded, fate) = verdict::decoded(
+            &self.key,
+            result,
+            settings.skip_broken_messages,
+            settings.handle_error_mode,
+        )?;
+        let (skipped, past) = allowance(&decoded.broken, settings.skip_broken_messages);
+        for b in skipped {
+            tracing::warn!(table = %self.key.table, topic = %self.key.topic, partition = self.key.partition, offset = b.offset, error = %b.error, "skipped broken message (kafka_skip_broken_messages)");
         }
+        if fate.streamed > 0 {
+            for b in past {
+                tracing::info!(table = %self.key.table, topic = %self.key.topic, partition = self.key.partition, offset = b.offset, error = %b.error, "broken message streamed as a row with _error");
+            }
+        }
+        let dead_letters = self.dead_letters(&fate.dead_letters, &messages);
         Ok(CutBlock {
             first_offset,
             last_offset,
             count,
             decoded,
+            fate,
+            dead_letters,
             decode_time: started.elapsed(),
         })
+    }
+
+    /// The letters of a block's messages that go to the dead-letter queue.
+    fn dead_letters(&self, broken: &[BrokenMessage], messages: &[RawMessage]) -> Vec<DeadLetter> {
+        let now_us = chrono::Utc::now().timestamp_micros();
+        broken
+            .iter()
+            .filter_map(|b| {
+                let i = messages
+                    .binary_search_by_key(&b.offset, |m| m.offset)
+                    .ok()?;
+                let m = &messages[i];
+                Some(DeadLetter {
+                    table: self.key.table.clone(),
+                    topic: self.key.topic.clone(),
+                    partition: self.key.partition,
+                    offset: b.offset,
+                    key: m.key.as_deref().unwrap_or_default().to_vec(),
+                    raw_message: m.payload.as_deref().unwrap_or_default().to_vec(),
+                    error: b.error.clone(),
+                    event_time_us: now_us,
+                })
+            })
+            .collect()
     }
 
     /// The writer: writes each decoded block, in order, until the reader is done.
@@ -499,11 +540,11 @@ impl PartitionJob {
                 view: view.name.clone(),
                 reason,
             };
-            let out = run_view(view, table, target, rows.clone())
+            let (out, envelope) = run_view_to_kafka(view, table, target, rows.clone())
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             self.sink
-                .send(target, &out)
+                .send(target, &out, envelope.as_ref())
                 .await
                 .map_err(|e| failed(e.to_string()))?;
         }
@@ -566,13 +607,49 @@ impl PartitionJob {
         positions: &mut [ViewPosition],
         cut: CutBlock,
     ) -> Result<i64, IngestError> {
+        self.record_dead_letters(positions, &cut).await?;
         let rows_written = self.write_views(positions, &cut).await?;
         let next = cut.last_offset + 1;
         self.commit_group_offset(consumer, next);
         let stored = stored_position(positions.iter().map(|p| p.next_offset)).unwrap_or(next);
         self.status
-            .committed(next, stored, rows_written, cut.decoded.broken.len() as u64);
+            .committed(next, stored, rows_written, cut.fate.without_row());
         Ok(next)
+    }
+
+    /// Records the block's dead letters that some view has not stored yet, before the
+    /// block is written: a stored block then always has its letters, and a block written
+    /// again (after a failure or a crash) writes over the same letters, keyed by offset.
+    async fn record_dead_letters(
+        &self,
+        positions: &[ViewPosition],
+        cut: &CutBlock,
+    ) -> Result<(), IngestError> {
+        let needed: Vec<DeadLetter> = cut
+            .dead_letters
+            .iter()
+            .filter(|l| {
+                positions
+                    .iter()
+                    .any(|p| p.next_offset.is_none_or(|next| l.offset >= next))
+            })
+            .cloned()
+            .collect();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        self.state
+            .dead_letters
+            .record(&needed)
+            .await
+            .map_err(|e| IngestError::DeadLetters {
+                key: Box::new(self.key.clone()),
+                reason: e.to_string(),
+            })?;
+        for l in &needed {
+            tracing::warn!(table = %self.key.table, topic = %self.key.topic, partition = self.key.partition, offset = l.offset, error = %l.error, "broken message sent to system.dead_letter_queue");
+        }
+        Ok(())
     }
 
     /// Writes, for each view, the rows of the block it still needs, and moves its position
@@ -697,6 +774,10 @@ struct CutBlock {
     last_offset: i64,
     count: usize,
     decoded: DecodedBlock,
+    /// What became of its broken messages.
+    fate: verdict::BrokenFate,
+    /// Its messages for the dead-letter queue, if the table has one.
+    dead_letters: Vec<DeadLetter>,
     decode_time: Duration,
 }
 

@@ -1,6 +1,8 @@
 //! Writing to Kafka: the table → Kafka half of the Kafka engine. Rows inserted into a
 //! Kafka table, or pushed by a view whose target is one, become messages in the table's
-//! `kafka_format` (encoded by `format::encode`) on the table's first topic.
+//! `kafka_format` (encoded by `format::encode`) on the table's first topic; rows that
+//! carry `_key`, `_timestamp`, `_headers.name` and `_headers.value` give their messages a
+//! key, a timestamp and headers.
 //!
 //! At least once, as in ClickHouse: a write succeeds only after the broker acknowledged
 //! every message, and a failure fails the write, so whoever retries it (the client, or a
@@ -12,11 +14,12 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use super::client::KafkaClientDefaults;
-use crate::catalog::{KafkaSettings, TableDef};
+use crate::catalog::{KafkaSettings, TableDef, HEADER_NAMES, HEADER_VALUES};
 use crate::format::encode::{encode_messages, EncodeError};
 
 /// How long one message may wait for the broker's acknowledgment, retries included.
@@ -35,6 +38,8 @@ pub enum SinkError {
         value: String,
         ty: String,
     },
+    #[error("table {table}: message key, timestamp or headers: {reason}")]
+    Envelope { table: String, reason: String },
     #[error("table {table}: encoding rows: {source}")]
     Encode { table: String, source: EncodeError },
     #[error("table {table}: creating a Kafka producer: {source}")]
@@ -106,10 +111,13 @@ impl KafkaSink {
 
     /// Sends `batch` (already in `table`'s columns) to the table's topic and waits until
     /// the broker has acknowledged every message; the number of rows sent, and the topic.
+    /// `envelope` (`query::views::envelope`, the same rows) gives each message its key,
+    /// timestamp and headers: those of the message's last row, as ClickHouse takes them.
     pub async fn send(
         &self,
         table: &TableDef,
         batch: &RecordBatch,
+        envelope: Option<&RecordBatch>,
     ) -> Result<(u64, String), SinkError> {
         let settings = table
             .kafka()
@@ -137,12 +145,40 @@ impl KafkaSink {
             table: table.name.clone(),
             source,
         })?;
+        let last_rows: Vec<usize> = (0..payloads.len())
+            .map(|i| ((i + 1) * per_message).min(batch.num_rows()) - 1)
+            .collect();
+        let envelopes = match envelope {
+            Some(e) => last_rows
+                .iter()
+                .map(|&row| Envelope::of_row(e, row))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| SinkError::Envelope {
+                    table: table.name.clone(),
+                    reason,
+                })?,
+            None => vec![Envelope::default(); payloads.len()],
+        };
         let producer = self.producer(table)?;
-        let sends = payloads.iter().map(|payload| {
-            producer.send::<(), _, _>(
-                FutureRecord::to(&topic).payload(payload.as_slice()),
-                Timeout::After(DELIVERY_TIMEOUT),
-            )
+        let sends = payloads.iter().zip(&envelopes).map(|(payload, envelope)| {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(payload.as_slice());
+            if let Some(key) = &envelope.key {
+                record = record.key(key.as_bytes());
+            }
+            if let Some(ms) = envelope.timestamp_ms {
+                record = record.timestamp(ms);
+            }
+            if !envelope.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(envelope.headers.len());
+                for (name, value) in &envelope.headers {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    });
+                }
+                record = record.headers(headers);
+            }
+            producer.send(record, Timeout::After(DELIVERY_TIMEOUT))
         });
         let results = futures::future::join_all(sends).await;
         let failures: Vec<String> = results
@@ -159,6 +195,60 @@ impl KafkaSink {
             });
         }
         Ok((batch.num_rows() as u64, topic))
+    }
+}
+
+/// A message's key, timestamp and headers, from the envelope columns of its last row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Envelope {
+    key: Option<String>,
+    timestamp_ms: Option<i64>,
+    headers: Vec<(String, String)>,
+}
+
+impl Envelope {
+    /// The envelope of `row`; an error names the row when its header names and values
+    /// differ in number (they pair up by position, as ClickHouse's Nested columns do).
+    fn of_row(envelope: &RecordBatch, row: usize) -> Result<Envelope, String> {
+        let mut out = Envelope::default();
+        if let Some(keys) = envelope.column_by_name("_key") {
+            let keys = keys.as_string::<i32>();
+            if keys.is_valid(row) {
+                out.key = Some(keys.value(row).to_string());
+            }
+        }
+        if let Some(times) = envelope.column_by_name("_timestamp") {
+            let times = times.as_primitive::<arrow::datatypes::TimestampSecondType>();
+            if times.is_valid(row) {
+                out.timestamp_ms = Some(times.value(row).saturating_mul(1000));
+            }
+        }
+        let list = |name: &str| -> Vec<String> {
+            envelope
+                .column_by_name(name)
+                .map(|c| c.as_list::<i32>())
+                .filter(|l| l.is_valid(row))
+                .map(|l| {
+                    let values = l.value(row);
+                    values
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (names, values) = (list(HEADER_NAMES), list(HEADER_VALUES));
+        if names.len() != values.len() {
+            return Err(format!(
+                "row {}: {} header names but {} header values (_headers.name and _headers.value pair up by position)",
+                row + 1,
+                names.len(),
+                values.len()
+            ));
+        }
+        out.headers = names.into_iter().zip(values).collect();
+        Ok(out)
     }
 }
 
@@ -220,6 +310,54 @@ mod tests {
             .values()
             .map(|(settings, _)| settings.broker_list.clone())
             .collect()
+    }
+
+    fn envelope_batch(names: &[&[&str]], values: &[&[&str]]) -> RecordBatch {
+        use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
+        let lists = |rows: &[&[&str]]| -> ArrayRef {
+            let item = arrow::datatypes::Field::new("item", DataType::Utf8, false);
+            let mut b = ListBuilder::new(StringBuilder::new()).with_field(item);
+            for row in rows {
+                for v in *row {
+                    b.values().append_value(v);
+                }
+                b.append(true);
+            }
+            std::sync::Arc::new(b.finish())
+        };
+        let fields: Vec<arrow::datatypes::Field> = crate::catalog::kafka_envelope_columns()
+            .into_iter()
+            .filter(|f| f.name() != "_timestamp")
+            .collect();
+        RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            vec![
+                std::sync::Arc::new(StringArray::from(vec![Some("k0"), None])),
+                lists(names),
+                lists(values),
+            ],
+        )
+        .expect("an envelope")
+    }
+
+    #[test]
+    fn a_rows_envelope_gives_its_message_key_and_paired_headers() {
+        let batch = envelope_batch(&[&["a", "b"], &[]], &[&["1", "2"], &[]]);
+        assert_eq!(
+            Envelope::of_row(&batch, 0),
+            Ok(Envelope {
+                key: Some("k0".into()),
+                timestamp_ms: None,
+                headers: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            })
+        );
+        assert_eq!(Envelope::of_row(&batch, 1), Ok(Envelope::default()));
+        let unpaired = envelope_batch(&[&["a"], &["a", "b"]], &[&["1"], &["2"]]);
+        let err = Envelope::of_row(&unpaired, 1).expect_err("unpaired");
+        assert!(
+            err.starts_with("row 2: 2 header names but 1 header values"),
+            "{err}"
+        );
     }
 
     #[test]

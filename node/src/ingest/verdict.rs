@@ -1,36 +1,70 @@
 //! How a partition consumer judges what comes back to it: a decoded block against the
-//! table's allowance of broken messages, and the table's answer to a written block.
+//! table's allowance of broken messages and its `kafka_handle_error_mode`, and the
+//! table's answer to a written block.
 //! Each either lets the consumer go on or names the error that ends it; its supervisor
 //! then starts a new one from the stored position, so an error loses and doubles nothing.
 
-use crate::format::{DecodedBlock, FormatError};
+use crate::catalog::HandleErrorMode;
+use crate::format::{allowance, BrokenMessage, DecodedBlock, FormatError};
 use crate::table::{ApplyOutcome, Decision};
 
 use super::status::ConsumerKey;
 use super::IngestError;
 
-/// A decoded block, or why the consumer stops: the decoder failed (`Format`), or more
-/// messages were broken than `kafka_skip_broken_messages` allows (`BrokenMessages`,
-/// naming the first). Up to the allowance, broken messages are skipped.
+/// What became of a block's broken messages. Every one is counted somewhere: skipped
+/// under the allowance, a row of its own (stream mode), or a dead letter.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BrokenFate {
+    /// Skipped under `kafka_skip_broken_messages`: in no table, in no queue.
+    pub skipped: usize,
+    /// Rows with `_error` and `_raw_message` set (`kafka_handle_error_mode = 'stream'`).
+    pub streamed: usize,
+    /// For `system.dead_letter_queue` (`kafka_handle_error_mode = 'dead_letter_queue'`).
+    pub dead_letters: Vec<BrokenMessage>,
+}
+
+impl BrokenFate {
+    /// The broken messages that left no row in any table.
+    pub fn without_row(&self) -> u64 {
+        (self.skipped + self.dead_letters.len()) as u64
+    }
+}
+
+/// A decoded block and what becomes of its broken messages, or why the consumer stops:
+/// the decoder failed (`Format`), or, in mode `default`, more messages were broken than
+/// `kafka_skip_broken_messages` allows (`BrokenMessages`, naming the one past the
+/// allowance, where ClickHouse stops too). The allowance is spent first in every mode, as
+/// in ClickHouse; past it, `stream` makes rows of them and `dead_letter_queue` dead letters.
 pub fn decoded(
     key: &ConsumerKey,
     decoded: Result<DecodedBlock, FormatError>,
     allowed: u64,
-) -> Result<DecodedBlock, IngestError> {
+    mode: HandleErrorMode,
+) -> Result<(DecodedBlock, BrokenFate), IngestError> {
     let decoded = decoded.map_err(|e| IngestError::Format {
         key: Box::new(key.clone()),
         reason: e.to_string(),
     })?;
-    match decoded.broken.first() {
-        Some(first) if decoded.broken.len() as u64 > allowed => Err(IngestError::BrokenMessages {
-            key: Box::new(key.clone()),
-            offset: first.offset,
-            error: first.error.clone(),
-            broken: decoded.broken.len(),
-            allowed,
-        }),
-        _ => Ok(decoded),
+    let (skipped, past) = allowance(&decoded.broken, allowed);
+    let mut fate = BrokenFate {
+        skipped: skipped.len(),
+        ..BrokenFate::default()
+    };
+    match (mode, past.first()) {
+        (_, None) => {}
+        (HandleErrorMode::Default, Some(first)) => {
+            return Err(IngestError::BrokenMessages {
+                key: Box::new(key.clone()),
+                offset: first.offset,
+                error: first.error.clone(),
+                broken: decoded.broken.len(),
+                allowed,
+            })
+        }
+        (HandleErrorMode::Stream, Some(_)) => fate.streamed = past.len(),
+        (HandleErrorMode::DeadLetterQueue, Some(_)) => fate.dead_letters = past.to_vec(),
     }
+    Ok((decoded, fate))
 }
 
 /// The rows a view's write stored, or why the consumer stops. A block the table already
@@ -68,7 +102,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::format::BrokenMessage;
 
     fn key() -> ConsumerKey {
         ConsumerKey {
@@ -91,21 +124,32 @@ mod tests {
         }
     }
 
+    const DEFAULT: HandleErrorMode = HandleErrorMode::Default;
+
     #[test]
     fn a_clean_block_passes() {
-        let ok = decoded(&key(), Ok(block(&[])), 0).expect("clean block");
-        assert!(ok.broken.is_empty());
+        for mode in [
+            DEFAULT,
+            HandleErrorMode::Stream,
+            HandleErrorMode::DeadLetterQueue,
+        ] {
+            let (ok, fate) = decoded(&key(), Ok(block(&[])), 0, mode).expect("clean block");
+            assert!(ok.broken.is_empty());
+            assert_eq!(fate, BrokenFate::default());
+        }
     }
 
     #[test]
     fn broken_messages_up_to_the_allowance_are_skipped() {
-        let ok = decoded(&key(), Ok(block(&[3, 8])), 2).expect("within allowance");
-        assert_eq!(ok.broken.len(), 2, "kept for the skipped-messages count");
+        let (ok, fate) = decoded(&key(), Ok(block(&[3, 8])), 2, DEFAULT).expect("within");
+        assert_eq!(ok.broken.len(), 2);
+        assert_eq!(fate.skipped, 2);
+        assert_eq!(fate.without_row(), 2);
     }
 
     #[test]
-    fn one_broken_message_past_the_allowance_fails_the_block() {
-        match decoded(&key(), Ok(block(&[3, 8, 9])), 2) {
+    fn one_broken_message_past_the_allowance_fails_the_block_at_that_message() {
+        match decoded(&key(), Ok(block(&[3, 8, 9])), 2, DEFAULT) {
             Err(IngestError::BrokenMessages {
                 key: k,
                 offset,
@@ -114,16 +158,48 @@ mod tests {
                 allowed,
             }) => {
                 assert_eq!(*k, key());
-                assert_eq!((offset, broken, allowed), (3, 3, 2));
-                assert_eq!(error, "bad json at 3");
+                assert_eq!((offset, broken, allowed), (9, 3, 2));
+                assert_eq!(error, "bad json at 9");
             }
             other => panic!("expected BrokenMessages, got {other:?}"),
         }
         // The default allowance is none.
         assert!(matches!(
-            decoded(&key(), Ok(block(&[5])), 0),
+            decoded(&key(), Ok(block(&[5])), 0, DEFAULT),
             Err(IngestError::BrokenMessages { offset: 5, .. })
         ));
+    }
+
+    #[test]
+    fn stream_mode_makes_rows_of_what_is_past_the_allowance() {
+        let (_, fate) =
+            decoded(&key(), Ok(block(&[3, 8, 9])), 1, HandleErrorMode::Stream).expect("stream");
+        assert_eq!(
+            fate,
+            BrokenFate {
+                skipped: 1,
+                streamed: 2,
+                dead_letters: Vec::new()
+            }
+        );
+        assert_eq!(fate.without_row(), 1);
+    }
+
+    #[test]
+    fn dead_letter_mode_queues_what_is_past_the_allowance() {
+        let (_, fate) = decoded(
+            &key(),
+            Ok(block(&[3, 8, 9])),
+            1,
+            HandleErrorMode::DeadLetterQueue,
+        )
+        .expect("dead letters");
+        assert_eq!(fate.skipped, 1);
+        assert_eq!(fate.streamed, 0);
+        let offsets: Vec<i64> = fate.dead_letters.iter().map(|b| b.offset).collect();
+        assert_eq!(offsets, vec![8, 9]);
+        assert_eq!(fate.dead_letters[0].error, "bad json at 8");
+        assert_eq!(fate.without_row(), 3);
     }
 
     #[test]
@@ -131,7 +207,7 @@ mod tests {
         let failed = Err(FormatError::Internal(
             "no default for Nullable(String)".into(),
         ));
-        match decoded(&key(), failed, 100) {
+        match decoded(&key(), failed, 100, HandleErrorMode::DeadLetterQueue) {
             Err(IngestError::Format { key: k, reason }) => {
                 assert_eq!(*k, key());
                 assert_eq!(reason, "no default for Nullable(String)");

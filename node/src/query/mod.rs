@@ -184,6 +184,12 @@ impl QueryEngine {
             Vec::new()
         };
         let consumers = system_tables::kafka_consumers(&consumers)?;
+        let dead_letters = if wants("dead_letter_queue") {
+            self.cluster.dead_letters().await
+        } else {
+            Vec::new()
+        };
+        let dead_letter_queue = system_tables::dead_letter_queue(dead_letters)?;
         let replicas = if wants("replicas") {
             self.cluster.replicas().await
         } else {
@@ -229,6 +235,7 @@ impl QueryEngine {
         let parts = system_tables::parts(&self.cluster.node_name(), &parts)?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
+            ("dead_letter_queue", dead_letter_queue),
             ("tables", tables),
             ("replicas", replicas),
             ("writer_log", writer_log),

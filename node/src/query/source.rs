@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::dead_letters::DeadLetter;
 use crate::raft_proto::ScanChunk;
 use crate::table::{PartRef, TableStore, WriterLogEntry};
 
@@ -59,6 +60,9 @@ pub trait ClusterTables: Send + Sync {
     fn node_name(&self) -> String;
     /// Every member's consumers (those that answer), for `system.kafka_consumers`.
     async fn consumers(&self) -> Vec<NodeConsumer>;
+    /// Every member's dead letters (those that answer), with the member's name, for
+    /// `system.dead_letter_queue`.
+    async fn dead_letters(&self) -> Vec<(String, DeadLetter)>;
     /// Every member with its Raft position, for `system.replicas`.
     async fn replicas(&self) -> Vec<ReplicaRow>;
     /// This node's data groups, for `system.raft_groups`.

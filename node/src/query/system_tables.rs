@@ -6,18 +6,20 @@
 //! `high_watermark`, `stored_offset`, `lag`, `messages_per_second`, `rows_per_second`.
 //! A Sluice consumer reads one partition, so these are plain columns, not `assignments.*`
 //! arrays: `sum(lag)` is a table's lag.
+//! `system.dead_letter_queue` keeps ClickHouse's Kafka columns and adds `node`.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int32Builder, Int64Array, Int64Builder,
-    ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampSecondArray,
-    TimestampSecondBuilder, UInt64Array,
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int32Builder, Int64Array,
+    Int64Builder, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampSecondArray, TimestampSecondBuilder, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::catalog::{Catalog, Engine};
+use crate::dead_letters::{one_per_message, DeadLetter};
 use crate::sql::DEFAULT_DATABASE;
 use crate::table::{PartRef, WriterLogEntry};
 use crate::topology::{ConsumerKey, ConsumerSnapshot};
@@ -160,6 +162,82 @@ pub fn kafka_consumers(consumers: &[NodeConsumer]) -> Result<RecordBatch, ArrowE
         rate(&|s| s.rows_per_second),
     ];
     RecordBatch::try_new(kafka_consumers_schema(), columns)
+}
+
+pub fn dead_letter_queue_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table_engine", DataType::Utf8, false),
+        Field::new("event_date", DataType::Date32, false),
+        Field::new("event_time", ts(), false),
+        Field::new(
+            "event_time_microseconds",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new("database", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("raw_message", DataType::Utf8, false),
+        Field::new("kafka_topic_name", DataType::Utf8, false),
+        Field::new("kafka_partition", DataType::UInt64, false),
+        Field::new("kafka_offset", DataType::UInt64, false),
+        Field::new("kafka_key", DataType::Utf8, false),
+        Field::new("node", DataType::Utf8, false),
+    ]))
+}
+
+/// `system.dead_letter_queue` over the dead letters of every reachable node, one row per
+/// message (see `dead_letters::one_per_message`), in table, topic, partition and offset
+/// order. ClickHouse's columns for Kafka (its RabbitMQ ones are left out), and `node`:
+/// the node that recorded the letter.
+pub fn dead_letter_queue(letters: Vec<(String, DeadLetter)>) -> Result<RecordBatch, ArrowError> {
+    let letters = one_per_message(letters);
+    let n = letters.len();
+    let text = |f: &dyn Fn(&(String, DeadLetter)) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(letters.iter().map(f).collect::<Vec<_>>()))
+    };
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let micros = |l: &DeadLetter| l.event_time_us;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["Kafka"; n])),
+        Arc::new(Date32Array::from(
+            letters
+                .iter()
+                .map(|(_, l)| {
+                    i32::try_from(micros(l).div_euclid(86_400_000_000)).unwrap_or_default()
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(TimestampSecondArray::from(
+            letters
+                .iter()
+                .map(|(_, l)| micros(l).div_euclid(1_000_000))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(TimestampMicrosecondArray::from(
+            letters.iter().map(|(_, l)| micros(l)).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(vec![DEFAULT_DATABASE; n])),
+        text(&|(_, l)| l.table.clone()),
+        text(&|(_, l)| l.error.clone()),
+        text(&|(_, l)| lossy(&l.raw_message)),
+        text(&|(_, l)| l.topic.clone()),
+        Arc::new(UInt64Array::from(
+            letters
+                .iter()
+                .map(|(_, l)| u64::try_from(l.partition).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(UInt64Array::from(
+            letters
+                .iter()
+                .map(|(_, l)| u64::try_from(l.offset).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )),
+        text(&|(_, l)| lossy(&l.key)),
+        text(&|(node, _)| node.clone()),
+    ];
+    RecordBatch::try_new(dead_letter_queue_schema(), columns)
 }
 
 pub fn tables_schema() -> SchemaRef {

@@ -19,7 +19,9 @@ use sqlparser::ast::{
 use sqlparser::dialect::GenericDialect;
 
 use super::{session_config, QueryError};
-use crate::catalog::{Catalog, TableDef, ViewDef};
+use crate::catalog::{
+    is_kafka_envelope_column, kafka_envelope_columns, Catalog, TableDef, ViewDef,
+};
 use crate::format::json_each_row::default_scalar;
 use crate::sql::{CreateView, DEFAULT_DATABASE};
 
@@ -73,7 +75,18 @@ pub async fn plan_view(create: &CreateView, catalog: &Catalog) -> Result<ViewDef
             view: create.name.clone(),
             reason: format!("target table {} does not exist", create.target),
         })?;
-    let mut query = create.query.clone();
+    // `_headers.name` is one column (ClickHouse's Nested), not column `name` of `_headers`.
+    let dotted = crate::catalog::dotted_virtual_columns()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let mut statement = SqlStatement::Query(create.query.clone());
+    super::rewrite::rewrite_query(&mut statement, &dotted);
+    let SqlStatement::Query(mut query) = statement else {
+        return Err(QueryError::Internal(
+            "a rewritten query is still a query".into(),
+        ));
+    };
     query.format_clause = None;
     query.settings = None;
     if let SetExpr::Select(select) = query.body.as_mut() {
@@ -109,6 +122,24 @@ pub async fn plan_view(create: &CreateView, catalog: &Catalog) -> Result<ViewDef
     let mut output_columns = Vec::new();
     for field in plan.schema().fields() {
         let name = field.name();
+        if target.kafka().is_some() && is_kafka_envelope_column(name) {
+            let to = kafka_envelope_columns()
+                .into_iter()
+                .find(|f| f.name() == name)
+                .map(|f| f.data_type().clone())
+                .unwrap_or(arrow::datatypes::DataType::Utf8);
+            if !can_cast_types(field.data_type(), &to) {
+                return Err(QueryError::View {
+                    view: create.name.clone(),
+                    reason: format!(
+                        "column {name}: {} does not convert to the message's {name} ({to})",
+                        field.data_type()
+                    ),
+                });
+            }
+            output_columns.push(name.clone());
+            continue;
+        }
         let Some(column) = target.column(name) else {
             return Err(QueryError::View {
                 view: create.name.clone(),
@@ -156,28 +187,50 @@ pub async fn run_view(
     target: &TableDef,
     batch: RecordBatch,
 ) -> Result<RecordBatch, QueryError> {
+    let out = view_output(view, source, batch).await?;
+    conform(target, &out)
+}
+
+/// Runs a view into a Kafka table: the target's rows, and the envelope columns (message
+/// key, timestamp, headers) the view produced, if any.
+pub async fn run_view_to_kafka(
+    view: &ViewDef,
+    source: &TableDef,
+    target: &TableDef,
+    batch: RecordBatch,
+) -> Result<(RecordBatch, Option<RecordBatch>), QueryError> {
+    let out = view_output(view, source, batch).await?;
+    Ok((conform(target, &out)?, envelope(&out)?))
+}
+
+/// A view's query over one block, as the query names its columns.
+async fn view_output(
+    view: &ViewDef,
+    source: &TableDef,
+    batch: RecordBatch,
+) -> Result<RecordBatch, QueryError> {
     if let Some(out) =
         plain_projection(&view.query, &source.name).and_then(|columns| project(&batch, &columns))
     {
-        return conform(target, &out);
+        return Ok(out);
     }
-    run_with_engine(view, source, target, batch).await
+    run_with_engine(view, source, batch).await
 }
 
 /// Runs a view's query through DataFusion.
 async fn run_with_engine(
     view: &ViewDef,
     source: &TableDef,
-    target: &TableDef,
     batch: RecordBatch,
 ) -> Result<RecordBatch, QueryError> {
     let ctx = view_context(source, batch)?;
-    let batches = ctx.sql(&view.query).await?.collect().await?;
-    let out = match batches.first() {
-        Some(first) => concat_batches(&first.schema(), &batches)?,
-        None => return Ok(RecordBatch::new_empty(target.arrow_schema())),
-    };
-    conform(target, &out)
+    let frame = ctx.sql(&view.query).await?;
+    let schema: arrow::datatypes::SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    match batches.first() {
+        Some(first) => Ok(concat_batches(&first.schema(), &batches)?),
+        None => Ok(RecordBatch::new_empty(schema)),
+    }
 }
 
 /// The columns a view reads and the names it gives them, when the view does nothing else
@@ -248,6 +301,26 @@ fn project(batch: &RecordBatch, columns: &[(String, String)]) -> Option<RecordBa
         arrays.push(batch.column(index).clone());
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).ok()
+}
+
+/// The envelope columns (`catalog::kafka_envelope_columns`) among rows bound for a Kafka
+/// table, cast to their types; `None` when the rows carry none.
+pub fn envelope(out: &RecordBatch) -> Result<Option<RecordBatch>, QueryError> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for field in kafka_envelope_columns() {
+        if let Some(array) = out.column_by_name(field.name()) {
+            columns.push(cast(array, field.data_type())?);
+            fields.push(field);
+        }
+    }
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?))
 }
 
 /// Casts a view's output to the target's columns, filling the ones it lacks.
@@ -338,6 +411,25 @@ mod tests {
                     DataType::UInt32 => Arc::new(UInt32Array::from(vec![1, 2, 3])),
                     DataType::UInt64 => Arc::new(UInt64Array::from(vec![70, 80, 90])),
                     DataType::Utf8 => Arc::new(StringArray::from(vec!["x", "é", ""])),
+                    DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
+                        Arc::new(arrow::array::TimestampMillisecondArray::from(vec![
+                            Some(1),
+                            None,
+                            Some(3),
+                        ]))
+                    }
+                    DataType::List(item) => {
+                        let mut lists =
+                            arrow::array::ListBuilder::new(arrow::array::StringBuilder::new())
+                                .with_field(item.clone());
+                        for n in 0..3 {
+                            for i in 0..n {
+                                lists.values().append_value(format!("h{i}"));
+                            }
+                            lists.append(true);
+                        }
+                        Arc::new(lists.finish())
+                    }
                     _ => Arc::new(TimestampSecondArray::from(vec![Some(1), None, Some(3)])),
                 }
             })
@@ -369,9 +461,13 @@ mod tests {
             let fast = run_view(&view, &source, &target, block(&source))
                 .await
                 .expect("runs");
-            let engine = run_with_engine(&view, &source, &target, block(&source))
-                .await
-                .expect("runs");
+            let engine = conform(
+                &target,
+                &run_with_engine(&view, &source, block(&source))
+                    .await
+                    .expect("runs"),
+            )
+            .expect("conforms");
             assert_eq!(fast, engine, "{query}");
             assert_eq!(fast.num_rows(), 3);
         }

@@ -281,7 +281,13 @@ fn parse_insert(p: &mut Parser) -> Result<Statement, SqlError> {
     let mut columns = Vec::new();
     if p.consume_token(&Token::LParen) {
         loop {
-            columns.push(p.parse_identifier()?.value);
+            // A dotted name is one column (`_headers.name`, as ClickHouse's Nested).
+            let mut column = p.parse_identifier()?.value;
+            while p.consume_token(&Token::Period) {
+                column.push('.');
+                column.push_str(&p.parse_identifier()?.value);
+            }
+            columns.push(column);
             if p.consume_token(&Token::RParen) {
                 break;
             }

@@ -1,10 +1,12 @@
-//! The cluster's state as the admin API carries it, both ways: this node's consumers and
-//! Raft view into replies, and what a peer replied back into the rows of the system
+//! The cluster's state as the admin API carries it, both ways: this node's consumers,
+//! dead letters and Raft view into replies, and what a peer replied back into the rows of the system
 //! tables that ask every member.
 
 use std::collections::BTreeMap;
 
 use crate::cluster::{ClusterView, DrainOutcome, InitOutcome};
+use crate::dead_letters::DeadLetter;
+use crate::proto;
 use crate::proto::{
     ClusterMember, ClusterStatusResponse, ConsumerException, DrainResponse, InitializeResponse,
     PartitionAssignment, PartitionConsumer, TablePlacement,
@@ -45,6 +47,34 @@ pub fn consumer_to_proto(
         stored_offset: s.stored_offset,
         messages_per_second: s.messages_per_second,
         rows_per_second: s.rows_per_second,
+    }
+}
+
+/// One of this node's dead letters, for a peer gathering `system.dead_letter_queue`.
+pub fn dead_letter_to_proto(l: DeadLetter) -> proto::DeadLetter {
+    proto::DeadLetter {
+        table: l.table,
+        topic: l.topic,
+        partition: l.partition,
+        offset: l.offset,
+        key: l.key,
+        raw_message: l.raw_message,
+        error: l.error,
+        event_time_us: l.event_time_us,
+    }
+}
+
+/// A dead letter as a peer reported it.
+pub fn dead_letter_from_proto(l: proto::DeadLetter) -> DeadLetter {
+    DeadLetter {
+        table: l.table,
+        topic: l.topic,
+        partition: l.partition,
+        offset: l.offset,
+        key: l.key,
+        raw_message: l.raw_message,
+        error: l.error,
+        event_time_us: l.event_time_us,
     }
 }
 

@@ -14,8 +14,8 @@ mod requests;
 mod results;
 
 pub use cluster::{
-    cluster_status, consumer_from_proto, consumer_to_proto, drain_response, initialize_response,
-    replica_from_status,
+    cluster_status, consumer_from_proto, consumer_to_proto, dead_letter_from_proto,
+    dead_letter_to_proto, drain_response, initialize_response, replica_from_status,
 };
 pub use requests::{create_table, create_view, drain_timeout, drop_command};
 pub use results::{

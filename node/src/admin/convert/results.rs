@@ -143,6 +143,10 @@ pub fn describe_table(t: &TableDef, info: TableInfo) -> DescribeTableResponse {
                 "kafka_skip_broken_messages".to_string(),
                 k.skip_broken_messages.to_string(),
             );
+            settings.insert(
+                "kafka_handle_error_mode".to_string(),
+                k.handle_error_mode.name().to_string(),
+            );
             if let Some(p) = &k.sasl_password {
                 settings.insert(
                     "kafka_sasl_password".to_string(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::catalog::{ChType, Column, Engine, KafkaSettings, MergeTreeSettings};
+use crate::catalog::{ChType, Column, Engine, HandleErrorMode, KafkaSettings, MergeTreeSettings};
 use crate::ingest::ReplicaError;
 use crate::table::{ApplyOutcome, Decision};
 use crate::topology::Slot;
@@ -169,6 +169,7 @@ fn cut(first: i64, last: i64) -> CutBlock {
             key: None,
             offset,
             timestamp_ms: None,
+            headers: Vec::new(),
         })
         .collect();
     let decoded = decode_block(&source(), "t", 0, &messages).expect("decoded");
@@ -177,6 +178,8 @@ fn cut(first: i64, last: i64) -> CutBlock {
         last_offset: last,
         count: messages.len(),
         decoded,
+        fate: verdict::BrokenFate::default(),
+        dead_letters: Vec::new(),
         decode_time: Duration::ZERO,
     }
 }
@@ -340,4 +343,119 @@ async fn a_failing_view_is_named_and_nothing_is_written() {
     }
     assert!(replica.written().is_empty());
     assert_eq!(next_offsets(&at), [None]);
+}
+
+/// Offsets `first..=last`, the ones in `bad` not JSON.
+fn messages(first: i64, last: i64, bad: &[i64]) -> Vec<RawMessage> {
+    (first..=last)
+        .map(|offset| RawMessage {
+            payload: Some(Bytes::from(if bad.contains(&offset) {
+                format!("{{broken {offset}")
+            } else {
+                format!("{{\"a\":{offset}}}")
+            })),
+            key: Some(Bytes::from(format!("k{offset}"))),
+            offset,
+            timestamp_ms: None,
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+fn with_mode(job: &mut PartitionJob, mode: HandleErrorMode, allowed: u64) {
+    if let Engine::Kafka(settings) = &mut job.table.engine {
+        settings.handle_error_mode = mode;
+        settings.skip_broken_messages = allowed;
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_recorded_once_per_message_and_only_where_a_view_needs_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let replica = ScriptedReplica::answering(vec![]);
+    let mut job = job(dir.path(), replica.clone(), &["v"]);
+    with_mode(&mut job, HandleErrorMode::DeadLetterQueue, 1);
+    let settings = job.settings().expect("kafka").clone();
+    let cut = job
+        .decode(&settings, messages(10, 16, &[11, 13, 15]))
+        .await
+        .expect("decoded");
+    // The first broken message is within the allowance: skipped, in no queue.
+    assert_eq!(cut.fate.skipped, 1);
+    assert_eq!(cut.fate.without_row(), 3);
+    let offsets = |letters: &[DeadLetter]| letters.iter().map(|l| l.offset).collect::<Vec<_>>();
+    assert_eq!(offsets(&cut.dead_letters), [13, 15]);
+    assert_eq!(cut.dead_letters[0].raw_message, b"{broken 13");
+    assert_eq!(cut.dead_letters[0].key, b"k13");
+    assert!(!cut.dead_letters[0].error.is_empty());
+    assert_eq!(cut.decoded.batch.num_rows(), 4);
+
+    // A view that stored up to 14 needs only the letter at 15.
+    job.record_dead_letters(&positions(&job, &[Some(15)]), &cut)
+        .await
+        .expect("recorded");
+    assert_eq!(
+        offsets(&job.state.dead_letters.letters().expect("read")),
+        [15]
+    );
+    // The block written again from the start writes over, never twice.
+    for _ in 0..2 {
+        job.record_dead_letters(&positions(&job, &[None]), &cut)
+            .await
+            .expect("recorded");
+    }
+    let mut stored = offsets(&job.state.dead_letters.letters().expect("read"));
+    stored.sort_unstable();
+    assert_eq!(stored, [13, 15]);
+}
+
+#[tokio::test]
+async fn past_the_allowance_the_default_mode_stops_at_the_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut job = job(dir.path(), ScriptedReplica::answering(vec![]), &["v"]);
+    with_mode(&mut job, HandleErrorMode::Default, 1);
+    let settings = job.settings().expect("kafka").clone();
+    match job.decode(&settings, messages(10, 16, &[11, 13])).await {
+        Err(IngestError::BrokenMessages { offset, key: k, .. }) => {
+            assert_eq!(offset, 13);
+            assert_eq!(
+                (k.topic.as_str(), k.partition),
+                (key().topic.as_str(), key().partition)
+            );
+        }
+        Err(other) => panic!("expected BrokenMessages, got {other}"),
+        Ok(_) => panic!("expected BrokenMessages, got a block"),
+    }
+}
+
+#[tokio::test]
+async fn stream_mode_rows_carry_the_message_and_its_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut job = job(dir.path(), ScriptedReplica::answering(vec![]), &["v"]);
+    with_mode(&mut job, HandleErrorMode::Stream, 0);
+    let settings = job.settings().expect("kafka").clone();
+    let cut = job
+        .decode(&settings, messages(10, 12, &[11]))
+        .await
+        .expect("decoded");
+    assert_eq!(cut.fate.streamed, 1);
+    assert!(cut.dead_letters.is_empty());
+    let batch = &cut.decoded.batch;
+    assert_eq!(batch.num_rows(), 3);
+    let column = |name: &str| {
+        arrow::array::AsArray::as_string::<i32>(batch.column_by_name(name).expect(name).as_ref())
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(column("_raw_message"), ["", "{broken 11", ""]);
+    let errors = column("_error");
+    assert!(errors[0].is_empty() && errors[2].is_empty(), "{errors:?}");
+    assert!(!errors[1].is_empty());
+    let a = batch.column_by_name("a").expect("a");
+    let a: Vec<u32> =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt32Type>(a.as_ref())
+            .values()
+            .to_vec();
+    assert_eq!(a, [10, 0, 12], "the broken message's row holds defaults");
 }
