@@ -12,6 +12,8 @@
 # Usage: scripts/kafka.sh COMMAND
 #   install                       resolve the Kafka jars (skipped when cached)
 #   start                         start the broker and wait until it answers
+#   start-secure                  start it with SASL/SCRAM and SSL listeners and ACLs too
+#                                 (see "Secured broker" below)
 #   stop [--wipe]                 stop it; --wipe also deletes its state dir
 #   status                        exit 0 if running, 3 if not
 #   bootstrap                     print the bootstrap address
@@ -32,8 +34,18 @@
 #   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default 20)
 #   KAFKA_SERVER_PROPS     extra server.properties lines, appended last so they win
 #
+# Secured broker (start-secure), for tests of credentials, TLS and ACLs. Besides the
+# PLAINTEXT listener (whose anonymous user is a super user, so tools and tests can
+# administer it), it listens with SASL_PLAINTEXT (SCRAM-SHA-256 and SCRAM-SHA-512 only)
+# and SSL (a self-signed certificate made with keytool, its PEM in $SLUICE_KAFKA_DIR/tls/ca.pem),
+# authorizes with ACLs (a user with none may do nothing), and creates no topic on demand.
+#   KAFKA_SASL_PORT        SASL_PLAINTEXT port (default KAFKA_PORT+2)
+#   KAFKA_SSL_PORT         SSL port (default KAFKA_PORT+3)
+#   KAFKA_SCRAM_USERS      "name:password ..." created with both SCRAM mechanisms at format
+#                          time (default "alice:alice-secret")
+#
 # Several brokers can run side by side: give each its own SLUICE_KAFKA_DIR and
-# a KAFKA_PORT whose port+1 (the controller port) is free too.
+# a KAFKA_PORT whose port+1 (the controller port) is free too (and +2, +3 for a secured one).
 set -euo pipefail
 
 # Pinned so every machine tests against the same broker; bump deliberately.
@@ -56,6 +68,12 @@ PORT_FILE="$STATE_DIR/ports"
 # Marks a directory as created by this script, so that `stop --wipe` can never
 # delete a directory someone pointed SLUICE_KAFKA_DIR at by mistake.
 STATE_MARKER="$STATE_DIR/.sluice-kafka-state"
+# Set by start-secure; a secured state dir remembers it in this file across restarts.
+SECURE_FILE="$STATE_DIR/secure"
+SECURE=0
+TLS_DIR="$STATE_DIR/tls"
+# Only the test broker's keystore: nothing of value is behind it.
+TLS_PASSWORD="sluice-test-keystore"
 
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-20}"
@@ -91,6 +109,12 @@ resolve_ports() {
     [[ "$PORT" =~ ^[0-9]+$ && "$CPORT" =~ ^[0-9]+$ ]] || die "ports must be numeric (got '$PORT', '$CPORT')"
     [[ "$PORT" != "$CPORT" ]] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
     BOOTSTRAP="127.0.0.1:$PORT"
+    SASL_PORT="${KAFKA_SASL_PORT:-$((PORT + 2))}"
+    SSL_PORT="${KAFKA_SSL_PORT:-$((PORT + 3))}"
+    if [[ -f "$SECURE_FILE" ]]; then
+        SECURE=1
+        read -r SASL_PORT SSL_PORT <"$SECURE_FILE" || true
+    fi
 }
 
 # ---------------------------------------------------------------- install ---
@@ -233,24 +257,67 @@ lock_state_dir() {
     flock 9
 }
 
+# A self-signed key pair for the SSL listener, and its certificate as PEM for clients.
+make_tls_material() {
+    [[ -f "$TLS_DIR/broker.p12" && -f "$TLS_DIR/ca.pem" ]] && return 0
+    command -v keytool >/dev/null || die "keytool not found (it comes with the JDK)"
+    mkdir -p "$TLS_DIR"
+    rm -f "$TLS_DIR/broker.p12" "$TLS_DIR/ca.pem"
+    keytool -genkeypair -noprompt -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+        -dname "CN=localhost" -ext "SAN=IP:127.0.0.1,DNS:localhost" \
+        -keystore "$TLS_DIR/broker.p12" -storetype PKCS12 \
+        -storepass "$TLS_PASSWORD" -keypass "$TLS_PASSWORD" >/dev/null 2>&1 \
+        || die "keytool could not make a key pair in $TLS_DIR"
+    keytool -exportcert -rfc -alias broker -keystore "$TLS_DIR/broker.p12" \
+        -storetype PKCS12 -storepass "$TLS_PASSWORD" -file "$TLS_DIR/ca.pem" >/dev/null 2>&1 \
+        || die "keytool could not export the certificate"
+}
+
 write_server_properties() {
+    local listeners="PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT"
+    local advertised="PLAINTEXT://127.0.0.1:$PORT"
+    local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    local auto_create=true
+    if ((SECURE)); then
+        listeners+=",SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT"
+        advertised+=",SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT"
+        protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL"
+        auto_create=false
+    fi
     local props="process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$STATE_DIR/data
 num.partitions=3
-auto.create.topics.enable=true
+auto.create.topics.enable=$auto_create
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0"
+    if ((SECURE)); then
+        # The broker and the controller talk over PLAINTEXT as ANONYMOUS, which must be
+        # a super user once ACLs are enforced; so is every tool using that listener.
+        props+="
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS_DIR/broker.p12
+ssl.keystore.password=$TLS_PASSWORD
+ssl.key.password=$TLS_PASSWORD
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=false"
+    fi
     if [[ -n "${KAFKA_SERVER_PROPS:-}" ]]; then
         props+=$'\n'"$KAFKA_SERVER_PROPS"
     fi
@@ -300,13 +367,32 @@ cmd_start() {
 
     touch "$STATE_MARKER"
     echo "$PORT $CPORT" >"$PORT_FILE"
+    if ((SECURE)); then
+        for p in "$SASL_PORT" "$SSL_PORT"; do
+            if port_open "$p"; then
+                die "port $p on 127.0.0.1 is already in use by another process; pick other KAFKA_SASL_PORT/KAFKA_SSL_PORT"
+            fi
+        done
+        echo "$SASL_PORT $SSL_PORT" >"$SECURE_FILE"
+        make_tls_material
+    fi
     write_server_properties
     mkdir -p "$STATE_DIR/data"
     if [[ ! -f "$STATE_DIR/data/meta.properties" ]]; then
         local cluster_id out
         cluster_id="$(run_tool kafka.tools.StorageTool random-uuid)" || die "could not generate a cluster id"
+        # SCRAM credentials of a KRaft cluster are records of its metadata log: written
+        # at format time, before the broker first starts.
+        local scram=() user
+        if ((SECURE)); then
+            for user in ${KAFKA_SCRAM_USERS:-alice:alice-secret}; do
+                [[ "$user" == *:* ]] || die "KAFKA_SCRAM_USERS entries are name:password (got '$user')"
+                scram+=(--add-scram "SCRAM-SHA-256=[name=${user%%:*},password=${user#*:}]")
+                scram+=(--add-scram "SCRAM-SHA-512=[name=${user%%:*},password=${user#*:}]")
+            done
+        fi
         if ! out="$(run_tool kafka.tools.StorageTool format --cluster-id "$cluster_id" \
-                --config "$STATE_DIR/server.properties" --ignore-formatted 2>&1)"; then
+                --config "$STATE_DIR/server.properties" --ignore-formatted "${scram[@]}" 2>&1)"; then
             echo "$out" >&2
             die "formatting KRaft storage in $STATE_DIR/data failed"
         fi
@@ -423,6 +509,7 @@ main() {
     case "$cmd" in
         install) cmd_install ;;
         start) cmd_start ;;
+        start-secure) SECURE=1; cmd_start ;;
         stop) cmd_stop "$@" ;;
         status) cmd_status ;;
         bootstrap) resolve_ports; echo "$BOOTSTRAP" ;;

@@ -33,16 +33,121 @@ fn cache_dir() -> String {
 }
 
 fn kafka_sh(action: &str, port: &str, dir: &str) -> anyhow::Result<()> {
+    kafka_sh_with(action, port, dir, &[])
+}
+
+fn kafka_sh_with(action: &str, port: &str, dir: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
     let script = super::repo_root().join("scripts/kafka.sh");
     let status = Command::new("bash")
         .arg(&script)
         .args(action.split(' '))
         .env("KAFKA_PORT", port)
         .env("SLUICE_KAFKA_DIR", dir)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("running {}", script.display()))?;
     anyhow::ensure!(status.success(), "kafka.sh {action} failed: {status}");
     Ok(())
+}
+
+/// A free port whose next `extra` ports are free too.
+fn free_ports(extra: u16) -> anyhow::Result<u16> {
+    loop {
+        let p = crate::node::free_port()?;
+        let rest_free = (1..=extra).all(|i| {
+            p.checked_add(i)
+                .is_some_and(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok())
+        });
+        if rest_free {
+            return Ok(p);
+        }
+    }
+}
+
+/// A broker of a test's own with SASL/SCRAM and SSL listeners and ACLs
+/// (`scripts/kafka.sh start-secure`); stopped and wiped when dropped.
+pub struct SecuredKafka {
+    /// The PLAINTEXT listener, whose anonymous user is a super user.
+    pub kafka: Kafka,
+    /// SASL_PLAINTEXT, SCRAM-SHA-256 and SCRAM-SHA-512 only.
+    pub sasl_bootstrap: String,
+    /// SSL, with a self-signed certificate.
+    pub ssl_bootstrap: String,
+    /// The certificate of the SSL listener, as PEM.
+    pub ca_pem: std::path::PathBuf,
+    port: String,
+    dir: String,
+}
+
+impl SecuredKafka {
+    /// Starts one with the SCRAM users `users` (name, password).
+    pub fn start(users: &[(&str, &str)]) -> anyhow::Result<SecuredKafka> {
+        let port = free_ports(3)?;
+        let (sasl, ssl) = (port + 2, port + 3);
+        let dir = format!("{}/kafka-secured-{port}", cache_dir());
+        let users = users
+            .iter()
+            .map(|(name, password)| format!("{name}:{password}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (port, sasl_text, ssl_text) = (port.to_string(), sasl.to_string(), ssl.to_string());
+        kafka_sh_with(
+            "start-secure",
+            &port,
+            &dir,
+            &[
+                ("KAFKA_SASL_PORT", &sasl_text),
+                ("KAFKA_SSL_PORT", &ssl_text),
+                ("KAFKA_SCRAM_USERS", &users),
+            ],
+        )?;
+        Ok(SecuredKafka {
+            kafka: Kafka {
+                bootstrap: format!("127.0.0.1:{port}"),
+                state_dir: dir.clone().into(),
+                dedicated: None,
+            },
+            sasl_bootstrap: format!("127.0.0.1:{sasl}"),
+            ssl_bootstrap: format!("127.0.0.1:{ssl}"),
+            ca_pem: std::path::PathBuf::from(&dir).join("tls/ca.pem"),
+            port,
+            dir,
+        })
+    }
+
+    /// Runs Kafka's ACL tool over the PLAINTEXT listener with `args` after the bootstrap.
+    pub fn acl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let script = super::repo_root().join("scripts/kafka.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args([
+                "run-class",
+                ACL_COMMAND,
+                "--bootstrap-server",
+                &self.kafka.bootstrap,
+            ])
+            .args(args)
+            .env("KAFKA_PORT", &self.port)
+            .env("SLUICE_KAFKA_DIR", &self.dir)
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "acl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+/// Kafka's ACL tool (kafka-acls.sh).
+const ACL_COMMAND: &str = "org.apache.kafka.tools.AclCommand";
+
+impl Drop for SecuredKafka {
+    fn drop(&mut self) {
+        let _ = kafka_sh("stop --wipe", &self.port, &self.dir);
+    }
 }
 
 impl Drop for Kafka {

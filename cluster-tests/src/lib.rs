@@ -17,7 +17,7 @@ pub mod workload;
 use std::time::{Duration, Instant};
 
 pub use cluster::TestCluster;
-pub use kafka::Kafka;
+pub use kafka::{Kafka, SecuredKafka};
 pub use node::Node;
 
 /// Runs a system tool (ip, iptables, mount, fiu-ctrl...) and fails with its stderr.
