@@ -30,6 +30,8 @@ pub enum ExecError {
     Insert { table: String, reason: String },
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Preflight(#[from] crate::ingest::preflight::PreflightError),
 }
 
 impl ExecError {
@@ -112,10 +114,16 @@ impl Executor {
                     batches: vec![batch],
                 }));
             }
-            Statement::CreateTable(create) => CatalogCommand::CreateTable {
-                def: table_def(&create, &catalog)?,
-                if_not_exists: create.if_not_exists,
-            },
+            Statement::CreateTable(create) => {
+                let def = table_def(&create, &catalog)?;
+                if !(create.if_not_exists && catalog.table(&def.name).is_some()) {
+                    crate::ingest::preflight::check_new_table(self.sink.defaults(), &def).await?;
+                }
+                CatalogCommand::CreateTable {
+                    def,
+                    if_not_exists: create.if_not_exists,
+                }
+            }
             Statement::CreateView(create) => {
                 if create.if_not_exists && catalog.views.contains_key(&create.name) {
                     return Ok(ExecOutput::Done("Ok. (already exists)".into()));

@@ -29,6 +29,17 @@ pub struct KafkaClientDefaults {
     properties: BTreeMap<String, String>,
 }
 
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `ssl.keystore.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`...), whose
+/// value must never reach a log, an error or a system table.
+pub fn is_secret_property(name: &str) -> bool {
+    let name = librdkafka_name(name);
+    name.contains("password")
+        || name.contains("secret")
+        || name == "ssl.key.pem"
+        || name == "sasl.oauthbearer.config"
+}
+
 /// ClickHouse spells librdkafka properties with underscores in its config (`sasl_mechanisms`).
 fn librdkafka_name(key: &str) -> String {
     key.trim().to_ascii_lowercase().replace('_', ".")
@@ -85,6 +96,11 @@ impl KafkaClientDefaults {
             probe.set(name, value);
         }
         if let Err(e) = probe.create_native_config() {
+            let secrets: Vec<String> = properties
+                .iter()
+                .filter(|(name, _)| is_secret_property(name))
+                .map(|(_, value)| value.clone())
+                .collect();
             let (name, reason) = match &e {
                 KafkaError::ClientConfig(_, desc, key, _) => (key.clone(), desc.clone()),
                 other => (
@@ -97,10 +113,11 @@ impl KafkaClientDefaults {
                 .map(origin_of)
                 .collect::<Vec<_>>()
                 .join(", ");
+            // librdkafka quotes a value it refuses, which may be a password.
             return Err(ClientPropertyError::Invalid {
                 name,
                 origin,
-                reason,
+                reason: super::cause::redact(&reason, &secrets),
             });
         }
         Ok(KafkaClientDefaults { properties })
@@ -219,6 +236,24 @@ mod tests {
         )
         .expect_err("reserved");
         assert!(err.to_string().contains("SLUICE_RDKAFKA_GROUP_ID"), "{err}");
+    }
+
+    #[test]
+    fn secret_properties_are_known_in_either_spelling() {
+        for name in [
+            "sasl.password",
+            "sasl_password",
+            "ssl.key.password",
+            "ssl_keystore_password",
+            "ssl.truststore.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+        ] {
+            assert!(is_secret_property(name), "{name}");
+        }
+        for name in ["sasl.username", "ssl.ca.location", "security.protocol"] {
+            assert!(!is_secret_property(name), "{name}");
+        }
     }
 
     #[test]

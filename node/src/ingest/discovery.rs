@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use super::cause::{of_code, Cause};
 use super::client::KafkaClientDefaults;
+use super::client_context::{serve_events, with_failure_logs, CauseContext};
 use crate::catalog::{Catalog, KafkaSettings};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,16 +26,19 @@ pub enum DiscoveryError {
         #[source]
         source: KafkaError,
     },
-    #[error("metadata of topic {topic}: {source}")]
+    /// The metadata request failed; `cause` names why when the client heard it.
+    #[error("metadata of topic {topic}: {}", cause.as_ref().map_or_else(|| source.to_string(), |c| format!("{c} ({source})")))]
     Metadata {
         topic: String,
         #[source]
         source: KafkaError,
+        cause: Option<Box<Cause>>,
     },
     #[error("topic {topic} not found")]
     NoTopic { topic: String },
-    #[error("topic {topic}: {error}")]
-    Topic { topic: String, error: String },
+    /// The broker answered for the topic with an error; `cause` names the topic.
+    #[error("{cause}")]
+    Topic { topic: String, cause: Box<Cause> },
     #[error("topic {topic}: the metadata lookup stopped: {reason}")]
     Stopped { topic: String, reason: String },
 }
@@ -41,11 +46,12 @@ pub enum DiscoveryError {
 /// The partition count of `topic`, read with the table's client settings.
 pub async fn partition_count(
     kafka: Arc<KafkaClientDefaults>,
+    table: String,
     settings: KafkaSettings,
     topic: String,
 ) -> Result<i32, DiscoveryError> {
     let name = topic.clone();
-    tokio::task::spawn_blocking(move || partition_count_blocking(&kafka, &settings, &topic))
+    tokio::task::spawn_blocking(move || partition_count_blocking(&kafka, &table, &settings, &topic))
         .await
         .unwrap_or_else(|e| {
             Err(DiscoveryError::Stopped {
@@ -57,22 +63,29 @@ pub async fn partition_count(
 
 fn partition_count_blocking(
     kafka: &KafkaClientDefaults,
+    table: &str,
     settings: &KafkaSettings,
     topic: &str,
 ) -> Result<i32, DiscoveryError> {
-    let client: BaseConsumer =
-        kafka
-            .client_config(settings)
-            .create()
+    let config = with_failure_logs(kafka.client_config(settings));
+    // Quiet: a lookup runs every few seconds, and the supervisor logs what it returns.
+    let context = CauseContext::new(table, &config).for_topic(topic).quiet();
+    let client: BaseConsumer<CauseContext> =
+        config
+            .create_with_context(context)
             .map_err(|source| DiscoveryError::Client {
                 topic: topic.to_string(),
                 source,
             })?;
     let metadata = client
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(|source| DiscoveryError::Metadata {
-            topic: topic.to_string(),
-            source,
+        .map_err(|source| {
+            serve_events(&client);
+            DiscoveryError::Metadata {
+                topic: topic.to_string(),
+                cause: client.context().cause_of(&source).map(Box::new),
+                source,
+            }
         })?;
     let t = metadata
         .topics()
@@ -82,9 +95,16 @@ fn partition_count_blocking(
             topic: topic.to_string(),
         })?;
     if let Some(error) = t.error() {
+        let code = RDKafkaErrorCode::from(error);
+        let cause = of_code(code)
+            .map(|c| c.naming(Some(topic), None, None))
+            .unwrap_or_else(|| Cause::Other {
+                code: format!("{code:?}"),
+                reason: format!("topic {topic}: {code}"),
+            });
         return Err(DiscoveryError::Topic {
             topic: topic.to_string(),
-            error: format!("{error:?}"),
+            cause: Box::new(cause),
         });
     }
     Ok(t.partitions().len() as i32)
@@ -100,7 +120,12 @@ pub async fn discover(
         .flat_map(|(table, settings)| {
             settings.topic_list.iter().map(move |topic| {
                 let key = (table.name.clone(), topic.clone());
-                let found = partition_count(kafka.clone(), settings.clone(), topic.clone());
+                let found = partition_count(
+                    kafka.clone(),
+                    table.name.clone(),
+                    settings.clone(),
+                    topic.clone(),
+                );
                 async move { (key, found.await) }
             })
         })

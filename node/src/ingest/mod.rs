@@ -5,18 +5,22 @@
 //! `pipeline`, and its decisions, pure and tested without Kafka, beside it: when to cut a
 //! block in `block_cutter`, where to resume and what a view still needs in `resume`, how
 //! a decoded block and a write's answer are judged in `verdict`, where stored rows are
-//! pushed in `route`, what an idle consumer does in `idle`, when a consumer reads its
+//! pushed in `route`, what an idle consumer does in `idle`, why a Kafka client failed in
+//! `cause` (heard through `client_context`), when a consumer reads its
 //! partition's watermarks in `watermarks`, and its messages/s and rows/s in `rate`. A
 //! failing consumer never takes
 //! the node down: its error is kept in `status` and shown in `system.kafka_consumers`.
 
 pub mod block_cutter;
+pub mod cause;
 pub mod client;
+pub mod client_context;
 pub mod consumer;
 pub mod discovery;
 pub mod idle;
 pub mod open_block;
 pub mod pipeline;
+pub mod preflight;
 pub mod rate;
 pub mod resume;
 pub mod route;
@@ -80,11 +84,14 @@ pub trait Replica: Send + Sync {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("{}/{}/{}: kafka: {source}", key.table, key.topic, key.partition)]
+    /// A Kafka call failed; `cause` names why when the error or the client's callbacks
+    /// told it.
+    #[error("{}/{}/{}: {}", key.table, key.topic, key.partition, cause.as_ref().map_or_else(|| format!("kafka: {source}"), |c| format!("{c} ({source})")))]
     Kafka {
         key: Box<ConsumerKey>,
         #[source]
         source: KafkaError,
+        cause: Option<Box<cause::Cause>>,
     },
     #[error("{}/{}/{}: {broken} broken messages in one block, more than kafka_skip_broken_messages = {allowed}; stopped at offset {offset} (kafka_handle_error_mode = 'default'): {error}", key.table, key.topic, key.partition)]
     BrokenMessages {

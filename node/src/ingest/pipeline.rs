@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use futures::{FutureExt as _, StreamExt as _};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer as RdStreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::block_cutter::{BlockCutter, BlockLimits};
 use super::client::KafkaClientDefaults;
+use super::client_context::{with_failure_logs, CauseContext};
 use super::idle::{fetched_to, stall_verdict, GroupOffset, StallWatch};
 use super::open_block::OpenBlock;
 use super::resume::{
@@ -69,6 +70,9 @@ struct ViewPosition {
     next_offset: Option<i64>,
 }
 
+/// A partition consumer whose context names the causes of its failures.
+type StreamConsumer = RdStreamConsumer<CauseContext>;
+
 /// A message stream's next item; the stream of a consumer never ends, so an end reads as
 /// an error rather than a panic.
 fn next_message<'a>(
@@ -86,10 +90,13 @@ impl PartitionJob {
 
     fn create_consumer(&self) -> Result<StreamConsumer, IngestError> {
         let client_id = self.key.consumer_id(&self.node_id);
-        self.kafka
-            .consumer_config(self.settings()?, &client_id)
-            .create()
-            .map_err(|source| self.kafka_error(source))
+        let config = with_failure_logs(self.kafka.consumer_config(self.settings()?, &client_id));
+        let context = CauseContext::new(&self.key.table, &config)
+            .for_topic(&self.key.topic)
+            .recording_to(self.status.clone());
+        config
+            .create_with_context(context)
+            .map_err(|source| self.kafka_error(None, source))
     }
 
     /// Runs until `stop` turns true (finishing the open block) or an error.
@@ -112,10 +119,10 @@ impl PartitionJob {
         };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.key.topic, self.key.partition, start)
-            .map_err(|source| self.kafka_error(source))?;
+            .map_err(|source| self.kafka_error(Some(&consumer), source))?;
         consumer
             .assign(&tpl)
-            .map_err(|source| self.kafka_error(source))?;
+            .map_err(|source| self.kafka_error(Some(&consumer), source))?;
         let group_offset = std::sync::Mutex::new(GroupOffset::new(Instant::now()));
         if let Offset::Offset(o) = start {
             set_group_offset(&group_offset, o);
@@ -221,7 +228,7 @@ impl PartitionJob {
                                 match stream.next().now_or_never().map(next_message) {
                                     Some(Ok(m)) => open.add(&mut cutter, &m, now),
                                     Some(Err(e)) => {
-                                        self.consume_error(&e);
+                                        consumer.context().consume_error(&e);
                                         break;
                                     }
                                     None => break,
@@ -231,7 +238,7 @@ impl PartitionJob {
                         Ok(Err(e)) => {
                             // Broker errors are transient for librdkafka, which retries;
                             // they are shown, not fatal.
-                            self.consume_error(&e);
+                            consumer.context().consume_error(&e);
                             // Errors that queued while nobody polled (a consumer that
                             // started while the broker was down holds dozens) are taken
                             // at once: one per pause held the messages behind them for
@@ -243,7 +250,7 @@ impl PartitionJob {
                                 match stream.next().now_or_never().map(next_message) {
                                     Some(Err(e)) => {
                                         queued += 1;
-                                        self.status.error(format!("consume: {e}"));
+                                        consumer.context().consume_error(&e);
                                     }
                                     Some(Ok(m)) => {
                                         stall.message(now);
@@ -318,11 +325,6 @@ impl PartitionJob {
                 }
             }
         }));
-    }
-
-    fn consume_error(&self, e: &KafkaError) {
-        tracing::warn!(table = %self.key.table, partition = self.key.partition, error = %e, "consume error");
-        self.status.error(format!("consume: {e}"));
     }
 
     /// On a poll that brought nothing: re-sends the group offset now and then, and fails
@@ -559,10 +561,18 @@ impl PartitionJob {
         }
     }
 
-    fn kafka_error(&self, source: KafkaError) -> IngestError {
+    /// A Kafka call's error, with its cause when the error or the consumer's context
+    /// (which heard the connection's failures) names one.
+    fn kafka_error(&self, consumer: Option<&StreamConsumer>, source: KafkaError) -> IngestError {
+        let cause = match consumer {
+            Some(c) => c.context().cause_of(&source),
+            None => super::cause::of_error(&source),
+        }
+        .map(|c| Box::new(c.naming(Some(&self.key.topic), None, None)));
         IngestError::Kafka {
             key: Box::new(self.key.clone()),
             source,
+            cause,
         }
     }
 
@@ -590,11 +600,18 @@ impl PartitionJob {
                         .find_partition(&self.key.topic, self.key.partition)
                         .and_then(|p| group_position(p.offset())))
                 }
-                Err(e) if Instant::now() < deadline => {
+                // A refused password or a missing ACL does not pass by waiting.
+                Err(e)
+                    if Instant::now() < deadline
+                        && !consumer
+                            .context()
+                            .cause_of(&e)
+                            .is_some_and(|c| c.is_lasting()) =>
+                {
                     tracing::debug!(table = %self.key.table, partition = self.key.partition, error = %e, "committed offset not available yet");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(source) => return Err(self.kafka_error(source)),
+                Err(source) => return Err(self.kafka_error(Some(consumer), source)),
             }
         }
     }

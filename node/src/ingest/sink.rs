@@ -15,15 +15,19 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _, PurgeConfig};
 use rdkafka::util::Timeout;
 
 use super::client::KafkaClientDefaults;
+use super::client_context::{with_failure_logs, CauseContext};
 use crate::catalog::{KafkaSettings, TableDef, HEADER_NAMES, HEADER_VALUES};
 use crate::format::encode::{encode_messages, EncodeError};
 
 /// How long one message may wait for the broker's acknowledgment, retries included.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a write waiting for acknowledgments looks for a cause that waiting cannot
+/// cure (a refused password, a missing ACL).
+const LASTING_CAUSE_CHECK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -64,8 +68,12 @@ pub enum SinkError {
 /// old one.
 pub struct KafkaSink {
     defaults: Arc<KafkaClientDefaults>,
-    producers: Mutex<HashMap<String, (KafkaSettings, FutureProducer)>>,
+    /// Each with a handle on its context, which heard why its deliveries fail.
+    producers: Mutex<HashMap<String, (KafkaSettings, Producer, CauseContext)>>,
 }
+
+/// A producer whose context names the causes of its failures.
+type Producer = FutureProducer<CauseContext>;
 
 impl KafkaSink {
     pub fn new(defaults: Arc<KafkaClientDefaults>) -> KafkaSink {
@@ -75,7 +83,12 @@ impl KafkaSink {
         }
     }
 
-    fn producer(&self, table: &TableDef) -> Result<FutureProducer, SinkError> {
+    /// The node-wide client properties its producers are made with.
+    pub fn defaults(&self) -> &KafkaClientDefaults {
+        &self.defaults
+    }
+
+    fn producer(&self, table: &TableDef) -> Result<(Producer, CauseContext), SinkError> {
         let settings = table
             .kafka()
             .ok_or_else(|| SinkError::NotKafka(table.name.clone()))?;
@@ -83,9 +96,9 @@ impl KafkaSink {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some((made_from, p)) = producers.get(&table.name) {
+        if let Some((made_from, p, context)) = producers.get(&table.name) {
             if made_from == settings {
-                return Ok(p.clone());
+                return Ok((p.clone(), context.clone()));
             }
         }
         let mut config = self.defaults.client_config(settings);
@@ -101,12 +114,25 @@ impl KafkaSink {
                 "message.timeout.ms",
                 DELIVERY_TIMEOUT.as_millis().to_string(),
             );
-        let producer: FutureProducer = config.create().map_err(|source| SinkError::Producer {
-            table: table.name.clone(),
-            source,
-        })?;
-        producers.insert(table.name.clone(), (settings.clone(), producer.clone()));
-        Ok(producer)
+        let config = with_failure_logs(config);
+        let context = CauseContext::new(&table.name, &config).for_topic(
+            settings
+                .topic_list
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default(),
+        );
+        let producer: Producer = config
+            .create_with_context(context.clone())
+            .map_err(|source| SinkError::Producer {
+                table: table.name.clone(),
+                source,
+            })?;
+        producers.insert(
+            table.name.clone(),
+            (settings.clone(), producer.clone(), context.clone()),
+        );
+        Ok((producer, context))
     }
 
     /// Sends `batch` (already in `table`'s columns) to the table's topic and waits until
@@ -159,7 +185,7 @@ impl KafkaSink {
                 })?,
             None => vec![Envelope::default(); payloads.len()],
         };
-        let producer = self.producer(table)?;
+        let (producer, causes) = self.producer(table)?;
         let sends = payloads.iter().zip(&envelopes).map(|(payload, envelope)| {
             let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(payload.as_slice());
             if let Some(key) = &envelope.key {
@@ -180,10 +206,40 @@ impl KafkaSink {
             }
             producer.send(record, Timeout::After(DELIVERY_TIMEOUT))
         });
-        let results = futures::future::join_all(sends).await;
+        let results = {
+            let deliveries = futures::future::join_all(sends);
+            tokio::pin!(deliveries);
+            loop {
+                tokio::select! {
+                    results = &mut deliveries => break results,
+                    () = tokio::time::sleep(LASTING_CAUSE_CHECK) => {
+                        // Messages would wait out DELIVERY_TIMEOUT for nothing: the write fails
+                        // now, and what is still queued is dropped so that it cannot arrive
+                        // after the write was reported failed.
+                        if let Some(cause) = causes.recent().filter(|c| c.is_lasting()) {
+                            producer.purge(PurgeConfig::default().queue().inflight());
+                            return Err(SinkError::Delivery {
+                                table: table.name.clone(),
+                                topic: topic.clone(),
+                                messages: payloads.len(),
+                                failed: payloads.len(),
+                                error: cause.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        // A delivery fails with a bare code ("message timed out"); the producer's context
+        // heard why (a refused password, a broker that cannot be reached).
         let failures: Vec<String> = results
             .into_iter()
-            .filter_map(|r| r.err().map(|(e, _)| e.to_string()))
+            .filter_map(|r| {
+                r.err().map(|(e, _)| match causes.cause_of(&e) {
+                    Some(cause) => format!("{cause} ({e})"),
+                    None => causes.redact(&e.to_string()),
+                })
+            })
             .collect();
         if let Some(first) = failures.first() {
             return Err(SinkError::Delivery {
@@ -281,7 +337,6 @@ fn check_enums(table: &TableDef, batch: &RecordBatch) -> Result<(), SinkError> {
 mod tests {
     use super::*;
     use crate::catalog::{ChType, Column, Engine};
-    use rdkafka::producer::Producer as _;
 
     fn kafka_table(brokers: &str) -> Result<TableDef, Box<dyn std::error::Error>> {
         let settings = KafkaSettings::from_pairs(&[
@@ -308,7 +363,7 @@ mod tests {
         };
         producers
             .values()
-            .map(|(settings, _)| settings.broker_list.clone())
+            .map(|(settings, _, _)| settings.broker_list.clone())
             .collect()
     }
 
@@ -365,11 +420,11 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         // Creating a producer does not connect, so no broker is needed here.
         let sink = KafkaSink::new(Arc::new(KafkaClientDefaults::default()));
-        let first = sink.producer(&kafka_table("127.0.0.1:1")?)?;
-        let again = sink.producer(&kafka_table("127.0.0.1:1")?)?;
+        let first = sink.producer(&kafka_table("127.0.0.1:1")?)?.0;
+        let again = sink.producer(&kafka_table("127.0.0.1:1")?)?.0;
         assert_eq!(first.client().native_ptr(), again.client().native_ptr());
         assert_eq!(brokers_of(&sink), vec!["127.0.0.1:1".to_string()]);
-        let other = sink.producer(&kafka_table("127.0.0.1:2")?)?;
+        let other = sink.producer(&kafka_table("127.0.0.1:2")?)?.0;
         assert_ne!(first.client().native_ptr(), other.client().native_ptr());
         assert_eq!(brokers_of(&sink), vec!["127.0.0.1:2".to_string()]);
         Ok(())

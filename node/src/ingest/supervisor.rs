@@ -319,11 +319,14 @@ impl Handler<PartitionsFound> for Supervisor {
                 }
             }
             Err(error) => {
-                tracing::warn!(table = %msg.table, topic = %msg.topic, %error, "partition discovery failed");
+                // A lookup runs every few seconds: the same failure is told once.
                 let status = self.registry.entry(&topic_key);
                 let last = status.snapshot().exceptions.last().map(|e| e.1.clone());
                 if last.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(table = %msg.table, topic = %msg.topic, %error, "partition discovery failed");
                     status.error(error);
+                } else {
+                    tracing::debug!(table = %msg.table, topic = %msg.topic, %error, "partition discovery failed again");
                 }
             }
         }

@@ -186,7 +186,7 @@ pub fn describe_table(t: &TableDef, info: TableInfo) -> DescribeTableResponse {
 }
 
 fn mask(name: &str, value: &str) -> String {
-    if name.contains("password") {
+    if crate::ingest::client::is_secret_property(name) {
         "[HIDDEN]".into()
     } else {
         value.to_string()
