@@ -198,6 +198,15 @@ impl Kafka {
         })
     }
 
+    /// Stops a dedicated broker, its data kept (dropping it wipes it).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let (port, dir) = self
+            .dedicated
+            .as_ref()
+            .context("only a dedicated broker can be stopped")?;
+        kafka_sh("stop", port, dir)
+    }
+
     /// Stops a dedicated broker (its data kept) and starts it again.
     pub fn restart(&self, down_for: std::time::Duration) -> anyhow::Result<()> {
         let (port, dir) = self

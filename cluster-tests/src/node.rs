@@ -292,6 +292,11 @@ impl Node {
             .collect()
     }
 
+    /// The node's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub fn log_contains(&self, needle: &str) -> bool {
         std::fs::read_to_string(&self.log)
             .map(|t| t.contains(needle))

@@ -450,3 +450,52 @@ async fn create_answers_what_it_can_know_at_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_consumer_names_the_broker_that_went_away() -> anyhow::Result<()> {
+    let kafka = Kafka::dedicated()?;
+    let topic = unique("gone");
+    kafka.create_topic(&topic, 1).await?;
+    produce(&kafka, &topic, 0..3).await?;
+    let node = Node::start("kafka-errors-gone").await?;
+    node.script(&reading_table("gone", &kafka.bootstrap, &topic, ""))
+        .await?;
+    wait_for("3 rows in t_gone", Duration::from_secs(60), || async {
+        (node.number("SELECT count() FROM t_gone").await.ok()? == 3).then_some(())
+    })
+    .await?;
+    let log_from = std::fs::metadata(node.log_path()).map(|m| m.len())?;
+    kafka.stop()?;
+    // librdkafka names the broker by its id once it knows it; either way its address.
+    let expected = format!(
+        "broker {} is unreachable: Connection refused",
+        kafka.bootstrap
+    );
+    let text = wait_for(
+        "the consumer to name the broker that went away",
+        Duration::from_secs(60),
+        || async {
+            let text = exceptions(&node).await.ok()?.remove("q_gone")?;
+            text.contains(&expected).then_some(text)
+        },
+    )
+    .await;
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => anyhow::bail!("{e}: {:?}\n{}", exceptions(&node).await, node.log_tail()),
+    };
+    println!("q_gone: {text}");
+    // Told once, not at every reconnection attempt while the broker stays away.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let told = node
+        .log_since(log_from, "is unreachable")
+        .iter()
+        .filter(|l| l.contains("WARN"))
+        .count();
+    assert!((1..=2).contains(&told), "told {told} times in the log");
+    let recorded = exceptions(&node).await?["q_gone"]
+        .matches("is unreachable")
+        .count();
+    assert!((1..=2).contains(&recorded), "recorded {recorded} times");
+    Ok(())
+}

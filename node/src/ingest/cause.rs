@@ -189,15 +189,24 @@ fn split_broker(text: &str) -> (Option<String>, &str) {
         Some(rest) => rest.split_once("]: ").map_or(text, |(_, after)| after),
         None => text,
     };
+    // The group coordinator's connection is named for its role first:
+    // "GroupCoordinator: 127.0.0.1:9092: Connect to ...".
+    let text = text
+        .strip_prefix("GroupCoordinator")
+        .and_then(|rest| rest.split_once(": ").map(|(_, after)| after))
+        .unwrap_or(text);
     let Some((head, rest)) = text.split_once(": ") else {
         return (None, text);
     };
-    // A broker name has a port and a node id or "bootstrap" after a slash.
+    // A broker name is host:port, mostly with a node id or "bootstrap" after a slash.
     let without_scheme = head.split_once("://").map_or(head, |(_, h)| h);
-    let Some((address, _node)) = without_scheme.rsplit_once('/') else {
-        return (None, text);
-    };
-    if !address.contains(':') || address.contains(' ') {
+    let address = without_scheme
+        .rsplit_once('/')
+        .map_or(without_scheme, |(address, _node)| address);
+    let has_port = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !has_port || address.contains(' ') {
         return (None, text);
     }
     (Some(address.to_string()), rest)
@@ -393,6 +402,12 @@ mod tests {
                 detail: "Connection refused".into()
             })
         );
+        // The same failure of the group coordinator's connection reads the same.
+        let coordinator = classify(
+            Some(RDKafkaErrorCode::BrokerTransportFailure),
+            "GroupCoordinator: 127.0.0.1:1: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)",
+        );
+        assert_eq!(coordinator, cause);
     }
 
     #[test]

@@ -197,7 +197,16 @@ impl CauseContext {
         match self.cause_of(error) {
             Some(cause) => {
                 let text = cause.to_string();
-                let due = self.heard().throttle.due(&text, Instant::now());
+                let now = Instant::now();
+                let due = {
+                    let mut heard = self.heard();
+                    // A broker's answer (a group not authorized) explains what follows,
+                    // such as a coordinator lookup that times out.
+                    if of_error(error).is_some() {
+                        heard.last = Some((now, cause));
+                    }
+                    heard.throttle.due(&text, now)
+                };
                 if due {
                     self.report(&text);
                 }

@@ -594,6 +594,9 @@ impl PartitionJob {
             })
             .await
             .map_err(|e| IngestError::State(e.to_string()))?;
+            if result.is_err() {
+                serve_queued_events(consumer);
+            }
             match result {
                 Ok(tpl) => {
                     return Ok(tpl
@@ -804,6 +807,24 @@ fn set_group_offset(group_offset: &std::sync::Mutex<GroupOffset>, next: i64) {
         g.sent(next, Instant::now());
     }
 }
+
+/// Serves what is queued on a consumer that reads nothing yet: the group coordinator's
+/// refusal (a group not authorized) waits there as an error, and librdkafka's log lines
+/// with the causes of connection failures, which a committed-offset request that timed
+/// out does not tell. Only before the partition is assigned: no message can be taken.
+fn serve_queued_events(consumer: &StreamConsumer) {
+    let mut stream = consumer.stream();
+    // Bounded: a consumer that keeps failing keeps queueing.
+    for _ in 0..QUEUED_EVENTS_SERVED_MAX {
+        match stream.next().now_or_never() {
+            Some(Some(Err(e))) => consumer.context().consume_error(&e),
+            Some(Some(Ok(_)) | None) | None => break,
+        }
+    }
+}
+
+/// How many queued events `serve_queued_events` takes at most.
+const QUEUED_EVENTS_SERVED_MAX: usize = 64;
 
 /// Resolves once a stop is asked for (or its sender is gone).
 async fn stop_requested(stop: &mut watch::Receiver<bool>) {
