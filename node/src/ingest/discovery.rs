@@ -26,8 +26,9 @@ pub enum DiscoveryError {
         #[source]
         source: KafkaError,
     },
-    /// The metadata request failed; `cause` names why when the client heard it.
-    #[error("metadata of topic {topic}: {}", cause.as_ref().map_or_else(|| source.to_string(), |c| format!("{c} ({source})")))]
+    /// The metadata request failed; `cause` names why when the client heard it, and then
+    /// stands for librdkafka's bare "transport failure".
+    #[error("metadata of topic {topic}: {}", cause.as_ref().map_or_else(|| source.to_string(), |c| c.to_string()))]
     Metadata {
         topic: String,
         #[source]

@@ -85,8 +85,8 @@ pub trait Replica: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// A Kafka call failed; `cause` names why when the error or the client's callbacks
-    /// told it.
-    #[error("{}/{}/{}: {}", key.table, key.topic, key.partition, cause.as_ref().map_or_else(|| format!("kafka: {source}"), |c| format!("{c} ({source})")))]
+    /// told it, and then stands for the call's bare error ("timed out").
+    #[error("{}/{}/{}: {}", key.table, key.topic, key.partition, cause.as_ref().map_or_else(|| format!("kafka: {source}"), |c| c.to_string()))]
     Kafka {
         key: Box<ConsumerKey>,
         #[source]
