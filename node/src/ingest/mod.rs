@@ -15,6 +15,7 @@ pub mod client;
 pub mod consumer;
 pub mod discovery;
 pub mod idle;
+pub mod offset_reset;
 pub mod open_block;
 pub mod pipeline;
 pub mod rate;
