@@ -60,6 +60,32 @@ fn pipeline(kafka: &Kafka, name: &str, topic: &str, group: &str) -> String {
     )
 }
 
+/// Waits until the consumers of Kafka tables `ta_queue` and `tb_queue` are exactly
+/// `expected` (pipeline name, partition), each one running.
+async fn split_is(node: &Node, expected: &[(&str, u64)]) -> anyhow::Result<()> {
+    let query = "SELECT \"table\", assignments.partition_id FROM system.kafka_consumers
+                 WHERE \"table\" IN ('ta_queue', 'tb_queue') AND is_currently_used
+                 ORDER BY \"table\", assignments.partition_id";
+    let want: Vec<Vec<String>> = expected
+        .iter()
+        .map(|(t, p)| vec![format!("{t}_queue"), format!("[{p}]")])
+        .collect();
+    let reached = wait_for(
+        &format!("consumers {expected:?}"),
+        Duration::from_secs(60),
+        || async { (node.rows(query).await.ok()? == want).then_some(()) },
+    )
+    .await;
+    if reached.is_err() {
+        anyhow::bail!(
+            "consumers of ta and tb: {:?}, expected {want:?}; all consumers: {:?}",
+            node.rows(query).await,
+            node.rows("SELECT \"table\", assignments.partition_id, is_currently_used FROM system.kafka_consumers").await
+        );
+    }
+    Ok(())
+}
+
 async fn count(node: &Node, query: &str) -> anyhow::Result<u64> {
     node.number(query)
         .await
@@ -141,6 +167,9 @@ async fn tables_sharing_a_group_split_its_partitions() -> anyhow::Result<()> {
     // A second table joins the group: from then on each takes half the partitions, and
     // those that moved go on from where the first one stopped.
     node.script(&pipeline(kafka, "tb", &topic, &shared)).await?;
+    // The rows that follow must find the partitions handed over: a consumer of ta still
+    // reading partition 1 would rightly take what arrives before the handover.
+    split_is(node, &[("ta", 0), ("ta", 2), ("tb", 1), ("tb", 3)]).await?;
     produce(kafka, &topic, batch..2 * batch).await?;
     settled(node, &["ta", "tb"], 2 * batch).await?;
     let since_join =

@@ -225,6 +225,7 @@ async fn serve(
             query_runtime.clone(),
         ),
         sink: crate::ingest::sink::KafkaSink::new(Arc::new(config.kafka.clone())),
+        kafka: Arc::new(config.kafka.clone()),
     });
     let admin = AdminService {
         executor,

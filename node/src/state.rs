@@ -225,6 +225,24 @@ impl NodeState {
         )?)
     }
 
+    /// Moves a source partition's stored position in `table` (see `TableStore::set_position`).
+    pub fn set_position(
+        &self,
+        table: &str,
+        key: &crate::table::PositionKey,
+        kafka_table: &str,
+        next_offset: i64,
+        fence_epoch: u64,
+    ) -> Result<Option<i64>, StateError> {
+        if self.catalog().table(table).is_none() {
+            return Err(StateError::NoTable(table.to_string()));
+        }
+        Ok(self
+            .tables
+            .get(table)?
+            .set_position(key, kafka_table, next_offset, fence_epoch)?)
+    }
+
     /// Wakes whoever watches the catalog (the ingest supervisor) without a catalog change,
     /// e.g. when the cluster's membership changed.
     pub fn notify(&self) {

@@ -32,6 +32,16 @@ pub enum ExecError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Preflight(#[from] crate::ingest::preflight::PreflightError),
+    #[error("ALTER TABLE {table} RESET OFFSETS refused: {reason}")]
+    ResetRefused { table: String, reason: String },
+    #[error("ALTER TABLE {table} RESET OFFSETS: {source}")]
+    ResetKafka {
+        table: String,
+        #[source]
+        source: crate::ingest::offset_reset::OffsetResetError,
+    },
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ExecError {
@@ -57,17 +67,38 @@ pub struct Executor {
     pub cluster: Arc<Cluster>,
     pub queries: QueryEngine,
     pub sink: KafkaSink,
+    /// The node-wide Kafka client properties, for the calls a statement makes itself.
+    pub kafka: Arc<crate::ingest::client::KafkaClientDefaults>,
 }
 
+/// Who a statement is run for, as recorded where it matters (offset resets): the user
+/// name the caller gave, if any, and its address.
+pub const UNKNOWN_CALLER: &str = "unknown";
+
 impl Executor {
-    pub async fn execute_sql(&self, text: &str) -> Result<ExecOutput, ExecError> {
+    pub async fn execute_sql(&self, text: &str, caller: &str) -> Result<ExecOutput, ExecError> {
         let statement = sql::parse(text)?;
-        self.execute(statement).await
+        self.execute_for(statement, caller).await
     }
 
     pub async fn execute(&self, statement: Statement) -> Result<ExecOutput, ExecError> {
+        self.execute_for(statement, UNKNOWN_CALLER).await
+    }
+
+    /// Runs a statement for `caller` (see `UNKNOWN_CALLER`).
+    pub async fn execute_for(
+        &self,
+        statement: Statement,
+        caller: &str,
+    ) -> Result<ExecOutput, ExecError> {
         let catalog = self.state.catalog();
         let command = match statement {
+            Statement::ResetOffsets(reset) => {
+                let moves = self.reset_offsets(reset, caller).await?;
+                return Ok(ExecOutput::Rows(super::reset_offsets::moves_result(
+                    &moves,
+                )?));
+            }
             Statement::Query(q) => return Ok(ExecOutput::Rows(self.queries.execute(*q).await?)),
             Statement::Insert(insert) => return self.insert(insert).await.map(ExecOutput::Done),
             Statement::ShowTables => {

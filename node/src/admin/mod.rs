@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod executor;
 pub mod fanout;
+mod reset_offsets;
 pub mod service;
 
 /// Largest gRPC message either way: query results can be large.
@@ -28,6 +29,19 @@ pub fn to_status(e: &ExecError) -> Status {
         }
         ExecError::Query(crate::query::QueryError::NoTable(_)) => Status::not_found(text),
         ExecError::Query(_) | ExecError::Insert { .. } => Status::invalid_argument(text),
+        ExecError::ResetRefused { .. } => Status::failed_precondition(text),
+        ExecError::ResetKafka { source, .. } => match source {
+            crate::ingest::offset_reset::OffsetResetError::Kafka { .. } => {
+                Status::unavailable(text)
+            }
+            crate::ingest::offset_reset::OffsetResetError::NoTopic(_) => {
+                Status::failed_precondition(text)
+            }
+            crate::ingest::offset_reset::OffsetResetError::NoPartition { .. } => {
+                Status::invalid_argument(text)
+            }
+        },
+        ExecError::Internal(_) => Status::internal(text),
         ExecError::Sink(
             crate::ingest::sink::SinkError::NotAnEnumMember { .. }
             | crate::ingest::sink::SinkError::Envelope { .. }

@@ -53,16 +53,36 @@ pub async fn drain_node(
     convert::drain_response(consumers_stopped, &outcome)
 }
 
+/// The metadata key under which a client may name its user (`sluice sql --user`).
+pub const USER_HEADER: &str = "x-sluice-user";
+
+/// Who made a call: the user it named, if any, and where it came from.
+fn caller<T>(request: &Request<T>) -> String {
+    let user = request
+        .metadata()
+        .get(USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty());
+    let addr = request.remote_addr().map(|a| a.to_string());
+    match (user, addr) {
+        (Some(u), Some(a)) => format!("{u}@{a}"),
+        (Some(u), None) => u.to_string(),
+        (None, Some(a)) => a,
+        (None, None) => super::executor::UNKNOWN_CALLER.to_string(),
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn execute(
         &self,
         request: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
+        let caller = caller(&request);
         let sql = request.into_inner().sql;
         let output = self
             .executor
-            .execute_sql(&sql)
+            .execute_sql(&sql, &caller)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(convert::execute_response(output)?))
@@ -107,6 +127,20 @@ impl Admin for AdminService {
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(convert::outcome_response(&outcome)))
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<ResetOffsetsRequest>,
+    ) -> Result<Response<ResetOffsetsResponse>, Status> {
+        let caller = caller(&request);
+        let reset = convert::reset_offsets(request.into_inner())?;
+        let moves = self
+            .executor
+            .reset_offsets(reset, &caller)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(convert::reset_offsets_response(&moves)))
     }
 
     async fn list_tables(

@@ -8,6 +8,7 @@
 pub mod kafka_compression;
 pub mod kafka_groups;
 pub mod kafka_settings;
+pub mod rewind;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -281,11 +282,31 @@ pub struct ViewDef {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CatalogCommand {
-    CreateTable { def: TableDef, if_not_exists: bool },
-    CreateView { def: ViewDef, if_not_exists: bool },
-    DropTable { name: String, if_exists: bool },
-    DropView { name: String, if_exists: bool },
-    SetDetached { name: String, detached: bool },
+    CreateTable {
+        def: TableDef,
+        if_not_exists: bool,
+    },
+    CreateView {
+        def: ViewDef,
+        if_not_exists: bool,
+    },
+    DropTable {
+        name: String,
+        if_exists: bool,
+    },
+    DropView {
+        name: String,
+        if_exists: bool,
+    },
+    SetDetached {
+        name: String,
+        detached: bool,
+    },
+    /// Records the moves of a reset of a Kafka table's positions (already made in its
+    /// views' tables); refused unless the table is detached.
+    RecordOffsetResets {
+        resets: Vec<rewind::OffsetReset>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -332,10 +353,12 @@ pub enum CatalogError {
         format: kafka_settings::Format,
         columns: String,
     },
-    #[error("{0} is not a Kafka table; only Kafka tables can be detached")]
+    #[error("{0} is not a Kafka table; only Kafka tables can be detached or have offsets")]
     NotKafka(String),
     #[error("{0} names a view; use DROP VIEW")]
     IsView(String),
+    #[error("{0} is attached: its consumers may be reading; DETACH TABLE {0} first, then reset its offsets, then ATTACH TABLE {0}")]
+    ResetWhileAttached(String),
 }
 
 /// What a command did, for the reply to the user.
@@ -349,6 +372,9 @@ pub enum CatalogOutcome {
 pub struct Catalog {
     pub tables: BTreeMap<String, TableDef>,
     pub views: BTreeMap<String, ViewDef>,
+    /// The latest moves of Kafka tables' positions, oldest first.
+    #[serde(default)]
+    pub offset_resets: std::collections::VecDeque<rewind::OffsetReset>,
 }
 
 impl Catalog {
@@ -484,6 +510,27 @@ impl Catalog {
                     return Ok(CatalogOutcome::Unchanged);
                 }
                 table.detached = *detached;
+            }
+            CatalogCommand::RecordOffsetResets { resets } => {
+                for name in resets
+                    .iter()
+                    .map(|r| &r.table)
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    let table = self
+                        .tables
+                        .get(name)
+                        .ok_or_else(|| CatalogError::NoTable(name.clone()))?;
+                    if table.kafka().is_none() {
+                        return Err(CatalogError::NotKafka(name.clone()));
+                    }
+                    if !table.detached {
+                        return Err(CatalogError::ResetWhileAttached(name.clone()));
+                    }
+                }
+                self.offset_resets.extend(resets.iter().cloned());
+                let excess = self.offset_resets.len().saturating_sub(rewind::RESETS_KEPT);
+                self.offset_resets.drain(..excess);
             }
         }
         Ok(CatalogOutcome::Changed)

@@ -21,6 +21,10 @@ pub struct SqlArgs {
     /// Output: `pretty` (aligned table) or `tsv` (tab-separated, no header).
     #[arg(long, default_value = "pretty")]
     pub format: OutputFormat,
+    /// The user name the node records for the statements (offset resets record it);
+    /// by default the login name of this shell.
+    #[arg(long, env = "SLUICE_USER")]
+    pub user: Option<String>,
     /// The statement (when no file is given).
     pub statement: Option<String>,
 }
@@ -62,11 +66,22 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     };
     let statements = crate::sql::split_statements(&text)?;
     let mut client = connect(&args.host).await?;
+    let user = args
+        .user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .and_then(|u| tonic::metadata::MetadataValue::try_from(u).ok());
     for statement in statements {
+        let mut request = tonic::Request::new(ExecuteRequest {
+            sql: statement.clone(),
+        });
+        if let Some(user) = &user {
+            request
+                .metadata_mut()
+                .insert(crate::admin::service::USER_HEADER, user.clone());
+        }
         let response = client
-            .execute(ExecuteRequest {
-                sql: statement.clone(),
-            })
+            .execute(request)
             .await
             .map_err(|status| anyhow::anyhow!("{}", status.message()))
             .with_context(|| format!("statement failed: {}", first_line(&statement)))?

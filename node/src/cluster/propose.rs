@@ -15,7 +15,7 @@ use super::{Cluster, ClusterError, WRITE_TIMEOUT};
 use crate::catalog::{CatalogCommand, CatalogOutcome};
 use crate::raft::messages::ProposeError;
 use crate::raft::{Command, Fence, Raft, Response, META_GROUP};
-use crate::table::{ApplyOutcome, Block};
+use crate::table::{ApplyOutcome, Block, PositionKey};
 
 /// A replica's part count past which writes to its table slow down, and past which they
 /// are refused (ClickHouse's `parts_to_delay_insert` and `parts_to_throw_insert`, scaled to
@@ -119,6 +119,43 @@ impl Cluster {
                 reply: format!("{other:?}"),
             }),
         }
+    }
+
+    /// Moves a source partition's stored position in `table` through the table's group
+    /// (a rewind); returns the position it replaced.
+    pub async fn set_position(
+        &self,
+        table: &str,
+        key: PositionKey,
+        kafka_table: &str,
+        next_offset: i64,
+        fence_epoch: u64,
+    ) -> Result<Option<i64>, ClusterError> {
+        let command = Command::SetPosition {
+            table: table.to_string(),
+            key,
+            kafka_table: kafka_table.to_string(),
+            next_offset,
+            fence_epoch,
+        };
+        match self.write_to_table(table, command).await? {
+            Response::Position(result) => Ok(result?),
+            other => Err(ClusterError::UnexpectedReply {
+                group: table.to_string(),
+                asked: "position change",
+                reply: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// The index of the last entry of the `meta` group this node applied: every
+    /// assignment epoch handed out so far is at most this.
+    pub fn meta_applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |id| id.index)
     }
 
     /// Writes a command to `table`'s group, wherever its leader runs; returns once a

@@ -18,6 +18,7 @@ pub mod client_context;
 pub mod consumer;
 pub mod discovery;
 pub mod idle;
+pub mod offset_reset;
 pub mod open_block;
 pub mod pipeline;
 pub mod preflight;

@@ -43,7 +43,7 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the topic's metadata is waited for before the partition is assigned.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping consumer waits for its last group commit.
-const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a coordinator that is not ready yet is waited for.
 const COMMITTED_RETRY_FOR: Duration = Duration::from_secs(30);
 

@@ -60,6 +60,7 @@ mod tests {
         Catalog {
             tables: tables.iter().map(|t| (t.name.clone(), t.clone())).collect(),
             views: views.iter().map(|v| (v.name.clone(), v.clone())).collect(),
+            ..Catalog::default()
         }
     }
 

@@ -233,6 +233,7 @@ impl QueryEngine {
             }
         }
         let parts = system_tables::parts(&self.cluster.node_name(), &parts)?;
+        let offset_resets = system_tables::kafka_offset_resets(catalog)?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
             ("dead_letter_queue", dead_letter_queue),
@@ -241,6 +242,7 @@ impl QueryEngine {
             ("writer_log", writer_log),
             ("raft_groups", groups),
             ("parts", parts),
+            ("kafka_offset_resets", offset_resets),
         ] {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;

@@ -7,6 +7,8 @@
 //! A Sluice consumer reads one partition, so these are plain columns, not `assignments.*`
 //! arrays: `sum(lag)` is a table's lag.
 //! `system.dead_letter_queue` keeps ClickHouse's Kafka columns and adds `node`.
+//! `system.kafka_offset_resets` is Sluice's own: each partition an `ALTER TABLE … RESET
+//! OFFSETS` moved, when, from where to where, and who asked.
 
 use std::sync::Arc;
 
@@ -238,6 +240,50 @@ pub fn dead_letter_queue(letters: Vec<(String, DeadLetter)>) -> Result<RecordBat
         text(&|(node, _)| node.clone()),
     ];
     RecordBatch::try_new(dead_letter_queue_schema(), columns)
+}
+
+pub fn kafka_offset_resets_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "event_time",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
+        Field::new("database", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("from_offset", DataType::Int64, true),
+        Field::new("to_offset", DataType::Int64, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("requested_by", DataType::Utf8, false),
+    ]))
+}
+
+/// `system.kafka_offset_resets`: the catalog's record of moved positions, oldest first.
+pub fn kafka_offset_resets(catalog: &Catalog) -> Result<RecordBatch, ArrowError> {
+    let resets = &catalog.offset_resets;
+    let text = |f: &dyn Fn(&crate::catalog::rewind::OffsetReset) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(resets.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(arrow::array::TimestampMillisecondArray::from_iter_values(
+            resets.iter().map(|r| r.time_ms),
+        )),
+        Arc::new(StringArray::from(vec![DEFAULT_DATABASE; resets.len()])),
+        text(&|r| &r.table),
+        text(&|r| &r.topic),
+        Arc::new(Int32Array::from_iter_values(
+            resets.iter().map(|r| r.partition),
+        )),
+        Arc::new(Int64Array::from_iter(resets.iter().map(|r| r.from_offset))),
+        Arc::new(Int64Array::from_iter_values(
+            resets.iter().map(|r| r.to_offset),
+        )),
+        text(&|r| &r.target),
+        text(&|r| &r.requested_by),
+    ];
+    RecordBatch::try_new(kafka_offset_resets_schema(), columns)
 }
 
 pub fn tables_schema() -> SchemaRef {

@@ -19,7 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
-use crate::table::{ApplyOutcome, Block};
+use crate::table::{ApplyOutcome, Block, PositionKey};
 use crate::topology::{Member, NodeId, Placement, Slot};
 
 /// The group that holds the catalog, the membership, the assignment and the placements.
@@ -37,6 +37,16 @@ pub enum Command {
     Block {
         block: Block,
         fence: Option<Fence>,
+    },
+    /// A source partition's position moved on purpose (a rewind): the table stores
+    /// `next_offset` for it and refuses writers through `kafka_table` at epochs below
+    /// `fence_epoch`.
+    SetPosition {
+        table: String,
+        key: PositionKey,
+        kafka_table: String,
+        next_offset: i64,
+        fence_epoch: u64,
     },
     /// A new partition assignment from the meta leader.
     Assign {
@@ -65,6 +75,16 @@ impl fmt::Display for Command {
             Command::Block { block, .. } => {
                 write!(f, "block of {} rows for {}", block.rows, block.table)
             }
+            Command::SetPosition {
+                table,
+                key,
+                next_offset,
+                ..
+            } => write!(
+                f,
+                "position of {}/{}/{} in {table} set to {next_offset}",
+                key.source, key.topic, key.partition
+            ),
             Command::Assign { owners } => write!(f, "assignment of {} partitions", owners.len()),
             Command::Place { table, placement } => match placement {
                 Some(p) => write!(f, "placement of {table} on {:?}", p.members),
@@ -80,6 +100,8 @@ pub enum Response {
     Done,
     Catalog(Result<CatalogOutcome, CatalogError>),
     Block(Result<ApplyOutcome, BlockRefused>),
+    /// The position a `SetPosition` replaced.
+    Position(Result<Option<i64>, BlockRefused>),
 }
 
 /// Why a group did not apply a block: it reached the wrong group, or its table is gone.
@@ -88,7 +110,7 @@ pub enum Response {
 pub enum BlockRefused {
     #[error("a block for {table} was sent to the meta group; blocks go to their table's group")]
     SentToMeta { table: String },
-    #[error("group {group} of table {table} takes blocks only, not {command}")]
+    #[error("group {group} of table {table} takes blocks and positions only, not {command}")]
     NotABlock {
         group: String,
         table: String,

@@ -7,6 +7,7 @@
 //! Must not import the catalog's storage, `rdkafka` or `actix`.
 
 pub mod ddl;
+pub mod reset_offsets;
 
 use crate::catalog::kafka_settings::Format;
 use sqlparser::ast::{FormatClause, Query, Statement as SqlStatement};
@@ -106,6 +107,8 @@ pub enum Statement {
     Query(Box<SqlStatement>),
     /// `INSERT INTO table [(columns)] SELECT ... | VALUES ...`.
     Insert(Insert),
+    /// `ALTER TABLE queue RESET OFFSETS …`.
+    ResetOffsets(reset_offsets::ResetOffsets),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +219,9 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
         }
     } else if p.parse_keyword(Keyword::INSERT) {
         parse_insert(&mut p)?
+    } else if p.parse_keywords(&[Keyword::ALTER, Keyword::TABLE]) {
+        let table = parse_table_name(&mut p)?;
+        reset_offsets::parse_alter(&mut p, table)?
     } else if matches!(
         p.peek_token_ref().token,
         Token::Word(ref w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH
@@ -226,7 +232,7 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
     } else {
         let first = p.peek_token_ref().token.to_string();
         return Err(SqlError::Unsupported(format!(
-            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, SHOW TABLES, DESCRIBE, SELECT, INSERT)"
+            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, ALTER TABLE … RESET OFFSETS, SHOW TABLES, DESCRIBE, SELECT, INSERT)"
         )));
     };
     let _ = p.consume_token(&Token::SemiColon);

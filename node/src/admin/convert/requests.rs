@@ -6,12 +6,46 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use crate::catalog::rewind::ResetTo;
 use crate::catalog::CatalogCommand;
 use crate::proto::{
-    create_table_request, CreateMaterializedViewRequest, CreateTableRequest, DrainRequest,
-    DropTableRequest,
+    create_table_request, reset_offsets_request, CreateMaterializedViewRequest, CreateTableRequest,
+    DrainRequest, DropTableRequest, ResetOffsetsRequest,
 };
+use crate::sql::reset_offsets::ResetOffsets;
 use crate::sql::{self, ColumnText, CreateTable, CreateView, EngineClause, SqlError};
+
+/// A typed offset reset as the statement its SQL parses to.
+pub fn reset_offsets(r: ResetOffsetsRequest) -> Result<ResetOffsets, Status> {
+    use reset_offsets_request::To;
+    let to = match r.to {
+        Some(To::Earliest(true)) => ResetTo::Earliest,
+        Some(To::Latest(true)) => ResetTo::Latest,
+        Some(To::Offset(o)) if o >= 0 => ResetTo::Offset(o),
+        Some(To::Offset(o)) => {
+            return Err(Status::invalid_argument(format!(
+                "offset {o} is negative; use shift_by to move back from the current position"
+            )))
+        }
+        Some(To::TimestampMs(ms)) => ResetTo::Timestamp(ms),
+        Some(To::ShiftBy(n)) => ResetTo::ShiftBy(n),
+        Some(To::Earliest(false) | To::Latest(false)) | None => {
+            return Err(Status::invalid_argument(
+                "where to is required: earliest, latest, offset, timestamp_ms or shift_by",
+            ))
+        }
+    };
+    if let Some(p) = r.partitions.iter().find(|p| **p < 0) {
+        return Err(Status::invalid_argument(format!(
+            "partition {p} is out of range"
+        )));
+    }
+    Ok(ResetOffsets {
+        table: r.table,
+        partitions: r.partitions,
+        to,
+    })
+}
 
 /// How long a drain waits when the caller names no limit.
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

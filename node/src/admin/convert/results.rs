@@ -193,6 +193,24 @@ fn mask(name: &str, value: &str) -> String {
     }
 }
 
+/// The moves of an offset reset, as the typed call answers them.
+pub fn reset_offsets_response(
+    moves: &[crate::catalog::rewind::OffsetReset],
+) -> crate::proto::ResetOffsetsResponse {
+    crate::proto::ResetOffsetsResponse {
+        partitions: moves
+            .iter()
+            .map(|m| crate::proto::PartitionOffsetReset {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                from_offset: m.from_offset.unwrap_or_default(),
+                has_from_offset: m.from_offset.is_some(),
+                to_offset: m.to_offset,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -192,6 +192,11 @@ impl StateMachine {
             Command::Block { block, .. } => Response::Block(Err(BlockRefused::SentToMeta {
                 table: block.table.clone(),
             })),
+            Command::SetPosition { table, .. } => {
+                Response::Position(Err(BlockRefused::SentToMeta {
+                    table: table.clone(),
+                }))
+            }
         })
     }
 
@@ -205,6 +210,33 @@ impl StateMachine {
         command: &Command,
         index: u64,
     ) -> Result<Response, StorageError> {
+        if let Command::SetPosition {
+            table: target,
+            key,
+            kafka_table,
+            next_offset,
+            fence_epoch,
+        } = command
+        {
+            if let Err(refused) = self.owns(table, group, target) {
+                return Ok(Response::Position(Err(refused)));
+            }
+            return Ok(
+                match self
+                    .state
+                    .set_position(table, key, kafka_table, *next_offset, *fence_epoch)
+                {
+                    Ok(previous) => Response::Position(Ok(previous)),
+                    Err(crate::state::StateError::NoTable(t)) => {
+                        Response::Position(Err(BlockRefused::TableGone {
+                            table: t,
+                            group: group.to_string(),
+                        }))
+                    }
+                    Err(e) => return Err(sm_write(e)),
+                },
+            );
+        }
         let Command::Block { block, fence } = command else {
             return Ok(Response::Block(Err(BlockRefused::NotABlock {
                 group: group.to_string(),
@@ -212,25 +244,8 @@ impl StateMachine {
                 command: command.to_string(),
             })));
         };
-        if block.table != table {
-            return Ok(Response::Block(Err(BlockRefused::WrongGroup {
-                block_table: block.table.clone(),
-                group: group.to_string(),
-                table: table.to_string(),
-            })));
-        }
-        // The table was dropped, or dropped and created again with a group of its own,
-        // after this block was proposed: its data is not this group's any more.
-        if self
-            .state
-            .placements()
-            .of(table)
-            .is_none_or(|p| p.group != group)
-        {
-            return Ok(Response::Block(Err(BlockRefused::TableGone {
-                table: table.to_string(),
-                group: group.to_string(),
-            })));
+        if let Err(refused) = self.owns(table, group, &block.table) {
+            return Ok(Response::Block(Err(refused)));
         }
         let writer = fence.as_ref().map(|f| crate::table::Writer {
             node: f.node,
@@ -248,6 +263,31 @@ impl StateMachine {
             }
             Err(e) => return Err(sm_write(e)),
         })
+    }
+
+    /// Whether a write for `written` belongs to this group of `table`.
+    fn owns(&self, table: &str, group: &str, written: &str) -> Result<(), BlockRefused> {
+        if written != table {
+            return Err(BlockRefused::WrongGroup {
+                block_table: written.to_string(),
+                group: group.to_string(),
+                table: table.to_string(),
+            });
+        }
+        // The table was dropped, or dropped and created again with a group of its own,
+        // after this write was proposed: its data is not this group's any more.
+        if self
+            .state
+            .placements()
+            .of(table)
+            .is_none_or(|p| p.group != group)
+        {
+            return Err(BlockRefused::TableGone {
+                table: table.to_string(),
+                group: group.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Copies the replicated cluster id into the transport's cell.

@@ -68,6 +68,14 @@ pub(super) fn epoch_key(p: &PositionKey, kafka_table: &str) -> Vec<u8> {
     k
 }
 
+/// The block sequence number at which a source partition was last rewound on purpose: a
+/// block stored before it may be stored again (a replay), whatever the dedup window holds.
+pub(super) fn replay_key(p: &PositionKey) -> Vec<u8> {
+    let mut k = position_key(p);
+    k[0] = b'r';
+    k
+}
+
 pub(super) fn read_u64(v: Option<sled::IVec>) -> u64 {
     v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map(u64::from_be_bytes)

@@ -4,12 +4,12 @@
 //! the position that covers them.
 
 use super::keys::{
-    epoch_key, hash_key, part_key, position_key, read_u64, seq_key, window_key, NEXT_SEQ, ROWS,
-    WRITER_LOG,
+    epoch_key, hash_key, part_key, position_key, read_u64, replay_key, seq_key, window_key,
+    NEXT_SEQ, ROWS, WRITER_LOG,
 };
 use super::{write_durably, TableStore};
 use crate::table::apply::{decide, Decision, Epochs};
-use crate::table::block::Block;
+use crate::table::block::{Block, PositionKey};
 use crate::table::part::{Part, PartMeta};
 use crate::table::TableError;
 
@@ -71,6 +71,19 @@ impl TableStore {
                 .map(|v| read_u64(Some(v)))
         } else {
             None
+        };
+        // A copy stored before the partition was rewound is what the rewind asked to read
+        // again, not a duplicate.
+        let seen_at = match (seen_at, &block.source) {
+            (Some(seq), Some(range)) => {
+                let replay_from = self
+                    .tree
+                    .get(replay_key(&range.position_key()))
+                    .map_err(storage)?
+                    .map(|v| read_u64(Some(v)));
+                seen_at.filter(|_| replay_from.is_none_or(|from| seq >= from))
+            }
+            (seen_at, _) => seen_at,
         };
         let epoch_at = match (&block.source, &writer) {
             (Some(range), Some(w)) => Some(epoch_key(&range.position_key(), &w.kafka_table)),
@@ -158,6 +171,41 @@ impl TableStore {
         })
     }
 
+    /// Moves a source partition's stored position to `next_offset` on purpose (a rewind
+    /// or a skip ahead), and returns the position it replaces. Writers of that partition
+    /// through `kafka_table` at an epoch below `fence_epoch` are refused from now on: a
+    /// consumer still running from before the rewind must not move the position back.
+    /// Blocks stored so far may be stored again: a replayed block is not a duplicate.
+    pub fn set_position(
+        &self,
+        key: &PositionKey,
+        kafka_table: &str,
+        next_offset: i64,
+        fence_epoch: u64,
+    ) -> Result<Option<i64>, TableError> {
+        let _guard = self.lock_apply()?;
+        let storage = |e| TableError::storage(&self.name, e);
+        let previous = self.next_offset(key)?;
+        let epoch_at = epoch_key(key, kafka_table);
+        let highest = self
+            .tree
+            .get(&epoch_at)
+            .map_err(storage)?
+            .map(|v| read_u64(Some(v)));
+        let next_seq = read_u64(self.tree.get(NEXT_SEQ).map_err(storage)?);
+        let mut batch = sled::Batch::default();
+        batch.insert(position_key(key), &next_offset.to_be_bytes());
+        batch.insert(
+            epoch_at,
+            &highest
+                .map_or(fence_epoch, |h| h.max(fence_epoch))
+                .to_be_bytes(),
+        );
+        batch.insert(replay_key(key), &next_seq.to_be_bytes());
+        self.tree.apply_batch(batch).map_err(storage)?;
+        Ok(previous)
+    }
+
     /// The writer log, in log order.
     pub fn writer_log(&self) -> Result<Vec<WriterLogEntry>, TableError> {
         let mut out = Vec::new();
@@ -209,6 +257,59 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(rows, 3);
+    }
+
+    #[test]
+    fn a_rewound_partition_stores_its_blocks_again_and_fences_older_writers() {
+        let (_dir, t) = table_t();
+        let writer = |epoch, log_index| {
+            Some(Writer {
+                node: 1,
+                kafka_table: "queue".into(),
+                epoch,
+                log_index,
+            })
+        };
+        let first = from_kafka(0, 2, vec![1, 2, 3]);
+        t.apply(&first, &[], 100, writer(10, 11)).expect("apply");
+        t.apply(&from_kafka(3, 4, vec![4, 5]), &[], 100, writer(10, 12))
+            .expect("apply");
+        let key = first.source.as_ref().expect("source").position_key();
+        assert_eq!(
+            t.set_position(&key, "queue", 0, 30).expect("rewind"),
+            Some(5)
+        );
+        assert_eq!(t.next_offset(&key).expect("offset"), Some(0));
+        // The consumer from before the rewind is refused, even where the offsets fit.
+        assert_eq!(
+            t.apply(&from_kafka(0, 2, vec![1, 2, 3]), &[], 100, writer(10, 31))
+                .expect("apply"),
+            ApplyOutcome::Skipped(Decision::StaleEpoch {
+                epoch: 10,
+                highest: 30
+            })
+        );
+        // The next consumer replays the same block: stored again, not a duplicate.
+        assert!(matches!(
+            t.apply(&first, &[], 100, writer(40, 41)).expect("apply"),
+            ApplyOutcome::Stored { rows: 3, .. }
+        ));
+        assert_eq!(t.row_count().expect("rows"), 8);
+        // A second rewind replays what the first one stored again, too.
+        t.set_position(&key, "queue", 0, 40).expect("rewind");
+        let seq_before = t.row_count().expect("rows");
+        assert!(matches!(
+            t.apply(&first, &[], 100, writer(50, 51)).expect("apply"),
+            ApplyOutcome::Stored { .. }
+        ));
+        assert_eq!(t.row_count().expect("rows"), seq_before + 3);
+        // Skipping ahead: what lies before the new position is already applied.
+        t.set_position(&key, "queue", 100, 60).expect("skip");
+        assert_eq!(
+            t.apply(&from_kafka(50, 60, vec![9]), &[], 100, writer(60, 61))
+                .expect("apply"),
+            ApplyOutcome::Skipped(Decision::AlreadyApplied { next_offset: 100 })
+        );
     }
 
     #[test]
