@@ -10,7 +10,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::cause::{of_error, Cause};
 use super::client::KafkaClientDefaults;
+use super::client_context::{serve_events, with_failure_logs, CauseContext};
 use crate::catalog::rewind::ResetTo;
 use crate::catalog::KafkaSettings;
 
@@ -19,11 +21,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetResetError {
-    #[error("{what}: {source}")]
+    /// `cause` names why when the error or the client's callbacks told it, and then
+    /// stands for librdkafka's bare error.
+    #[error("{what}: {}", cause.as_ref().map_or_else(|| source.to_string(), |c| c.to_string()))]
     Kafka {
         what: String,
         #[source]
         source: KafkaError,
+        cause: Option<Box<Cause>>,
     },
     #[error("topic {0} does not exist on the brokers")]
     NoTopic(String),
@@ -52,12 +57,17 @@ pub struct PartitionRange {
 
 /// A client in the table's group that never joins it: it reads and commits offsets only.
 pub struct ResetClient {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<CauseContext>,
 }
 
+/// A failure to make the client, whose cause only the error itself can name.
 fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> OffsetResetError {
     let what = what.into();
-    move |source| OffsetResetError::Kafka { what, source }
+    move |source| OffsetResetError::Kafka {
+        what,
+        cause: of_error(&source).map(Box::new),
+        source,
+    }
 }
 
 impl ResetClient {
@@ -66,14 +76,30 @@ impl ResetClient {
         settings: &KafkaSettings,
         table: &str,
     ) -> Result<ResetClient, OffsetResetError> {
-        let consumer = defaults
-            .consumer_config(settings, &format!("sluice-reset-offsets/{table}"))
-            .create()
-            .map_err(kafka(format!(
-                "a Kafka client for brokers {}",
-                settings.broker_list
-            )))?;
+        let config = with_failure_logs(
+            defaults.consumer_config(settings, &format!("sluice-reset-offsets/{table}")),
+        );
+        // Quiet: the statement's error tells the cause to whoever asked.
+        let context = CauseContext::new(table, &config).quiet();
+        let consumer = config.create_with_context(context).map_err(kafka(format!(
+            "a Kafka client for brokers {}",
+            settings.broker_list
+        )))?;
         Ok(ResetClient { consumer })
+    }
+
+    /// A failed request's error, with the cause the client heard: its queued events
+    /// (librdkafka's log lines, which name why a connection failed) are served first.
+    fn kafka(&self, what: impl Into<String>) -> impl FnOnce(KafkaError) -> OffsetResetError + '_ {
+        let what = what.into();
+        move |source| {
+            serve_events(&self.consumer);
+            OffsetResetError::Kafka {
+                what,
+                cause: self.consumer.context().cause_of(&source).map(Box::new),
+                source,
+            }
+        }
     }
 
     /// The ranges of the partitions asked for (all when `wanted` is empty) of each topic,
@@ -89,7 +115,7 @@ impl ResetClient {
             let metadata = self
                 .consumer
                 .fetch_metadata(Some(topic.as_str()), REQUEST_TIMEOUT)
-                .map_err(kafka(format!("the metadata of topic {topic}")))?;
+                .map_err(self.kafka(format!("the metadata of topic {topic}")))?;
             let partitions: Vec<i32> = metadata
                 .topics()
                 .iter()
@@ -121,7 +147,7 @@ impl ResetClient {
                 let (low, high) = self
                     .consumer
                     .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
-                    .map_err(kafka(format!(
+                    .map_err(self.kafka(format!(
                         "the offsets held for {topic} partition {partition}"
                     )))?;
                 out.push(PartitionRange {
@@ -149,7 +175,7 @@ impl ResetClient {
         let committed = self
             .consumer
             .committed_offsets(tpl, REQUEST_TIMEOUT)
-            .map_err(kafka(format!("the group's committed offsets of {topic}")))?;
+            .map_err(self.kafka(format!("the group's committed offsets of {topic}")))?;
         Ok(committed
             .elements()
             .iter()
@@ -172,12 +198,12 @@ impl ResetClient {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             tpl.add_partition_offset(topic, *p, Offset::Offset(ms))
-                .map_err(kafka(format!("asking for {topic} partition {p} at a time")))?;
+                .map_err(self.kafka(format!("asking for {topic} partition {p} at a time")))?;
         }
         let found = self
             .consumer
             .offsets_for_times(tpl, REQUEST_TIMEOUT)
-            .map_err(kafka(format!("the offsets of {topic} at a timestamp")))?;
+            .map_err(self.kafka(format!("the offsets of {topic} at a timestamp")))?;
         Ok(found
             .elements()
             .iter()
@@ -196,11 +222,11 @@ impl ResetClient {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, next) in moves {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .map_err(kafka(format!("committing {topic} partition {partition}")))?;
+                .map_err(self.kafka(format!("committing {topic} partition {partition}")))?;
         }
         self.consumer
             .commit(&tpl, CommitMode::Sync)
-            .map_err(kafka("committing the group's new offsets"))
+            .map_err(self.kafka("committing the group's new offsets"))
     }
 
     /// The moves whose committed offset is not (any more) what was committed.
