@@ -21,6 +21,8 @@ pub enum ExecError {
     #[error(transparent)]
     Ddl(#[from] DdlError),
     #[error(transparent)]
+    Format(#[from] crate::format::PrepareError),
+    #[error(transparent)]
     Query(#[from] QueryError),
     #[error(transparent)]
     State(#[from] StateError),
@@ -67,6 +69,8 @@ pub struct Executor {
     pub sink: KafkaSink,
     /// The node-wide Kafka client properties, for the calls a statement makes itself.
     pub kafka: Arc<crate::ingest::client::KafkaClientDefaults>,
+    /// Where `kafka_schema` files are read at CREATE (`format_schema_path`).
+    pub format_schema_path: std::path::PathBuf,
 }
 
 /// Who a statement is run for, as recorded where it matters (offset resets): the user
@@ -143,10 +147,15 @@ impl Executor {
                     batches: vec![batch],
                 }));
             }
-            Statement::CreateTable(create) => CatalogCommand::CreateTable {
-                def: table_def(&create, &catalog)?,
-                if_not_exists: create.if_not_exists,
-            },
+            Statement::CreateTable(create) => {
+                let mut def = table_def(&create, &catalog)?;
+                // Compiled here, once, so the replicated definition carries the schema.
+                crate::format::prepare_table(&mut def, &self.format_schema_path)?;
+                CatalogCommand::CreateTable {
+                    def,
+                    if_not_exists: create.if_not_exists,
+                }
+            }
             Statement::CreateView(create) => {
                 if create.if_not_exists && catalog.views.contains_key(&create.name) {
                     return Ok(ExecOutput::Done("Ok. (already exists)".into()));

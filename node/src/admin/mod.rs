@@ -24,7 +24,9 @@ pub fn cluster_status(e: &ClusterError) -> Status {
 pub fn to_status(e: &ExecError) -> Status {
     let text = e.to_string();
     match e {
-        ExecError::Sql(_) | ExecError::Ddl(_) => Status::invalid_argument(text),
+        ExecError::Sql(_) | ExecError::Ddl(_) | ExecError::Format(_) => {
+            Status::invalid_argument(text)
+        }
         ExecError::Query(crate::query::QueryError::NoTable(_)) => Status::not_found(text),
         ExecError::Query(_) | ExecError::Insert { .. } => Status::invalid_argument(text),
         ExecError::ResetRefused { .. } => Status::failed_precondition(text),

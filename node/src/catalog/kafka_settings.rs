@@ -33,6 +33,8 @@ pub enum SettingsError {
     },
     #[error("setting '{0}' is given twice")]
     Duplicate(String),
+    #[error("format {0} requires setting 'kafka_schema' = 'file.proto:MessageName' (a file in the node's format_schema_path)")]
+    SchemaMissing(Format),
 }
 
 /// A message format of `kafka_format`, by ClickHouse's name for it.
@@ -47,6 +49,12 @@ pub enum Format {
     TabSeparatedWithNames,
     LineAsString,
     RawBlob,
+    /// Length-delimited Protobuf messages, a varint length before each, by `kafka_schema`.
+    Protobuf,
+    /// One Protobuf message, no length before it.
+    ProtobufSingle,
+    /// An Avro Object Container File: its schema, then rows.
+    Avro,
 }
 
 /// ClickHouse's names and aliases, lower-cased (format names are case-insensitive there).
@@ -64,7 +72,16 @@ const FORMAT_NAMES: &[(&str, Format)] = &[
     ("tsvwithnames", Format::TabSeparatedWithNames),
     ("lineasstring", Format::LineAsString),
     ("rawblob", Format::RawBlob),
+    ("protobuf", Format::Protobuf),
+    ("protobufsingle", Format::ProtobufSingle),
+    ("avro", Format::Avro),
 ];
+
+/// ClickHouse formats Sluice knows and refuses, with the reason given at CREATE.
+const REFUSED_FORMATS: &[(&str, &str)] = &[(
+    "avroconfluent",
+    "AvroConfluent reads each message's schema from a Confluent schema registry, which Sluice does not support; write Avro Object Container Files and use Avro",
+)];
 
 impl Format {
     /// The format a ClickHouse name or alias stands for, in any case.
@@ -88,6 +105,9 @@ impl Format {
             Format::TabSeparatedWithNames => "TabSeparatedWithNames",
             Format::LineAsString => "LineAsString",
             Format::RawBlob => "RawBLOB",
+            Format::Protobuf => "Protobuf",
+            Format::ProtobufSingle => "ProtobufSingle",
+            Format::Avro => "Avro",
         }
     }
 
@@ -105,6 +125,11 @@ impl Format {
         )
     }
 
+    /// Formats whose messages follow a schema file named by `kafka_schema`.
+    pub fn needs_schema(self) -> bool {
+        matches!(self, Format::Protobuf | Format::ProtobufSingle)
+    }
+
     fn supported() -> String {
         [
             Format::JsonEachRow,
@@ -116,6 +141,9 @@ impl Format {
             Format::TabSeparatedWithNames,
             Format::LineAsString,
             Format::RawBlob,
+            Format::Protobuf,
+            Format::ProtobufSingle,
+            Format::Avro,
         ]
         .map(Format::name)
         .join(", ")
@@ -263,6 +291,63 @@ pub struct KafkaSettings {
     /// setting existed writes them as librdkafka's default does, uncompressed.
     #[serde(default)]
     pub compression: Compression,
+    /// `kafka_schema`, as given; formats that take no schema ignore it, as ClickHouse does.
+    #[serde(default)]
+    pub schema: Option<SchemaRef>,
+    /// The Protobuf schema compiled when the table was created (see `SchemaRef`); `None`
+    /// for the other formats, and for a table not yet through CREATE.
+    #[serde(default)]
+    pub compiled_schema: Option<CompiledSchema>,
+}
+
+/// `kafka_schema = 'file.proto:Message'`: a schema file in the node's
+/// `format_schema_path` and the message type each Kafka message holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaRef {
+    /// The file, as given; `.proto` is added at compile time when it has no extension.
+    pub file: String,
+    pub message: String,
+}
+
+impl SchemaRef {
+    /// Splits ClickHouse's `file:Message` form (the last `:` separates them).
+    pub fn parse(value: &str) -> Result<SchemaRef, SettingsError> {
+        let invalid = |reason: &str| SettingsError::Invalid {
+            name: "kafka_schema".into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        let (file, message) = value
+            .trim()
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("expected 'file.proto:MessageName'"))?;
+        let (file, message) = (file.trim(), message.trim());
+        if file.is_empty() || message.is_empty() {
+            return Err(invalid("expected 'file.proto:MessageName'"));
+        }
+        Ok(SchemaRef {
+            file: file.to_string(),
+            message: message.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for SchemaRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.message)
+    }
+}
+
+/// A schema compiled once, at CREATE, by the node that ran it, and replicated with the
+/// table: every node decodes alike even if its schema directory differs or the file
+/// changes later (ClickHouse rereads the file; a cluster must not disagree).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompiledSchema {
+    /// The fully qualified message type, e.g. `shop.Order`.
+    pub message: String,
+    /// An encoded `FileDescriptorSet` of the file and everything it imports.
+    #[serde(with = "serde_bytes")]
+    pub descriptor_set: Vec<u8>,
 }
 
 /// Names accepted by `SETTINGS` on a Kafka table.
@@ -341,11 +426,30 @@ impl KafkaSettings {
             .collect();
         let group_name = required("kafka_group_name")?;
         let format_text = required("kafka_format")?;
+        let lower = format_text.to_ascii_lowercase();
+        if let Some((_, reason)) = REFUSED_FORMATS.iter().find(|(n, _)| *n == lower) {
+            return Err(SettingsError::Invalid {
+                name: "kafka_format".into(),
+                value: format_text.clone(),
+                reason: (*reason).into(),
+            });
+        }
         let format = Format::from_name(&format_text).ok_or_else(|| SettingsError::Invalid {
             name: "kafka_format".into(),
             value: format_text.clone(),
             reason: format!("unsupported format (supported: {})", Format::supported()),
         })?;
+        let schema = match map.get("kafka_schema").map(|v| v.trim()) {
+            Some(v) if !v.is_empty() => Some(SchemaRef::parse(v)),
+            _ => None,
+        };
+        // Formats that take no schema accept and ignore one, as ClickHouse does; for
+        // them a malformed value is not an error either.
+        let schema = match (format.needs_schema(), schema) {
+            (true, None) => return Err(SettingsError::SchemaMissing(format)),
+            (true, Some(parsed)) => Some(parsed?),
+            (false, parsed) => parsed.and_then(Result::ok),
+        };
         let format_settings = format_settings(&map, format)?;
         let handle_error_mode = match map.get("kafka_handle_error_mode").copied() {
             None => HandleErrorMode::Default,
@@ -383,6 +487,8 @@ impl KafkaSettings {
             sasl_password: map.get("kafka_sasl_password").map(|s| s.to_string()),
             format_settings,
             compression: Compression::from_settings(&map)?,
+            schema,
+            compiled_schema: None,
         };
         settings.validate()?;
         Ok(settings)

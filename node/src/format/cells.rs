@@ -243,6 +243,104 @@ impl ColumnBuilder {
         Ok(())
     }
 
+    /// Appends an integer read from a binary format: into an integer column if in range,
+    /// a float, a Bool (0 or 1), an Enum by number, a Date as days or a DateTime as
+    /// seconds, or a String as its decimal text (as ClickHouse converts them).
+    pub fn push_int(&mut self, v: i128) -> Result<(), CellError> {
+        macro_rules! int {
+            ($b:expr) => {
+                match v.try_into() {
+                    Ok(v) => $b.append_value(v),
+                    Err(_) => return Err(self.parse_error(&v.to_string())),
+                }
+            };
+        }
+        match &mut self.values {
+            Values::Int8(b) => int!(b),
+            Values::Int16(b) => int!(b),
+            Values::Int32(b) => int!(b),
+            Values::Int64(b) => int!(b),
+            Values::UInt8(b) => int!(b),
+            Values::UInt16(b) => int!(b),
+            Values::UInt32(b) => int!(b),
+            Values::UInt64(b) => int!(b),
+            // Precision past 2^53 is lost, as in ClickHouse's conversion.
+            Values::Float32(b) => b.append_value(v as f32),
+            Values::Float64(b) => b.append_value(v as f64),
+            Values::Bool(b) if v == 0 || v == 1 => b.append_value(v == 1),
+            Values::Date(b) => int!(b),
+            Values::DateTime(b) => int!(b),
+            Values::Text(b) => b.append_value(v.to_string()),
+            Values::Enum(..) | Values::Bool(_) => return self.push_text(&v.to_string()),
+            Values::List { .. } => return Err(self.mismatch("a number")),
+        }
+        Ok(())
+    }
+
+    /// Appends a float read from a binary format: into a float column, or a String as
+    /// its text; integer columns refuse it rather than round it.
+    pub fn push_float(&mut self, v: f64) -> Result<(), CellError> {
+        match &mut self.values {
+            // Float64 to Float32 rounds, as ClickHouse's conversion does.
+            Values::Float32(b) => b.append_value(v as f32),
+            Values::Float64(b) => b.append_value(v),
+            Values::Text(b) => b.append_value(v.to_string()),
+            _ => return Err(self.mismatch("a floating-point number")),
+        }
+        Ok(())
+    }
+
+    /// Appends a boolean read from a binary format: a Bool, 1 or 0 in an integer column,
+    /// `true` or `false` in a String.
+    pub fn push_bool(&mut self, v: bool) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::Bool(b) => b.append_value(v),
+            Values::Text(b) => b.append_value(if v { "true" } else { "false" }),
+            _ => return self.push_int(i128::from(v)),
+        }
+        Ok(())
+    }
+
+    /// Appends an enum value read from a binary format: an Enum column takes it by name
+    /// (else by number), an integer column its number, a String its name.
+    pub fn push_enum(&mut self, name: &str, number: i32) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::Text(b) => b.append_value(name),
+            Values::Enum(_, members) => {
+                if members.iter().any(|(n, _)| n == name) {
+                    return self.push_text(name);
+                }
+                return self.push_text(&number.to_string());
+            }
+            _ => return self.push_int(i128::from(number)),
+        }
+        Ok(())
+    }
+
+    /// Appends a point in time given in milliseconds since the epoch: a DateTime keeps
+    /// the second, a Date the day, an integer column the milliseconds.
+    pub fn push_timestamp_ms(&mut self, ms: i64) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::DateTime(b) => b.append_value(ms.div_euclid(1000)),
+            Values::Date(b) => match i32::try_from(ms.div_euclid(86_400_000)) {
+                Ok(days) => b.append_value(days),
+                Err(_) => return Err(self.parse_error(&ms.to_string())),
+            },
+            _ => return self.push_int(i128::from(ms)),
+        }
+        Ok(())
+    }
+
+    /// Appends a day given as days since the epoch: a Date, a DateTime at its midnight
+    /// (UTC), or the number in an integer column.
+    pub fn push_date_days(&mut self, days: i32) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::DateTime(b) => b.append_value(i64::from(days) * 86_400),
+            _ => return self.push_int(i128::from(days)),
+        }
+        Ok(())
+    }
+
     /// NULL: stored as NULL in a Nullable column, else as the default when
     /// `input_format_null_as_default` allows it.
     pub fn push_null(&mut self) -> Result<(), CellError> {
