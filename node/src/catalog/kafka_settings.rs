@@ -179,6 +179,10 @@ pub struct FormatSettings {
     pub date_time_input_format: DateTimeInputFormat,
     /// `format_csv_delimiter` (ClickHouse default `,`), one ASCII character.
     pub csv_delimiter: u8,
+    /// `input_format_avro_allow_missing_fields`: a column with no field in an Avro file's
+    /// schema takes its default (1) or makes the message broken (0, ClickHouse default).
+    #[serde(default)]
+    pub avro_allow_missing_fields: bool,
 }
 
 impl FormatSettings {
@@ -210,6 +214,12 @@ impl FormatSettings {
                 char::from(self.csv_delimiter).to_string(),
             ));
         }
+        if self.avro_allow_missing_fields != defaults.avro_allow_missing_fields {
+            out.push((
+                "input_format_avro_allow_missing_fields",
+                flag(self.avro_allow_missing_fields),
+            ));
+        }
         out
     }
 }
@@ -221,6 +231,7 @@ impl Default for FormatSettings {
             null_as_default: true,
             date_time_input_format: DateTimeInputFormat::Basic,
             csv_delimiter: b',',
+            avro_allow_missing_fields: false,
         }
     }
 }
@@ -378,6 +389,7 @@ const KNOWN: &[&str] = &[
     "input_format_null_as_default",
     "date_time_input_format",
     "format_csv_delimiter",
+    "input_format_avro_allow_missing_fields",
     "kafka_compression_codec",
     "kafka_compression_level",
 ];
@@ -586,6 +598,11 @@ fn format_settings(
         null_as_default,
         date_time_input_format,
         csv_delimiter,
+        avro_allow_missing_fields: flag(
+            map,
+            "input_format_avro_allow_missing_fields",
+            defaults.avro_allow_missing_fields,
+        )?,
     })
 }
 
@@ -769,6 +786,7 @@ mod tests {
                 null_as_default: false,
                 date_time_input_format: DateTimeInputFormat::BestEffort,
                 csv_delimiter: b';',
+                avro_allow_missing_fields: false,
             }
         );
         assert_eq!(

@@ -3,7 +3,8 @@
 //!
 //! Record fields reach the column of the same name (exactly, else ignoring case); a column
 //! with no field in a message's schema makes that message broken, as ClickHouse's
-//! default (`input_format_avro_allow_missing_fields = 0`). Written files carry a schema
+//! default (`input_format_avro_allow_missing_fields = 0`; with 1 it takes its default).
+//! Written files carry a schema
 //! made from the columns, as ClickHouse makes it, and are compressed with snappy, as
 //! ClickHouse writes them by default. Values go into the Arrow builders typed.
 
@@ -59,10 +60,21 @@ pub fn decode(
     settings: &FormatSettings,
     messages: &[RawMessage],
 ) -> Result<(RecordBatch, Vec<usize>, Vec<BrokenMessage>), FormatError> {
-    decode_binary_messages(Format::Avro, columns, settings, messages, decode_file)
+    let allow_missing = settings.avro_allow_missing_fields;
+    decode_binary_messages(
+        Format::Avro,
+        columns,
+        settings,
+        messages,
+        |payload, rows| decode_file(payload, rows, allow_missing),
+    )
 }
 
-fn decode_file(payload: &[u8], rows: &mut RowsBuilder) -> Result<(), AvroError> {
+fn decode_file(
+    payload: &[u8],
+    rows: &mut RowsBuilder,
+    allow_missing: bool,
+) -> Result<(), AvroError> {
     let reader = Reader::new(payload).map_err(|e| AvroError::Container(e.to_string()))?;
     let Schema::Record(record) = reader.writer_schema() else {
         return Err(AvroError::NotRecord(format!(
@@ -71,20 +83,23 @@ fn decode_file(payload: &[u8], rows: &mut RowsBuilder) -> Result<(), AvroError> 
         )));
     };
     let names: Vec<String> = record.fields.iter().map(|f| f.name.clone()).collect();
-    // Each column's position among the record's fields; the file's schema is the same
-    // for all its records.
+    // Each column's position among the record's fields (`None`: the column takes its
+    // default); the file's schema is the same for all its records.
     let positions = rows
         .columns()
         .iter()
         .map(|c| {
-            names
+            let at = names
                 .iter()
                 .position(|n| n == c.name())
-                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(c.name())))
-                .ok_or_else(|| AvroError::NoField {
+                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(c.name())));
+            match at {
+                None if !allow_missing => Err(AvroError::NoField {
                     column: c.name().to_string(),
                     fields: names.join(", "),
-                })
+                }),
+                at => Ok(at),
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     for (index, record) in reader.enumerate() {
@@ -99,6 +114,10 @@ fn decode_file(payload: &[u8], rows: &mut RowsBuilder) -> Result<(), AvroError> 
             });
         };
         for (column, &at) in rows.columns().iter_mut().zip(&positions) {
+            let Some(at) = at else {
+                column.push_default();
+                continue;
+            };
             let Some((name, value)) = fields.get(at) else {
                 return Err(AvroError::Record {
                     index,
@@ -488,6 +507,20 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[2].1.contains("column l has no field"), "{errors:?}");
+
+        let lenient = kafka_table(
+            &[
+                ("i", "Int32"),
+                ("missing", "Nullable(String)"),
+                ("zero", "UInt8"),
+            ],
+            "Avro",
+            &[("input_format_avro_allow_missing_fields", "1")],
+        );
+        let decoded =
+            decode_block(&lenient, "t", 0, &[msg(0, file(&[(4, None)]))]).expect("decodes");
+        assert!(decoded.broken.is_empty(), "{:?}", decoded.broken);
+        assert_eq!(rows_text(&decoded.batch, 3), ["4|NULL|0"]);
 
         let narrow = kafka_table(&[("i", "UInt8")], "Avro", &[]);
         let decoded =
