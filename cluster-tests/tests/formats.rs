@@ -636,7 +636,8 @@ async fn schema_formats_both_ways() -> anyhow::Result<()> {
             "out_pb_single",
             &topics[1],
             "ProtobufSingle",
-            ", kafka_schema = 'shop:Order'"
+            // One row a message all the same.
+            ", kafka_schema = 'shop:Order', kafka_max_rows_per_message = 2"
         ),
         kafka_table(
             "out_avro",

@@ -482,7 +482,11 @@ impl KafkaSettings {
             num_consumers: uint(&map, "kafka_num_consumers", 1)?,
             thread_per_consumer: flag(&map, "kafka_thread_per_consumer", false)?,
             max_block_size: nonzero_or(&map, "kafka_max_block_size", DEFAULT_MAX_BLOCK_SIZE)?,
-            max_rows_per_message: nonzero_or(&map, "kafka_max_rows_per_message", 1)?,
+            // A ProtobufSingle message holds one message, so one row, whatever is asked.
+            max_rows_per_message: match format {
+                Format::ProtobufSingle => 1,
+                _ => nonzero_or(&map, "kafka_max_rows_per_message", 1)?,
+            },
             max_block_bytes: nonzero_or(&map, "kafka_max_block_bytes", DEFAULT_MAX_BLOCK_BYTES)?,
             flush_interval_ms: nonzero_or(
                 &map,

@@ -662,6 +662,22 @@ mod tests {
         // Ignored, as ClickHouse ignores it, for a format that takes no schema.
         let s = pairs("JSONEachRow", Some("whatever")).expect("ignored");
         assert_eq!(s.compiled_schema, None);
+        let mut p = vec![("kafka_max_rows_per_message".to_string(), "10".to_string())];
+        p.extend(
+            [
+                ("kafka_broker_list", "b:9092"),
+                ("kafka_topic_list", "t"),
+                ("kafka_group_name", "g"),
+                ("kafka_format", "ProtobufSingle"),
+                ("kafka_schema", "s:M"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let s = crate::catalog::KafkaSettings::from_pairs(&p).expect("valid");
+        assert_eq!(
+            s.max_rows_per_message, 1,
+            "ProtobufSingle: one row a message"
+        );
         let e = pairs("AvroConfluent", None)
             .expect_err("refused")
             .to_string();
