@@ -3,6 +3,8 @@
 //!
 //! Compiling happens on the node that runs CREATE; the result (a `FileDescriptorSet`)
 //! travels with the table, so decoding never reads the schema directory again.
+//! A column reaches a field of a nested message by the path of names, as ClickHouse
+//! names it: `inner.x` or `inner_x`.
 //! Invariant: a table whose schema compiled has a field for every column, of a kind the
 //! column can hold (`fits`), so decoding and encoding only meet bad values, never a bad
 //! mapping.
@@ -143,40 +145,89 @@ pub fn load(compiled: &CompiledSchema) -> Result<MessageDescriptor, SchemaError>
         .ok_or_else(|| corrupt("the message type is missing".into()))
 }
 
-/// The field of each column, matched by name ignoring case (as ClickHouse does), each
-/// checked to be one the column can hold.
+/// Where a column's value is: `leaf`, a field of the top message or of the nested
+/// message reached through the `parents` fields, outermost first.
+#[derive(Debug, Clone)]
+pub struct FieldPath {
+    pub parents: Vec<FieldDescriptor>,
+    pub leaf: FieldDescriptor,
+}
+
+impl FieldPath {
+    /// The path as a column names it, `inner.x`.
+    pub fn name(&self) -> String {
+        self.parents
+            .iter()
+            .chain([&self.leaf])
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// The path named by `name`: a field's name ignoring case, or a singular nested message
+/// field's name, `.` or `_`, and a path inside that message.
+fn find_path(message: &MessageDescriptor, name: &str) -> Option<FieldPath> {
+    if let Some(field) = message
+        .fields()
+        .find(|f| f.name().eq_ignore_ascii_case(name))
+    {
+        return Some(FieldPath {
+            parents: Vec::new(),
+            leaf: field,
+        });
+    }
+    message.fields().find_map(|field| {
+        let Kind::Message(inner) = field.kind() else {
+            return None;
+        };
+        if field.is_list() || field.is_map() {
+            return None;
+        }
+        let n = field.name().len();
+        let head = name.get(..n)?;
+        let rest = name.get(n..)?;
+        let rest = rest.strip_prefix('.').or_else(|| rest.strip_prefix('_'))?;
+        if !head.eq_ignore_ascii_case(field.name()) {
+            return None;
+        }
+        let mut path = find_path(&inner, rest)?;
+        path.parents.insert(0, field);
+        Some(path)
+    })
+}
+
+/// The field path of each column, matched by name ignoring case (as ClickHouse does),
+/// each checked to end at a field the column can hold.
 pub fn field_map(
     message: &MessageDescriptor,
     columns: &[Column],
     schema: &str,
-) -> Result<Vec<FieldDescriptor>, SchemaError> {
+) -> Result<Vec<FieldPath>, SchemaError> {
     columns
         .iter()
         .map(|column| {
-            let field = message
-                .fields()
-                .find(|f| f.name().eq_ignore_ascii_case(&column.name))
-                .ok_or_else(|| SchemaError::NoField {
-                    schema: schema.to_string(),
-                    column: column.name.clone(),
-                    message: message.full_name().to_string(),
-                    fields: message
-                        .fields()
-                        .map(|f| f.name().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
-            fits(&field, &column.ty).map_err(|why| {
-                let field_type = field_type(&field);
+            let path = find_path(message, &column.name).ok_or_else(|| SchemaError::NoField {
+                schema: schema.to_string(),
+                column: column.name.clone(),
+                message: message.full_name().to_string(),
+                fields: message
+                    .fields()
+                    .map(|f| f.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+            fits(&path.leaf, &column.ty).map_err(|why| {
+                let field_type = field_type(&path.leaf);
                 SchemaError::Mismatch {
                     schema: schema.to_string(),
                     column: column.name.clone(),
-                    field: format!("{} ({field_type})", field.name()),
+                    field: format!("{} ({field_type})", path.name()),
                     reason: why
                         .unwrap_or_else(|| format!("{} does not take {field_type}", column.ty)),
                 }
             })?;
-            Ok(field)
+            Ok(path)
         })
         .collect()
 }
@@ -225,59 +276,59 @@ fn scalar_fits(kind: &Kind, ty: &ChType) -> Result<(), Option<String>> {
             | ChType::UInt64
     );
     let float = matches!(ty, ChType::Float32 | ChType::Float64);
-    let ok = match kind {
-        Kind::Message(_) => {
-            return Err(Some(
-                "nested messages are not supported: flatten the field, or read it with a message type of its own".into(),
-            ))
-        }
-        Kind::Int32
-        | Kind::Int64
-        | Kind::Uint32
-        | Kind::Uint64
-        | Kind::Sint32
-        | Kind::Sint64
-        | Kind::Fixed32
-        | Kind::Fixed64
-        | Kind::Sfixed32
-        | Kind::Sfixed64 => {
-            integer
-                || float
-                || matches!(
-                    ty,
-                    ChType::Bool
-                        | ChType::String
-                        | ChType::Enum { .. }
-                        | ChType::Date
-                        | ChType::DateTime
-                )
-        }
-        Kind::Float | Kind::Double => float || matches!(ty, ChType::String),
-        Kind::Bool => integer || matches!(ty, ChType::Bool | ChType::String),
-        // Text is read as ClickHouse reads text formats, into any scalar column.
-        Kind::String | Kind::Bytes => !matches!(ty, ChType::Array(_)),
-        Kind::Enum(e) => match ty {
-            ChType::Enum { members, .. } => {
-                let missing: Vec<String> = e
-                    .values()
-                    .filter(|v| {
-                        !members
-                            .iter()
-                            .any(|(name, n)| name == v.name() || i32::from(*n) == v.number())
-                    })
-                    .map(|v| format!("{} = {}", v.name(), v.number()))
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(Some(format!(
-                        "enum values {} match no member by name or number",
-                        missing.join(", ")
-                    )));
-                }
-                true
+    let ok =
+        match kind {
+            Kind::Message(_) => return Err(Some(
+                "a nested message goes into columns named after its fields (inner.x or inner_x)"
+                    .into(),
+            )),
+            Kind::Int32
+            | Kind::Int64
+            | Kind::Uint32
+            | Kind::Uint64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Fixed32
+            | Kind::Fixed64
+            | Kind::Sfixed32
+            | Kind::Sfixed64 => {
+                integer
+                    || float
+                    || matches!(
+                        ty,
+                        ChType::Bool
+                            | ChType::String
+                            | ChType::Enum { .. }
+                            | ChType::Date
+                            | ChType::DateTime
+                    )
             }
-            _ => integer || matches!(ty, ChType::String),
-        },
-    };
+            Kind::Float | Kind::Double => float || matches!(ty, ChType::String),
+            Kind::Bool => integer || matches!(ty, ChType::Bool | ChType::String),
+            // Text is read as ClickHouse reads text formats, into any scalar column.
+            Kind::String | Kind::Bytes => !matches!(ty, ChType::Array(_)),
+            Kind::Enum(e) => match ty {
+                ChType::Enum { members, .. } => {
+                    let missing: Vec<String> = e
+                        .values()
+                        .filter(|v| {
+                            !members
+                                .iter()
+                                .any(|(name, n)| name == v.name() || i32::from(*n) == v.number())
+                        })
+                        .map(|v| format!("{} = {}", v.name(), v.number()))
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(Some(format!(
+                            "enum values {} match no member by name or number",
+                            missing.join(", ")
+                        )));
+                    }
+                    true
+                }
+                _ => integer || matches!(ty, ChType::String),
+            },
+        };
     if ok {
         Ok(())
     } else {

@@ -5,6 +5,8 @@
 //! Fields reach the column of the same name (see `proto_schema`): a field a message does
 //! not carry takes the column's default (NULL when Nullable), as in ClickHouse, which
 //! for proto3 scalars means a zero value too, since those are not sent.
+//! A column named for a field of a nested message (`inner.x`, `inner_x`) takes its default
+//! when the message does not carry the nested one.
 //! Values go into the Arrow builders typed, without a detour through text.
 
 use std::borrow::Cow;
@@ -18,7 +20,7 @@ use prost::Message as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
 use super::cells::{CellError, ColumnBuilder};
-use super::proto_schema::{self, SchemaError};
+use super::proto_schema::{self, FieldPath, SchemaError};
 use super::rows::{decode_binary_messages, RowsBuilder};
 use super::text_out::{write_value, Style};
 use super::{BrokenMessage, FormatError, RawMessage};
@@ -61,7 +63,7 @@ pub enum ProtoEncodeError {
 fn schema(
     compiled: Option<&CompiledSchema>,
     columns: &[Column],
-) -> Result<(MessageDescriptor, Vec<FieldDescriptor>), ProtoEncodeError> {
+) -> Result<(MessageDescriptor, Vec<FieldPath>), ProtoEncodeError> {
     let compiled = compiled.ok_or(ProtoEncodeError::NoSchema)?;
     let message = proto_schema::load(compiled)?;
     let fields = proto_schema::field_map(&message, columns, &compiled.message)?;
@@ -96,15 +98,53 @@ pub fn decode(
     })
 }
 
+/// The nested message `parents` lead to, if `message` carries every one of them.
+fn nested<'a>(
+    message: &'a DynamicMessage,
+    parents: &[FieldDescriptor],
+) -> Option<&'a DynamicMessage> {
+    let mut current = message;
+    for field in parents {
+        if !current.has_field(field) {
+            return None;
+        }
+        match current.get_field(field) {
+            Cow::Borrowed(Value::Message(inner)) => current = inner,
+            _ => return None,
+        }
+    }
+    Some(current)
+}
+
+/// The nested message `parents` lead to, made where `message` has none yet.
+fn nested_mut<'a>(
+    message: &'a mut DynamicMessage,
+    parents: &[FieldDescriptor],
+) -> Option<&'a mut DynamicMessage> {
+    let mut current = message;
+    for field in parents {
+        match current.get_field_mut(field) {
+            Value::Message(inner) => current = inner,
+            _ => return None,
+        }
+    }
+    Some(current)
+}
+
 fn push_row(
     message: &DynamicMessage,
-    fields: &[FieldDescriptor],
+    paths: &[FieldPath],
     rows: &mut RowsBuilder,
 ) -> Result<(), ProtoError> {
-    for (column, field) in rows.columns().iter_mut().zip(fields) {
+    for (column, path) in rows.columns().iter_mut().zip(paths) {
+        let field = &path.leaf;
         let cell = |source| ProtoError::Cell {
-            field: field.name().to_string(),
+            field: path.name(),
             source,
+        };
+        let Some(message) = nested(message, &path.parents) else {
+            column.push_default();
+            continue;
         };
         if field.is_list() {
             if let Value::List(items) = message.get_field(field).as_ref() {
@@ -166,7 +206,7 @@ pub fn encode(
     batch: &RecordBatch,
     per_message: usize,
 ) -> Result<Vec<Vec<u8>>, ProtoEncodeError> {
-    let (message, fields) = schema(compiled, columns)?;
+    let (message, paths) = schema(compiled, columns)?;
     let per_message = if format == Format::ProtobufSingle {
         1
     } else {
@@ -176,13 +216,14 @@ pub fn encode(
     let mut payload = Vec::new();
     for row in 0..batch.num_rows() {
         let mut one = DynamicMessage::new(message.clone());
-        for ((column, field), array) in columns.iter().zip(&fields).zip(batch.columns()) {
+        for ((column, path), array) in columns.iter().zip(&paths).zip(batch.columns()) {
             if array.is_null(row) {
                 continue;
             }
+            let field = &path.leaf;
             let failed = |reason: String| ProtoEncodeError::Value {
                 column: column.name.clone(),
-                field: field.name().to_string(),
+                field: path.name(),
                 reason,
             };
             let value = if let Some(list) = array.as_list_opt::<i32>() {
@@ -202,7 +243,9 @@ pub fn encode(
             } else {
                 field_value(array.as_ref(), row, field, &column.ty).map_err(failed)?
             };
-            one.set_field(field, value);
+            nested_mut(&mut one, &path.parents)
+                .ok_or_else(|| failed("its parent is not a message".into()))?
+                .set_field(field, value);
         }
         if format == Format::ProtobufSingle {
             payload.extend(one.encode_to_vec());
@@ -357,7 +400,7 @@ fn text(array: &dyn Array, row: usize, cell: Cell<'_>) -> Result<String, String>
 mod tests {
     use std::path::Path;
 
-    use prost_reflect::{DynamicMessage, Value};
+    use prost_reflect::{DynamicMessage, ReflectMessage as _, Value};
 
     use super::super::test_support::{kafka_table, msg, rows_text};
     use super::super::{decode_block, encode::encode_messages, prepare_table, PrepareError};
@@ -492,6 +535,47 @@ mod tests {
     }
 
     #[test]
+    fn nested_message_fields_go_to_columns_named_by_path() {
+        let dir = schema_dir(ALL);
+        let columns = [
+            ("id", "Int64"),
+            ("inner.x", "Int32"),
+            ("INNER_x", "Nullable(Int32)"),
+        ];
+        let t = table("Protobuf", &columns, dir.path()).expect("compiles");
+        let mut with_inner = order(&t, &[("id", Value::I64(1))]);
+        let inner = with_inner
+            .descriptor()
+            .parent_pool()
+            .get_message_by_name("shop.Inner")
+            .expect("shop.Inner");
+        let mut x = DynamicMessage::new(inner);
+        x.set_field_by_name("x", Value::I32(5));
+        with_inner.set_field_by_name("inner", Value::Message(x));
+        let mut payload = with_inner.encode_length_delimited_to_vec();
+        payload.extend(order(&t, &[("id", Value::I64(2))]).encode_length_delimited_to_vec());
+        let decoded = decode_block(&t, "t", 0, &[msg(0, payload)]).expect("decodes");
+        // Without the nested message, its fields take the columns' defaults.
+        let want = ["1|5|5", "2|0|NULL"];
+        assert_eq!(rows_text(&decoded.batch, 3), want);
+        let declared = decoded.batch.project(&[0, 1, 2]).expect("project");
+        let out =
+            encode_messages(&t.columns, t.kafka().expect("kafka"), &declared, 2).expect("encodes");
+        let again = decode_block(&t, "t", 0, &[msg(0, &out[0])]).expect("decodes");
+        assert_eq!(rows_text(&again.batch, 3), want);
+
+        let mut t = kafka_table(
+            &[("inner.y", "Int32")],
+            "Protobuf",
+            &[("kafka_schema", "shop:Order")],
+        );
+        let e = prepare_table(&mut t, dir.path())
+            .expect_err("no such field")
+            .to_string();
+        assert!(e.contains("column inner.y matches no field"), "{e}");
+    }
+
+    #[test]
     fn protobuf_single_is_one_message_without_a_length() {
         let dir = schema_dir(ALL);
         let t = table("ProtobufSingle", COLUMNS, dir.path()).expect("compiles");
@@ -615,7 +699,11 @@ mod tests {
             ("price", "Int64", "field price (double)"),
             ("tags", "String", "needs an Array column"),
             ("id", "Array(Int64)", "needs a repeated field"),
-            ("inner", "String", "nested messages are not supported"),
+            (
+                "inner",
+                "String",
+                "columns named after its fields (inner.x or inner_x)",
+            ),
             ("counts", "String", "map fields are not supported"),
             ("status", "Enum8('OPEN' = 1)", "UNKNOWN = 0, CLOSED = 2"),
         ] {
