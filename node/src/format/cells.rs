@@ -1,6 +1,6 @@
-//! One column of a Kafka table filled cell by cell from text, straight into its Arrow
-//! builder: the shared core of the text formats (CSV, TabSeparated, JSONCompactEachRow,
-//! the raw formats).
+//! One column of a Kafka table filled cell by cell, straight into its Arrow builder: from
+//! text for the text formats (CSV, TabSeparated, JSONCompactEachRow, the raw formats), from
+//! typed values (`push_int`, `push_enum`, ...) for Protobuf and Avro.
 //!
 //! A cell is parsed with ClickHouse's text rules: integers in range, floats with `inf` and
 //! `nan`, Bool words (`true`, `1`, `yes`, `on`, ...), Enum names or numbers (stored by
@@ -645,6 +645,49 @@ mod tests {
         let err = b.push_null().expect_err("strict");
         assert!(err.to_string().contains("column n"), "{err}");
         assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn typed_values_convert_as_clickhouse_converts_them() {
+        let mut b = builder("UInt8");
+        b.push_int(255).expect("in range");
+        b.push_bool(true).expect("bool as 1");
+        let err = b.push_int(-1).expect_err("out of range");
+        assert!(err.to_string().contains("'-1' as UInt8"), "{err}");
+        assert!(b.push_float(1.0).is_err(), "a float is not rounded");
+        assert_eq!(b.len(), 2);
+
+        let mut b = builder("String");
+        b.push_int(-7).expect("text");
+        b.push_bool(false).expect("text");
+        b.push_enum("OPEN", 1).expect("name");
+        let a = b.finish().expect("offsets match items");
+        let texts: Vec<&str> = a.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(texts, ["-7", "false", "OPEN"]);
+
+        let mut b = builder("Enum8('a' = 1, 'b' = 2)");
+        b.push_enum("b", 9).expect("by name");
+        b.push_enum("renamed", 1).expect("by number");
+        assert!(b.push_enum("c", 3).is_err());
+        b.push_int(2).expect("a number");
+        let a = b.finish().expect("offsets match items");
+        let names: Vec<&str> = a.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(names, ["b", "a", "b"]);
+
+        let mut b = builder("DateTime");
+        b.push_timestamp_ms(-1).expect("before the epoch");
+        b.push_date_days(1).expect("midnight");
+        b.push_int(5).expect("seconds");
+        let a = b.finish().expect("offsets match items");
+        assert_eq!(
+            a.as_primitive::<TimestampSecondType>().values().to_vec(),
+            [-1, 86_400, 5]
+        );
+        let mut b = builder("Date");
+        b.push_timestamp_ms(86_400_000 * 3 + 1).expect("the day");
+        b.push_date_days(4).expect("days");
+        let a = b.finish().expect("offsets match items");
+        assert_eq!(a.as_primitive::<Date32Type>().values().to_vec(), [3, 4]);
     }
 
     #[test]
