@@ -2,7 +2,8 @@
 //! JSONCompactEachRow, LineAsString and RawBLOB land as rows through a materialized view,
 //! with the tables' format settings applied and a broken message skipped and named; and
 //! rows inserted into Kafka tables of those formats reach the topic as the exact bytes
-//! ClickHouse would write.
+//! ClickHouse would write. Protobuf, ProtobufSingle and Avro the same way, both
+//! directions, with messages made and read by the protobuf and Avro libraries.
 
 use std::time::Duration;
 
@@ -363,5 +364,356 @@ async fn inserts_write_the_kafka_tables_format() -> anyhow::Result<()> {
         error.contains("FORMAT CSV: the table writes its kafka_format, TabSeparated"),
         "{error:?}"
     );
+    Ok(())
+}
+
+/// The schema the Protobuf tables name in `kafka_schema`; also compiled here, to make and
+/// read the messages.
+const SHOP_PROTO: &str = r#"
+syntax = "proto3";
+package shop;
+enum Status { UNKNOWN = 0; OPEN = 1; CLOSED = 2; }
+message Order {
+  uint64 id = 1;
+  string name = 2;
+  Status status = 3;
+  repeated string tags = 4;
+  int64 at = 5;
+  optional double price = 6;
+}
+"#;
+
+const SHOP_COLUMNS: &str = "id UInt32, name String, status Enum8('UNKNOWN' = 0, 'OPEN' = 1, 'CLOSED' = 2), tags Array(String), at DateTime, price Nullable(Float64)";
+
+const SHOP_AVRO: &str = r#"{"type": "record", "name": "order", "fields": [
+    {"name": "id", "type": "long"},
+    {"name": "name", "type": "string"},
+    {"name": "status", "type": {"type": "enum", "name": "status", "symbols": ["UNKNOWN", "OPEN", "CLOSED"]}},
+    {"name": "tags", "type": {"type": "array", "items": "string"}},
+    {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "price", "type": ["null", "double"]}
+]}"#;
+
+/// Even ids are OPEN and have a price; odd ones are CLOSED and have none.
+fn even(i: u64) -> bool {
+    matches!(i % 2, 0)
+}
+
+/// 2024-01-02 03:04:05 UTC.
+const AT_SECONDS: i64 = 1_704_164_645;
+
+fn order_message(desc: &prost_reflect::MessageDescriptor, i: u64) -> prost_reflect::DynamicMessage {
+    use prost_reflect::Value;
+    let mut m = prost_reflect::DynamicMessage::new(desc.clone());
+    m.set_field_by_name("id", Value::U64(i));
+    m.set_field_by_name("name", Value::String(format!("n{i}")));
+    m.set_field_by_name("status", Value::EnumNumber(1 + (i % 2) as i32));
+    m.set_field_by_name(
+        "tags",
+        Value::List(vec![Value::String("a".into()), Value::String("b".into())]),
+    );
+    m.set_field_by_name("at", Value::I64(AT_SECONDS));
+    if even(i) {
+        m.set_field_by_name("price", Value::F64(i as f64 / 2.0));
+    }
+    m
+}
+
+/// A message's fields as values (a zero is the same whether sent or not, as in proto3),
+/// and whether the optional price is there.
+fn fields(m: &prost_reflect::DynamicMessage) -> String {
+    use prost_reflect::ReflectMessage as _;
+    let values: Vec<String> = m
+        .descriptor()
+        .fields()
+        .map(|f| format!("{}={:?}", f.name(), m.get_field(&f)))
+        .collect();
+    format!(
+        "{} price set: {}",
+        values.join(" "),
+        m.has_field_by_name("price")
+    )
+}
+
+fn avro_file(rows: std::ops::Range<u64>) -> anyhow::Result<Vec<u8>> {
+    use apache_avro::types::{Record, Value};
+    let schema = apache_avro::Schema::parse_str(SHOP_AVRO)?;
+    let mut writer = apache_avro::Writer::new(&schema, Vec::new());
+    for i in rows {
+        let mut r = Record::new(&schema).context("a record schema")?;
+        r.put("id", i as i64);
+        r.put("name", format!("n{i}"));
+        let status = 1 + (i % 2) as u32;
+        r.put(
+            "status",
+            Value::Enum(
+                status,
+                ["UNKNOWN", "OPEN", "CLOSED"][status as usize].into(),
+            ),
+        );
+        r.put(
+            "tags",
+            Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+        );
+        r.put("at", Value::TimestampMillis(AT_SECONDS * 1000));
+        r.put(
+            "price",
+            if even(i) {
+                Value::Union(1, Box::new(Value::Double(i as f64 / 2.0)))
+            } else {
+                Value::Union(0, Box::new(Value::Null))
+            },
+        );
+        writer.append(r)?;
+    }
+    Ok(writer.into_inner()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_formats_both_ways() -> anyhow::Result<()> {
+    let kafka = Kafka::shared()?;
+    let schemas = tempfile::tempdir()?;
+    std::fs::write(schemas.path().join("shop.proto"), SHOP_PROTO)?;
+    let node = Node::start_with(
+        "formats-schema",
+        vec![
+            "--bootstrap".into(),
+            "--format-schema-path".into(),
+            schemas.path().display().to_string(),
+        ],
+    )
+    .await?;
+    let desc = protox::Compiler::new([schemas.path()])?
+        .open_file("shop.proto")?
+        .descriptor_pool()
+        .get_message_by_name("shop.Order")
+        .context("shop.Order")?;
+
+    // Every message holds two rows, ids 2m and 2m+1; one broken message in the middle.
+    let rows = u64::from(MESSAGES) * 2;
+    let with_broken = |mut payloads: Vec<Vec<u8>>, broken: &[u8]| {
+        payloads.insert(payloads.len() / 2, broken.to_vec());
+        payloads
+    };
+    let delimited: Vec<Vec<u8>> = (0..u64::from(MESSAGES))
+        .map(|m| {
+            use prost::Message as _;
+            let mut out = order_message(&desc, 2 * m).encode_length_delimited_to_vec();
+            out.extend(order_message(&desc, 2 * m + 1).encode_length_delimited_to_vec());
+            out
+        })
+        .collect();
+    let single: Vec<Vec<u8>> = (0..rows)
+        .map(|i| {
+            use prost::Message as _;
+            order_message(&desc, i).encode_to_vec()
+        })
+        .collect();
+    let avro: Vec<Vec<u8>> = (0..u64::from(MESSAGES))
+        .map(|m| avro_file(2 * m..2 * m + 2))
+        .collect::<anyhow::Result<_>>()?;
+    let cases = [
+        (
+            "pb",
+            "Protobuf",
+            ", kafka_schema = 'shop.proto:Order'",
+            with_broken(delimited, b"\x05\x08"),
+            "Protobuf: message 0 in the Kafka message",
+        ),
+        (
+            "pb_single",
+            "ProtobufSingle",
+            ", kafka_schema = 'shop:Order'",
+            with_broken(single, b"\x08"),
+            "ProtobufSingle: message 0 in the Kafka message",
+        ),
+        (
+            "avro",
+            "Avro",
+            "",
+            with_broken(avro, b"Obj\x01 cut short"),
+            "Avro: not an Avro Object Container File",
+        ),
+    ];
+    for (name, format, settings, payloads, _) in &cases {
+        let topic = unique(name);
+        produce(kafka, &topic, payloads).await?;
+        node.script(&pipeline_ddl(
+            kafka,
+            name,
+            SHOP_COLUMNS,
+            &topic,
+            format,
+            settings,
+        ))
+        .await?;
+    }
+    for (name, _, _, _, broken) in &cases {
+        wait_for_count(&node, name, rows).await?;
+        assert_eq!(
+            node.number(&format!("SELECT sum(id) FROM {name}")).await?,
+            (0..rows).sum::<u64>(),
+            "{name}"
+        );
+        // Every field arrived in its column: even ids OPEN with a price of id/2, odd ids
+        // CLOSED with none (NULL).
+        assert_eq!(
+            node.number(&format!(
+                "SELECT count() FROM {name} WHERE name = concat('n', CAST(id AS VARCHAR))
+                   AND at = '2024-01-02 03:04:05' AND cardinality(tags) = 2
+                   AND ((id % 2 = 0 AND status = 'OPEN' AND price * 2 = id)
+                     OR (id % 2 = 1 AND status = 'CLOSED' AND price IS NULL))"
+            ))
+            .await?,
+            rows,
+            "{name}: {:?}",
+            node.rows(&format!("SELECT * FROM {name} WHERE id < 2"))
+                .await
+        );
+        assert!(
+            node.log_contains(broken),
+            "{name}: no '{broken}' in the log"
+        );
+    }
+
+    // CREATE names what is wrong with a schema.
+    for (schema, says) in [
+        ("shop:Nope", "shop.proto has no message type Nope"),
+        ("nothere:Order", "file nothere.proto not found"),
+    ] {
+        let error = node
+            .sql(&format!(
+                "CREATE TABLE bad_schema (id UInt32) ENGINE = Kafka('{}', 't', 'g', 'Protobuf') SETTINGS kafka_schema = '{schema}'",
+                kafka.bootstrap
+            ))
+            .await
+            .err()
+            .map(|s| s.message().to_string())
+            .unwrap_or_default();
+        assert!(error.contains(says), "{schema}: {error:?}");
+    }
+    let error = node
+        .sql(&format!(
+            "CREATE TABLE bad_schema (id UInt32, nope String) ENGINE = Kafka('{}', 't', 'g', 'Protobuf') SETTINGS kafka_schema = 'shop:Order'",
+            kafka.bootstrap
+        ))
+        .await
+        .err()
+        .map(|s| s.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("column nope matches no field of message shop.Order"),
+        "{error:?}"
+    );
+
+    // Rows written to Kafka tables of each format, read back with the libraries.
+    let kafka_table = |name: &str, topic: &str, format: &str, settings: &str| {
+        format!(
+            "CREATE TABLE {name} ({SHOP_COLUMNS}) ENGINE = Kafka()
+             SETTINGS kafka_broker_list = '{}', kafka_topic_list = '{topic}',
+                      kafka_group_name = '{}', kafka_format = '{format}'{settings}",
+            kafka.bootstrap,
+            unique(name)
+        )
+    };
+    let topics = [
+        unique("out-pb"),
+        unique("out-pb-single"),
+        unique("out-avro"),
+    ];
+    for topic in &topics {
+        kafka.create_topic(topic, 1).await?;
+    }
+    node.script(&format!(
+        "{};\n{};\n{};",
+        kafka_table(
+            "out_pb",
+            &topics[0],
+            "Protobuf",
+            ", kafka_schema = 'shop:Order', kafka_max_rows_per_message = 2"
+        ),
+        kafka_table(
+            "out_pb_single",
+            &topics[1],
+            "ProtobufSingle",
+            // One row a message all the same.
+            ", kafka_schema = 'shop:Order', kafka_max_rows_per_message = 2"
+        ),
+        kafka_table(
+            "out_avro",
+            &topics[2],
+            "Avro",
+            ", kafka_max_rows_per_message = 2"
+        ),
+    ))
+    .await?;
+    for table in ["out_pb", "out_pb_single", "out_avro"] {
+        node.sql(&format!(
+            "INSERT INTO {table} SELECT * FROM pb WHERE id < 3 ORDER BY id"
+        ))
+        .await
+        .map_err(|s| anyhow::anyhow!("insert into {table}: {}", s.message()))?;
+    }
+    // Protobuf: two length-delimited messages, then one.
+    let written = read_topic(kafka, &topics[0], 2).await?;
+    let mut decoded = Vec::new();
+    for payload in &written {
+        let mut buf = payload.as_slice();
+        let mut in_message = 0;
+        while !buf.is_empty() {
+            use prost::Message as _;
+            let mut m = prost_reflect::DynamicMessage::new(desc.clone());
+            m.merge_length_delimited(&mut buf)?;
+            decoded.push(m);
+            in_message += 1;
+        }
+        assert!(in_message <= 2, "kafka_max_rows_per_message = 2");
+    }
+    let want: Vec<_> = (0..3).map(|i| fields(&order_message(&desc, i))).collect();
+    assert_eq!(decoded.iter().map(fields).collect::<Vec<_>>(), want);
+    let written = read_topic(kafka, &topics[1], 3).await?;
+    let decoded = written
+        .iter()
+        .map(|p| prost_reflect::DynamicMessage::decode(desc.clone(), p.as_slice()))
+        .collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(decoded.iter().map(fields).collect::<Vec<_>>(), want);
+    // Avro: a container file of two rows, then one of one, with the columns' schema.
+    let written = read_topic(kafka, &topics[2], 2).await?;
+    let mut records = Vec::new();
+    for payload in &written {
+        for value in apache_avro::Reader::new(payload.as_slice())? {
+            records.push(value?);
+        }
+    }
+    let ids: Vec<String> = records.iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(records.len(), 3, "{ids:?}");
+    use apache_avro::types::Value;
+    let field = |r: &Value, name: &str| match r {
+        Value::Record(fields) => fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone()),
+        _ => None,
+    };
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(field(record, "id"), Some(Value::Long(i as i64)), "{ids:?}");
+        assert_eq!(field(record, "name"), Some(Value::String(format!("n{i}"))));
+        let status = if even(i as u64) {
+            (1, "OPEN")
+        } else {
+            (2, "CLOSED")
+        };
+        assert_eq!(
+            field(record, "status"),
+            Some(Value::Enum(status.0, status.1.into()))
+        );
+        assert_eq!(field(record, "at"), Some(Value::Int(AT_SECONDS as i32)));
+        let price = if even(i as u64) {
+            Value::Union(1, Box::new(Value::Double(i as f64 / 2.0)))
+        } else {
+            Value::Union(0, Box::new(Value::Null))
+        };
+        assert_eq!(field(record, "price"), Some(price));
+    }
     Ok(())
 }

@@ -66,6 +66,10 @@ pub struct NodeArgs {
     /// Default: 1073741824 (1 GiB).
     #[arg(long, env = "SLUICE_QUERY_MEMORY_LIMIT_BYTES")]
     pub query_memory_limit_bytes: Option<u64>,
+    /// The directory `kafka_schema` files (Protobuf `.proto`) are read from at CREATE
+    /// (ClickHouse's `format_schema_path`). Default: "<data_dir>/format_schemas".
+    #[arg(long, env = "SLUICE_FORMAT_SCHEMA_PATH")]
+    pub format_schema_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -81,6 +85,7 @@ struct FileConfig {
     node_timeout_ms: Option<u64>,
     metrics_addr: Option<String>,
     query_memory_limit_bytes: Option<u64>,
+    format_schema_path: Option<PathBuf>,
     /// librdkafka properties for every Kafka client of the node, ClickHouse-style names
     /// (`sasl_mechanisms`, `ssl_ca_location`); `SLUICE_RDKAFKA_*` variables override them.
     #[serde(default)]
@@ -101,6 +106,8 @@ pub struct NodeConfig {
     pub kafka: KafkaClientDefaults,
     pub metrics_addr: Option<SocketAddr>,
     pub query_memory_limit_bytes: usize,
+    /// Where `kafka_schema` files are found (ClickHouse's `format_schema_path`).
+    pub format_schema_path: PathBuf,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
@@ -159,8 +166,20 @@ impl NodeConfig {
                 value: query_memory_limit_bytes.to_string(),
                 reason: e.to_string(),
             })?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("sluice-data"));
+        // ClickHouse's default is `format_schemas/` under its data path.
+        let format_schema_path = args
+            .format_schema_path
+            .clone()
+            .or(file.format_schema_path)
+            .unwrap_or_else(|| data_dir.join("format_schemas"));
         let config = NodeConfig {
             kafka,
+            format_schema_path,
             metrics_addr,
             query_memory_limit_bytes,
             node_id: args
@@ -168,11 +187,7 @@ impl NodeConfig {
                 .clone()
                 .or(file.node_id)
                 .unwrap_or_else(|| "node-1".into()),
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("sluice-data")),
+            data_dir,
             grpc_addr,
             log: args
                 .log
@@ -265,6 +280,17 @@ mod tests {
         assert_eq!(c.node_id, "from-flag");
         assert_eq!(c.grpc_addr.port(), 9999);
         assert_eq!(c.log, "info");
+        assert_eq!(
+            c.format_schema_path,
+            PathBuf::from("sluice-data").join("format_schemas")
+        );
+        std::fs::write(&path, "format_schema_path = \"/etc/sluice/schemas\"\n").expect("write");
+        let c = NodeConfig::resolve(&NodeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.format_schema_path, PathBuf::from("/etc/sluice/schemas"));
         std::fs::write(&path, "node_idd = \"x\"\n").expect("write");
         let err = NodeConfig::resolve(&NodeArgs {
             config: Some(path),

@@ -27,7 +27,7 @@
 //! shutdown   Tasks: every background loop's owner (cancel, await, log once)
 //! catalog    tables and views as typed values; ClickHouse types <-> Arrow
 //! sql        SQL text -> typed statements; nothing deeper sees SQL text
-//! format     message bytes -> Arrow batches (JSONEachRow, CSV, ...)
+//! format     message bytes -> Arrow batches (JSONEachRow, CSV, Protobuf, Avro, ...)
 //! table      a table's replica: parts, positions, dedup window (the only sled code for rows)
 //! dead_letters  this node's dead-letter queue (messages that did not parse), on sled
 //! state      the node's replicated state: catalog, tables, assignment, placements

@@ -226,6 +226,7 @@ async fn serve(
         ),
         sink: crate::ingest::sink::KafkaSink::new(Arc::new(config.kafka.clone())),
         kafka: Arc::new(config.kafka.clone()),
+        format_schema_path: config.format_schema_path.clone(),
     });
     let admin = AdminService {
         executor,

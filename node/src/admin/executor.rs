@@ -21,6 +21,8 @@ pub enum ExecError {
     #[error(transparent)]
     Ddl(#[from] DdlError),
     #[error(transparent)]
+    Format(#[from] crate::format::PrepareError),
+    #[error(transparent)]
     Query(#[from] QueryError),
     #[error(transparent)]
     State(#[from] StateError),
@@ -69,6 +71,8 @@ pub struct Executor {
     pub sink: KafkaSink,
     /// The node-wide Kafka client properties, for the calls a statement makes itself.
     pub kafka: Arc<crate::ingest::client::KafkaClientDefaults>,
+    /// Where `kafka_schema` files are read at CREATE (`format_schema_path`).
+    pub format_schema_path: std::path::PathBuf,
 }
 
 /// Who a statement is run for, as recorded where it matters (offset resets): the user
@@ -146,7 +150,9 @@ impl Executor {
                 }));
             }
             Statement::CreateTable(create) => {
-                let def = table_def(&create, &catalog)?;
+                let mut def = table_def(&create, &catalog)?;
+                // Compiled here, once, so the replicated definition carries the schema.
+                crate::format::prepare_table(&mut def, &self.format_schema_path)?;
                 if !(create.if_not_exists && catalog.table(&def.name).is_some()) {
                     crate::ingest::preflight::check_new_table(self.sink.defaults(), &def).await?;
                 }

@@ -24,7 +24,7 @@ pub fn cluster_status(e: &ClusterError) -> Status {
 pub fn to_status(e: &ExecError) -> Status {
     let text = e.to_string();
     match e {
-        ExecError::Sql(_) | ExecError::Ddl(_) | ExecError::Preflight(_) => {
+        ExecError::Sql(_) | ExecError::Ddl(_) | ExecError::Preflight(_) | ExecError::Format(_) => {
             Status::invalid_argument(text)
         }
         ExecError::Query(crate::query::QueryError::NoTable(_)) => Status::not_found(text),

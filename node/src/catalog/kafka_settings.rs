@@ -33,6 +33,8 @@ pub enum SettingsError {
     },
     #[error("setting '{0}' is given twice")]
     Duplicate(String),
+    #[error("format {0} requires setting 'kafka_schema' = 'file.proto:MessageName' (a file in the node's format_schema_path)")]
+    SchemaMissing(Format),
 }
 
 /// A message format of `kafka_format`, by ClickHouse's name for it.
@@ -47,6 +49,12 @@ pub enum Format {
     TabSeparatedWithNames,
     LineAsString,
     RawBlob,
+    /// Length-delimited Protobuf messages, a varint length before each, by `kafka_schema`.
+    Protobuf,
+    /// One Protobuf message, no length before it.
+    ProtobufSingle,
+    /// An Avro Object Container File: its schema, then rows.
+    Avro,
 }
 
 /// ClickHouse's names and aliases, lower-cased (format names are case-insensitive there).
@@ -64,7 +72,16 @@ const FORMAT_NAMES: &[(&str, Format)] = &[
     ("tsvwithnames", Format::TabSeparatedWithNames),
     ("lineasstring", Format::LineAsString),
     ("rawblob", Format::RawBlob),
+    ("protobuf", Format::Protobuf),
+    ("protobufsingle", Format::ProtobufSingle),
+    ("avro", Format::Avro),
 ];
+
+/// ClickHouse formats Sluice knows and refuses, with the reason given at CREATE.
+const REFUSED_FORMATS: &[(&str, &str)] = &[(
+    "avroconfluent",
+    "AvroConfluent reads each message's schema from a Confluent schema registry, which Sluice does not support; write Avro Object Container Files and use Avro",
+)];
 
 impl Format {
     /// The format a ClickHouse name or alias stands for, in any case.
@@ -88,6 +105,9 @@ impl Format {
             Format::TabSeparatedWithNames => "TabSeparatedWithNames",
             Format::LineAsString => "LineAsString",
             Format::RawBlob => "RawBLOB",
+            Format::Protobuf => "Protobuf",
+            Format::ProtobufSingle => "ProtobufSingle",
+            Format::Avro => "Avro",
         }
     }
 
@@ -105,6 +125,11 @@ impl Format {
         )
     }
 
+    /// Formats whose messages follow a schema file named by `kafka_schema`.
+    pub fn needs_schema(self) -> bool {
+        matches!(self, Format::Protobuf | Format::ProtobufSingle)
+    }
+
     fn supported() -> String {
         [
             Format::JsonEachRow,
@@ -116,6 +141,9 @@ impl Format {
             Format::TabSeparatedWithNames,
             Format::LineAsString,
             Format::RawBlob,
+            Format::Protobuf,
+            Format::ProtobufSingle,
+            Format::Avro,
         ]
         .map(Format::name)
         .join(", ")
@@ -151,6 +179,10 @@ pub struct FormatSettings {
     pub date_time_input_format: DateTimeInputFormat,
     /// `format_csv_delimiter` (ClickHouse default `,`), one ASCII character.
     pub csv_delimiter: u8,
+    /// `input_format_avro_allow_missing_fields`: a column with no field in an Avro file's
+    /// schema takes its default (1) or makes the message broken (0, ClickHouse default).
+    #[serde(default)]
+    pub avro_allow_missing_fields: bool,
 }
 
 impl FormatSettings {
@@ -182,6 +214,12 @@ impl FormatSettings {
                 char::from(self.csv_delimiter).to_string(),
             ));
         }
+        if self.avro_allow_missing_fields != defaults.avro_allow_missing_fields {
+            out.push((
+                "input_format_avro_allow_missing_fields",
+                flag(self.avro_allow_missing_fields),
+            ));
+        }
         out
     }
 }
@@ -193,6 +231,7 @@ impl Default for FormatSettings {
             null_as_default: true,
             date_time_input_format: DateTimeInputFormat::Basic,
             csv_delimiter: b',',
+            avro_allow_missing_fields: false,
         }
     }
 }
@@ -263,6 +302,63 @@ pub struct KafkaSettings {
     /// setting existed writes them as librdkafka's default does, uncompressed.
     #[serde(default)]
     pub compression: Compression,
+    /// `kafka_schema`, as given; formats that take no schema ignore it, as ClickHouse does.
+    #[serde(default)]
+    pub schema: Option<SchemaRef>,
+    /// The Protobuf schema compiled when the table was created (see `SchemaRef`); `None`
+    /// for the other formats, and for a table not yet through CREATE.
+    #[serde(default)]
+    pub compiled_schema: Option<CompiledSchema>,
+}
+
+/// `kafka_schema = 'file.proto:Message'`: a schema file in the node's
+/// `format_schema_path` and the message type each Kafka message holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaRef {
+    /// The file, as given; `.proto` is added at compile time when it has no extension.
+    pub file: String,
+    pub message: String,
+}
+
+impl SchemaRef {
+    /// Splits ClickHouse's `file:Message` form (the last `:` separates them).
+    pub fn parse(value: &str) -> Result<SchemaRef, SettingsError> {
+        let invalid = |reason: &str| SettingsError::Invalid {
+            name: "kafka_schema".into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        let (file, message) = value
+            .trim()
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("expected 'file.proto:MessageName'"))?;
+        let (file, message) = (file.trim(), message.trim());
+        if file.is_empty() || message.is_empty() {
+            return Err(invalid("expected 'file.proto:MessageName'"));
+        }
+        Ok(SchemaRef {
+            file: file.to_string(),
+            message: message.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for SchemaRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.message)
+    }
+}
+
+/// A schema compiled once, at CREATE, by the node that ran it, and replicated with the
+/// table: every node decodes alike even if its schema directory differs or the file
+/// changes later (ClickHouse rereads the file; a cluster must not disagree).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompiledSchema {
+    /// The fully qualified message type, e.g. `shop.Order`.
+    pub message: String,
+    /// An encoded `FileDescriptorSet` of the file and everything it imports.
+    #[serde(with = "serde_bytes")]
+    pub descriptor_set: Vec<u8>,
 }
 
 /// Names accepted by `SETTINGS` on a Kafka table.
@@ -293,6 +389,7 @@ const KNOWN: &[&str] = &[
     "input_format_null_as_default",
     "date_time_input_format",
     "format_csv_delimiter",
+    "input_format_avro_allow_missing_fields",
     "kafka_compression_codec",
     "kafka_compression_level",
 ];
@@ -341,11 +438,30 @@ impl KafkaSettings {
             .collect();
         let group_name = required("kafka_group_name")?;
         let format_text = required("kafka_format")?;
+        let lower = format_text.to_ascii_lowercase();
+        if let Some((_, reason)) = REFUSED_FORMATS.iter().find(|(n, _)| *n == lower) {
+            return Err(SettingsError::Invalid {
+                name: "kafka_format".into(),
+                value: format_text.clone(),
+                reason: (*reason).into(),
+            });
+        }
         let format = Format::from_name(&format_text).ok_or_else(|| SettingsError::Invalid {
             name: "kafka_format".into(),
             value: format_text.clone(),
             reason: format!("unsupported format (supported: {})", Format::supported()),
         })?;
+        let schema = match map.get("kafka_schema").map(|v| v.trim()) {
+            Some(v) if !v.is_empty() => Some(SchemaRef::parse(v)),
+            _ => None,
+        };
+        // Formats that take no schema accept and ignore one, as ClickHouse does; for
+        // them a malformed value is not an error either.
+        let schema = match (format.needs_schema(), schema) {
+            (true, None) => return Err(SettingsError::SchemaMissing(format)),
+            (true, Some(parsed)) => Some(parsed?),
+            (false, parsed) => parsed.and_then(Result::ok),
+        };
         let format_settings = format_settings(&map, format)?;
         let handle_error_mode = match map.get("kafka_handle_error_mode").copied() {
             None => HandleErrorMode::Default,
@@ -366,7 +482,11 @@ impl KafkaSettings {
             num_consumers: uint(&map, "kafka_num_consumers", 1)?,
             thread_per_consumer: flag(&map, "kafka_thread_per_consumer", false)?,
             max_block_size: nonzero_or(&map, "kafka_max_block_size", DEFAULT_MAX_BLOCK_SIZE)?,
-            max_rows_per_message: nonzero_or(&map, "kafka_max_rows_per_message", 1)?,
+            // A ProtobufSingle message holds one message, so one row, whatever is asked.
+            max_rows_per_message: match format {
+                Format::ProtobufSingle => 1,
+                _ => nonzero_or(&map, "kafka_max_rows_per_message", 1)?,
+            },
             max_block_bytes: nonzero_or(&map, "kafka_max_block_bytes", DEFAULT_MAX_BLOCK_BYTES)?,
             flush_interval_ms: nonzero_or(
                 &map,
@@ -383,6 +503,8 @@ impl KafkaSettings {
             sasl_password: map.get("kafka_sasl_password").map(|s| s.to_string()),
             format_settings,
             compression: Compression::from_settings(&map)?,
+            schema,
+            compiled_schema: None,
         };
         settings.validate()?;
         Ok(settings)
@@ -480,6 +602,11 @@ fn format_settings(
         null_as_default,
         date_time_input_format,
         csv_delimiter,
+        avro_allow_missing_fields: flag(
+            map,
+            "input_format_avro_allow_missing_fields",
+            defaults.avro_allow_missing_fields,
+        )?,
     })
 }
 
@@ -663,6 +790,7 @@ mod tests {
                 null_as_default: false,
                 date_time_input_format: DateTimeInputFormat::BestEffort,
                 csv_delimiter: b';',
+                avro_allow_missing_fields: false,
             }
         );
         assert_eq!(

@@ -1,6 +1,6 @@
-//! One column of a Kafka table filled cell by cell from text, straight into its Arrow
-//! builder: the shared core of the text formats (CSV, TabSeparated, JSONCompactEachRow,
-//! the raw formats).
+//! One column of a Kafka table filled cell by cell, straight into its Arrow builder: from
+//! text for the text formats (CSV, TabSeparated, JSONCompactEachRow, the raw formats), from
+//! typed values (`push_int`, `push_enum`, ...) for Protobuf and Avro.
 //!
 //! A cell is parsed with ClickHouse's text rules: integers in range, floats with `inf` and
 //! `nan`, Bool words (`true`, `1`, `yes`, `on`, ...), Enum names or numbers (stored by
@@ -239,6 +239,104 @@ impl ColumnBuilder {
                 None => return Err(self.parse_error(text)),
             },
             Values::List { .. } => return self.push_array_text(text),
+        }
+        Ok(())
+    }
+
+    /// Appends an integer read from a binary format: into an integer column if in range,
+    /// a float, a Bool (0 or 1), an Enum by number, a Date as days or a DateTime as
+    /// seconds, or a String as its decimal text (as ClickHouse converts them).
+    pub fn push_int(&mut self, v: i128) -> Result<(), CellError> {
+        macro_rules! int {
+            ($b:expr) => {
+                match v.try_into() {
+                    Ok(v) => $b.append_value(v),
+                    Err(_) => return Err(self.parse_error(&v.to_string())),
+                }
+            };
+        }
+        match &mut self.values {
+            Values::Int8(b) => int!(b),
+            Values::Int16(b) => int!(b),
+            Values::Int32(b) => int!(b),
+            Values::Int64(b) => int!(b),
+            Values::UInt8(b) => int!(b),
+            Values::UInt16(b) => int!(b),
+            Values::UInt32(b) => int!(b),
+            Values::UInt64(b) => int!(b),
+            // Precision past 2^53 is lost, as in ClickHouse's conversion.
+            Values::Float32(b) => b.append_value(v as f32),
+            Values::Float64(b) => b.append_value(v as f64),
+            Values::Bool(b) if v == 0 || v == 1 => b.append_value(v == 1),
+            Values::Date(b) => int!(b),
+            Values::DateTime(b) => int!(b),
+            Values::Text(b) => b.append_value(v.to_string()),
+            Values::Enum(..) | Values::Bool(_) => return self.push_text(&v.to_string()),
+            Values::List { .. } => return Err(self.mismatch("a number")),
+        }
+        Ok(())
+    }
+
+    /// Appends a float read from a binary format: into a float column, or a String as
+    /// its text; integer columns refuse it rather than round it.
+    pub fn push_float(&mut self, v: f64) -> Result<(), CellError> {
+        match &mut self.values {
+            // Float64 to Float32 rounds, as ClickHouse's conversion does.
+            Values::Float32(b) => b.append_value(v as f32),
+            Values::Float64(b) => b.append_value(v),
+            Values::Text(b) => b.append_value(v.to_string()),
+            _ => return Err(self.mismatch("a floating-point number")),
+        }
+        Ok(())
+    }
+
+    /// Appends a boolean read from a binary format: a Bool, 1 or 0 in an integer column,
+    /// `true` or `false` in a String.
+    pub fn push_bool(&mut self, v: bool) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::Bool(b) => b.append_value(v),
+            Values::Text(b) => b.append_value(if v { "true" } else { "false" }),
+            _ => return self.push_int(i128::from(v)),
+        }
+        Ok(())
+    }
+
+    /// Appends an enum value read from a binary format: an Enum column takes it by name
+    /// (else by number), an integer column its number, a String its name.
+    pub fn push_enum(&mut self, name: &str, number: i32) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::Text(b) => b.append_value(name),
+            Values::Enum(_, members) => {
+                if members.iter().any(|(n, _)| n == name) {
+                    return self.push_text(name);
+                }
+                return self.push_text(&number.to_string());
+            }
+            _ => return self.push_int(i128::from(number)),
+        }
+        Ok(())
+    }
+
+    /// Appends a point in time given in milliseconds since the epoch: a DateTime keeps
+    /// the second, a Date the day, an integer column the milliseconds.
+    pub fn push_timestamp_ms(&mut self, ms: i64) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::DateTime(b) => b.append_value(ms.div_euclid(1000)),
+            Values::Date(b) => match i32::try_from(ms.div_euclid(86_400_000)) {
+                Ok(days) => b.append_value(days),
+                Err(_) => return Err(self.parse_error(&ms.to_string())),
+            },
+            _ => return self.push_int(i128::from(ms)),
+        }
+        Ok(())
+    }
+
+    /// Appends a day given as days since the epoch: a Date, a DateTime at its midnight
+    /// (UTC), or the number in an integer column.
+    pub fn push_date_days(&mut self, days: i32) -> Result<(), CellError> {
+        match &mut self.values {
+            Values::DateTime(b) => b.append_value(i64::from(days) * 86_400),
+            _ => return self.push_int(i128::from(days)),
         }
         Ok(())
     }
@@ -547,6 +645,49 @@ mod tests {
         let err = b.push_null().expect_err("strict");
         assert!(err.to_string().contains("column n"), "{err}");
         assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn typed_values_convert_as_clickhouse_converts_them() {
+        let mut b = builder("UInt8");
+        b.push_int(255).expect("in range");
+        b.push_bool(true).expect("bool as 1");
+        let err = b.push_int(-1).expect_err("out of range");
+        assert!(err.to_string().contains("'-1' as UInt8"), "{err}");
+        assert!(b.push_float(1.0).is_err(), "a float is not rounded");
+        assert_eq!(b.len(), 2);
+
+        let mut b = builder("String");
+        b.push_int(-7).expect("text");
+        b.push_bool(false).expect("text");
+        b.push_enum("OPEN", 1).expect("name");
+        let a = b.finish().expect("offsets match items");
+        let texts: Vec<&str> = a.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(texts, ["-7", "false", "OPEN"]);
+
+        let mut b = builder("Enum8('a' = 1, 'b' = 2)");
+        b.push_enum("b", 9).expect("by name");
+        b.push_enum("renamed", 1).expect("by number");
+        assert!(b.push_enum("c", 3).is_err());
+        b.push_int(2).expect("a number");
+        let a = b.finish().expect("offsets match items");
+        let names: Vec<&str> = a.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(names, ["b", "a", "b"]);
+
+        let mut b = builder("DateTime");
+        b.push_timestamp_ms(-1).expect("before the epoch");
+        b.push_date_days(1).expect("midnight");
+        b.push_int(5).expect("seconds");
+        let a = b.finish().expect("offsets match items");
+        assert_eq!(
+            a.as_primitive::<TimestampSecondType>().values().to_vec(),
+            [-1, 86_400, 5]
+        );
+        let mut b = builder("Date");
+        b.push_timestamp_ms(86_400_000 * 3 + 1).expect("the day");
+        b.push_date_days(4).expect("days");
+        let a = b.finish().expect("offsets match items");
+        assert_eq!(a.as_primitive::<Date32Type>().values().to_vec(), [3, 4]);
     }
 
     #[test]

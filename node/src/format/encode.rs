@@ -4,14 +4,18 @@
 //! text: RawBLOB writes values as they are. JSONEachRow messages are the rows' JSON objects
 //! joined by line feeds (no final one, as Sluice always wrote them); the other row formats
 //! end every row with a line feed, as ClickHouse writes them, and the `-WithNames` formats
-//! start every message with a header.
+//! start every message with a header. Protobuf packs that many length-delimited messages
+//! into a Kafka message, ProtobufSingle one, and Avro writes one container file per
+//! Kafka message.
 
 use arrow::array::RecordBatch;
 use arrow::json::writer::{LineDelimited, WriterBuilder};
 
+use super::avro::AvroWriteError;
+use super::protobuf::ProtoEncodeError;
 use super::text_out::UnsupportedType;
-use super::{csv, json_compact, raw, tsv};
-use crate::catalog::kafka_settings::{Format, FormatSettings};
+use super::{avro, csv, json_compact, protobuf, raw, tsv};
+use crate::catalog::kafka_settings::{Format, FormatSettings, KafkaSettings};
 use crate::catalog::Column;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +29,47 @@ pub enum EncodeError {
     },
     #[error("JSONEachRow: {0}")]
     Json(String),
+    #[error("{format}: {source}")]
+    Protobuf {
+        format: Format,
+        source: Box<ProtoEncodeError>,
+    },
+    #[error("Avro: {0}")]
+    Avro(#[from] AvroWriteError),
 }
 
-/// The messages for `batch`, whose columns are `columns`.
+/// The messages for `batch`, whose columns are `columns`, in the format of `kafka`.
 pub fn encode_messages(
+    columns: &[Column],
+    kafka: &KafkaSettings,
+    batch: &RecordBatch,
+    rows_per_message: usize,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let format = kafka.format;
+    match format {
+        Format::Protobuf | Format::ProtobufSingle => {
+            let compiled = kafka.compiled_schema.as_ref();
+            return protobuf::encode(format, compiled, columns, batch, rows_per_message).map_err(
+                |source| EncodeError::Protobuf {
+                    format,
+                    source: Box::new(source),
+                },
+            );
+        }
+        Format::Avro => return Ok(avro::encode(columns, batch, rows_per_message)?),
+        _ => {}
+    }
+    encode_text(
+        columns,
+        format,
+        &kafka.format_settings,
+        batch,
+        rows_per_message,
+    )
+}
+
+/// The text formats' messages.
+fn encode_text(
     columns: &[Column],
     format: Format,
     settings: &FormatSettings,
@@ -129,7 +170,7 @@ mod tests {
 
     fn texts(format: Format, per_message: usize, settings: &FormatSettings) -> Vec<String> {
         let (columns, batch) = table();
-        encode_messages(&columns, format, settings, &batch, per_message)
+        encode_text(&columns, format, settings, &batch, per_message)
             .expect("encodes")
             .into_iter()
             .map(|m| String::from_utf8(m).expect("utf-8"))
@@ -171,7 +212,7 @@ mod tests {
         );
         let (columns, batch) = table();
         let err =
-            encode_messages(&columns, Format::JsonAsString, &d, &batch, 1).expect_err("read only");
+            encode_text(&columns, Format::JsonAsString, &d, &batch, 1).expect_err("read only");
         assert!(err.to_string().contains("JSONAsString"), "{err}");
     }
 }

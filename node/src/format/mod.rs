@@ -5,11 +5,13 @@
 //! columns (`catalog::kafka_virtual_columns`: `_topic`, `_partition`, `_offset`, `_key`,
 //! `_timestamp`, `_timestamp_ms`, `_headers.name`, `_headers.value`, and in stream mode
 //! `_raw_message` and `_error`). One module per format
-//! family decodes (and, in `encode`, writes) its formats; `cells` and `rows` are the text
-//! formats' shared core. Must not import `rdkafka`, `actix` or storage: the consumer hands
+//! family decodes (and, in `encode`, writes) its formats; `cells` and `rows` are the
+//! shared core (text formats push text, binary ones typed values). `prepare_table`
+//! compiles a table's schema at CREATE. Must not import `rdkafka`, `actix` or storage: the consumer hands
 //! plain messages in, and the producer takes plain bytes out.
 
 mod array_text;
+mod avro;
 mod cells;
 mod csv;
 mod datetime_text;
@@ -17,6 +19,8 @@ pub mod encode;
 mod json_columns;
 mod json_compact;
 pub mod json_each_row;
+mod proto_schema;
+mod protobuf;
 mod raw;
 mod rows;
 #[cfg(test)]
@@ -25,6 +29,7 @@ mod text_out;
 mod tsv;
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -66,6 +71,61 @@ impl RawMessage {
 pub struct BrokenMessage {
     pub offset: i64,
     pub error: String,
+}
+
+pub use avro::AvroWriteError;
+pub use proto_schema::SchemaError;
+
+/// Why a table's format cannot work with its columns, found at CREATE.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrepareError {
+    #[error("table {table}: {source}")]
+    Protobuf {
+        table: String,
+        #[source]
+        source: Box<SchemaError>,
+    },
+    #[error("table {table}: format Avro: {source}")]
+    Avro {
+        table: String,
+        #[source]
+        source: AvroWriteError,
+    },
+}
+
+/// Readies a new table's format at CREATE: a Protobuf schema is compiled from
+/// `schema_dir` into the table's settings, with each column matched to its field; Avro
+/// columns are checked to make a valid Avro schema. Other tables pass unchanged.
+pub fn prepare_table(table: &mut TableDef, schema_dir: &Path) -> Result<(), PrepareError> {
+    let name = table.name.clone();
+    let columns = table.columns.clone();
+    let crate::catalog::Engine::Kafka(kafka) = &mut table.engine else {
+        return Ok(());
+    };
+    match kafka.format {
+        Format::Protobuf | Format::ProtobufSingle => {
+            // `KafkaSettings` refuses these formats without a schema.
+            let Some(schema) = &kafka.schema else {
+                return Ok(());
+            };
+            let compiled =
+                proto_schema::compile(schema, schema_dir, &columns).map_err(|source| {
+                    PrepareError::Protobuf {
+                        table: name,
+                        source: Box::new(source),
+                    }
+                })?;
+            kafka.compiled_schema = Some(compiled);
+        }
+        Format::Avro => {
+            avro::schema(&columns).map_err(|source| PrepareError::Avro {
+                table: name,
+                source,
+            })?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +192,11 @@ pub fn decode_block(
         Format::JsonAsString | Format::LineAsString | Format::RawBlob => {
             raw::decode(format, columns, &settings, messages)?
         }
+        Format::Protobuf | Format::ProtobufSingle => {
+            let compiled = table.kafka().and_then(|k| k.compiled_schema.as_ref());
+            protobuf::decode(format, compiled, columns, &settings, messages)?
+        }
+        Format::Avro => avro::decode(columns, &settings, messages)?,
     };
     // Stream mode: each broken message past the allowance is one row of defaults, in
     // its place among the others, carrying the message and its error.

@@ -169,19 +169,37 @@ pub fn decode_messages<E: Display>(
     messages: &[RawMessage],
     mut decode_message: impl FnMut(&str, &mut RowsBuilder) -> Result<(), E>,
 ) -> Result<(RecordBatch, Vec<usize>, Vec<BrokenMessage>), FormatError> {
+    decode_binary_messages(format, columns, settings, messages, |payload, rows| {
+        match std::str::from_utf8(payload) {
+            Ok(text) => decode_message(text, rows).map_err(|e| e.to_string()),
+            Err(e) => Err(format!(
+                "not valid UTF-8 at byte {} (String columns hold UTF-8 text)",
+                e.valid_up_to()
+            )),
+        }
+    })
+}
+
+/// [`decode_messages`] for the binary formats: `decode_message` reads a message's bytes.
+/// The same accounting: a failing message costs its own rows, an empty one holds none
+/// (as ClickHouse skips empty Kafka messages in every format).
+pub fn decode_binary_messages<E: Display>(
+    format: Format,
+    columns: &[Column],
+    settings: &FormatSettings,
+    messages: &[RawMessage],
+    mut decode_message: impl FnMut(&[u8], &mut RowsBuilder) -> Result<(), E>,
+) -> Result<(RecordBatch, Vec<usize>, Vec<BrokenMessage>), FormatError> {
     let mut rows = RowsBuilder::new(columns, settings, messages.len());
     let mut rows_per_message = Vec::with_capacity(messages.len());
     let mut broken = Vec::new();
     for m in messages {
         let payload = m.payload.as_deref().unwrap_or_default();
         let first = rows.rows();
-        let result = match std::str::from_utf8(payload) {
-            Ok("") => Ok(()),
-            Ok(text) => decode_message(text, &mut rows).map_err(|e| e.to_string()),
-            Err(e) => Err(format!(
-                "not valid UTF-8 at byte {} (String columns hold UTF-8 text)",
-                e.valid_up_to()
-            )),
+        let result = if payload.is_empty() {
+            Ok(())
+        } else {
+            decode_message(payload, &mut rows).map_err(|e| e.to_string())
         };
         match result {
             Ok(()) => rows_per_message.push(rows.rows() - first),

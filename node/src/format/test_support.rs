@@ -36,3 +36,47 @@ pub fn strings(batch: &RecordBatch, i: usize) -> Vec<Option<String>> {
         .map(|s| s.map(str::to_string))
         .collect()
 }
+
+/// The first `columns` columns of each row, as `a|b|c` in Arrow's display form.
+pub fn rows_text(batch: &RecordBatch, columns: usize) -> Vec<String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let formatters: Vec<ArrayFormatter> = batch.columns()[..columns]
+        .iter()
+        .map(|a| ArrayFormatter::try_new(a.as_ref(), &options).expect("displayable"))
+        .collect();
+    (0..batch.num_rows())
+        .map(|row| {
+            formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+/// A Kafka table of these columns, in this format, with these extra settings.
+pub fn kafka_table(
+    spec: &[(&str, &str)],
+    format: &str,
+    extra: &[(&str, &str)],
+) -> crate::catalog::TableDef {
+    let pairs: Vec<(String, String)> = [
+        ("kafka_broker_list", "b:9092"),
+        ("kafka_topic_list", "t"),
+        ("kafka_group_name", "g"),
+        ("kafka_format", format),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let settings = crate::catalog::KafkaSettings::from_pairs(&pairs).expect("valid settings");
+    crate::catalog::TableDef {
+        name: "q".into(),
+        columns: columns(spec),
+        engine: crate::catalog::Engine::Kafka(Box::new(settings)),
+        detached: false,
+    }
+}

@@ -160,17 +160,13 @@ impl KafkaSink {
         }
         check_enums(table, batch)?;
         let per_message = usize::try_from(settings.max_rows_per_message.max(1)).unwrap_or(1);
-        let payloads = encode_messages(
-            &table.columns,
-            settings.format,
-            &settings.format_settings,
-            batch,
-            per_message,
-        )
-        .map_err(|source| SinkError::Encode {
-            table: table.name.clone(),
-            source,
-        })?;
+        let payloads =
+            encode_messages(&table.columns, settings, batch, per_message).map_err(|source| {
+                SinkError::Encode {
+                    table: table.name.clone(),
+                    source,
+                }
+            })?;
         let last_rows: Vec<usize> = (0..payloads.len())
             .map(|i| ((i + 1) * per_message).min(batch.num_rows()) - 1)
             .collect();

@@ -127,6 +127,9 @@ pub fn describe_table(t: &TableDef, info: TableInfo) -> DescribeTableResponse {
             settings.insert("kafka_topic_list".to_string(), k.topic_list.join(","));
             settings.insert("kafka_group_name".to_string(), k.group_name.clone());
             settings.insert("kafka_format".to_string(), k.format.name().to_string());
+            if let Some(schema) = &k.schema {
+                settings.insert("kafka_schema".to_string(), schema.to_string());
+            }
             for (name, value) in k
                 .format_settings
                 .non_default()
