@@ -17,6 +17,7 @@ pub mod encode;
 mod json_columns;
 mod json_compact;
 pub mod json_each_row;
+pub mod output;
 mod raw;
 mod rows;
 #[cfg(test)]
