@@ -335,6 +335,7 @@ impl Node {
         client
             .execute(ExecuteRequest {
                 sql: statement.to_string(),
+                ..ExecuteRequest::default()
             })
             .await
             .map(tonic::Response::into_inner)

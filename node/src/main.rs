@@ -103,7 +103,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // `sluice sql` tells a refused statement, a missing node and a failing node
+            // apart, as scripts around clickhouse-client expect.
+            match e.downcast_ref::<cli::sql::SqlFailure>() {
+                Some(failure) => std::process::ExitCode::from(failure.kind.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

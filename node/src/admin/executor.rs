@@ -8,6 +8,7 @@ use arrow::array::RecordBatch;
 use crate::catalog::is_kafka_envelope_column;
 use crate::catalog::{CatalogCommand, CatalogError, CatalogOutcome};
 use crate::cluster::{Cluster, ClusterError};
+use crate::format::output::OutputFormat;
 use crate::ingest::sink::{KafkaSink, SinkError};
 use crate::query::{QueryEngine, QueryError, QueryResult};
 use crate::sql::ddl::{table_def, DdlError};
@@ -44,6 +45,8 @@ pub enum ExecError {
     },
     #[error("{0}")]
     Internal(String),
+    #[error(transparent)]
+    Output(#[from] crate::format::output::OutputError),
 }
 
 impl ExecError {
@@ -61,6 +64,12 @@ impl ExecError {
 #[derive(Debug)]
 pub enum ExecOutput {
     Rows(QueryResult),
+    /// A query whose `FORMAT` clause says how its rows are written.
+    Formatted {
+        result: QueryResult,
+        format: OutputFormat,
+        elapsed: std::time::Duration,
+    },
     Done(String),
 }
 
@@ -103,7 +112,21 @@ impl Executor {
                     &moves,
                 )?));
             }
-            Statement::Query(q) => return Ok(ExecOutput::Rows(self.queries.execute(*q).await?)),
+            Statement::Query { statement, format } => {
+                let format = format
+                    .map(|name| OutputFormat::from_name(&name))
+                    .transpose()?;
+                let started = std::time::Instant::now();
+                let result = self.queries.execute(*statement).await?;
+                return Ok(match format {
+                    Some(format) => ExecOutput::Formatted {
+                        result,
+                        format,
+                        elapsed: started.elapsed(),
+                    },
+                    None => ExecOutput::Rows(result),
+                });
+            }
             Statement::Insert(insert) => return self.insert(insert).await.map(ExecOutput::Done),
             Statement::ShowTables => {
                 let names: Vec<&str> = catalog

@@ -42,6 +42,10 @@ pub fn to_status(e: &ExecError) -> Status {
             }
         },
         ExecError::Internal(_) => Status::internal(text),
+        ExecError::Output(crate::format::output::OutputError::UnknownFormat(_)) => {
+            Status::invalid_argument(text)
+        }
+        ExecError::Output(_) => Status::internal(text),
         ExecError::Sink(
             crate::ingest::sink::SinkError::NotAnEnumMember { .. }
             | crate::ingest::sink::SinkError::Envelope { .. }

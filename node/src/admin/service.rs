@@ -79,13 +79,18 @@ impl Admin for AdminService {
         request: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
         let caller = caller(&request);
-        let sql = request.into_inner().sql;
+        let request = request.into_inner();
+        let started = Instant::now();
         let output = self
             .executor
-            .execute_sql(&sql, &caller)
+            .execute_sql(&request.sql, &caller)
             .await
             .map_err(|e| to_status(&e))?;
-        Ok(Response::new(convert::execute_response(output)?))
+        let mut response = convert::execute_response(output, &request.format)?;
+        if response.elapsed_seconds == 0.0 {
+            response.elapsed_seconds = started.elapsed().as_secs_f64();
+        }
+        Ok(Response::new(response))
     }
 
     async fn create_table(

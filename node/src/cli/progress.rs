@@ -37,6 +37,7 @@ pub async fn run(args: ProgressArgs) -> anyhow::Result<()> {
         let response = client
             .execute(ExecuteRequest {
                 sql: format!("SELECT count() FROM `{}`", args.table.replace('`', "")),
+                ..ExecuteRequest::default()
             })
             .await
             .map_err(|s| anyhow::anyhow!("{}", s.message()))?

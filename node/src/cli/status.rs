@@ -102,6 +102,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                   exceptions.text \
                   FROM system.kafka_consumers"
                 .into(),
+            ..ExecuteRequest::default()
         })
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))

@@ -19,6 +19,7 @@ pub mod encode;
 mod json_columns;
 mod json_compact;
 pub mod json_each_row;
+pub mod output;
 mod proto_schema;
 mod protobuf;
 mod raw;

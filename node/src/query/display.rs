@@ -69,24 +69,5 @@ pub fn value(array: &dyn Array, row: usize, nested: bool) -> Result<String, Arro
 
 /// A ClickHouse-style name for an Arrow type.
 pub fn type_name(dt: &DataType) -> String {
-    match dt {
-        DataType::Int8 => "Int8".into(),
-        DataType::Int16 => "Int16".into(),
-        DataType::Int32 => "Int32".into(),
-        DataType::Int64 => "Int64".into(),
-        DataType::UInt8 => "UInt8".into(),
-        DataType::UInt16 => "UInt16".into(),
-        DataType::UInt32 => "UInt32".into(),
-        DataType::UInt64 => "UInt64".into(),
-        DataType::Float32 => "Float32".into(),
-        DataType::Float64 => "Float64".into(),
-        DataType::Boolean => "Bool".into(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "String".into(),
-        DataType::Date32 => "Date".into(),
-        DataType::Timestamp(_, _) => "DateTime".into(),
-        DataType::List(f) | DataType::LargeList(f) => {
-            format!("Array({})", type_name(f.data_type()))
-        }
-        other => other.to_string(),
-    }
+    crate::format::output::type_name(dt)
 }

@@ -103,8 +103,11 @@ pub enum Statement {
     Describe {
         name: String,
     },
-    /// A SELECT (possibly with FORMAT/SETTINGS) for the query engine.
-    Query(Box<SqlStatement>),
+    /// A SELECT for the query engine, and the output format its `FORMAT` clause named.
+    Query {
+        statement: Box<SqlStatement>,
+        format: Option<String>,
+    },
     /// `INSERT INTO table [(columns)] SELECT ... | VALUES ...`.
     Insert(Insert),
     /// `ALTER TABLE queue RESET OFFSETS …`.
@@ -227,8 +230,7 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
         Token::Word(ref w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH
     ) || p.peek_token_ref().token == Token::LParen
     {
-        let statement = p.parse_statement()?;
-        Statement::Query(Box::new(statement))
+        return parse_query(text);
     } else {
         let first = p.peek_token_ref().token.to_string();
         return Err(SqlError::Unsupported(format!(
@@ -240,6 +242,69 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
         return Err(unexpected(&p, "the end of the statement"));
     }
     Ok(statement)
+}
+
+/// A SELECT, and the output format of its `FORMAT` clause. The engine plans the query;
+/// how its rows are written is the caller's business.
+fn parse_query(text: &str) -> Result<Statement, SqlError> {
+    let (text, trailing) = cut_trailing_format(text)?;
+    let dialect = ClickHouseDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(text)?;
+    let mut statement = p.parse_statement()?;
+    let _ = p.consume_token(&Token::SemiColon);
+    if p.peek_token_ref().token != Token::EOF {
+        return Err(unexpected(&p, "the end of the statement"));
+    }
+    let clause = match &mut statement {
+        SqlStatement::Query(q) => match q.format_clause.take() {
+            Some(FormatClause::Identifier(name)) => Some(name.value),
+            Some(FormatClause::Null) => Some("Null".to_string()),
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(Statement::Query {
+        statement: Box::new(statement),
+        format: trailing.or(clause),
+    })
+}
+
+/// A statement's last words `FORMAT <name>` cut off: sqlparser reads `SELECT 1 FORMAT
+/// JSON` as a column alias followed by a stray word.
+fn cut_trailing_format(text: &str) -> Result<(&str, Option<String>), SqlError> {
+    let dialect = ClickHouseDialect {};
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Syntax(e.to_string()))?;
+    let meaningful: Vec<_> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon))
+        .collect();
+    if let [.., keyword, name] = meaningful.as_slice() {
+        if let (Token::Word(k), Token::Word(n)) = (&keyword.token, &name.token) {
+            if k.keyword == Keyword::FORMAT && meaningful.len() > 2 {
+                let at = byte_offset(text, keyword.span.start.line, keyword.span.start.column);
+                return Ok((&text[..at], Some(n.value.clone())));
+            }
+        }
+    }
+    Ok((text, None))
+}
+
+/// The byte offset of a 1-based line and character column.
+fn byte_offset(text: &str, line: u64, column: u64) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == line {
+            let chars = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+            return offset
+                + l.char_indices()
+                    .nth(chars)
+                    .map_or(l.len(), |(byte, _)| byte);
+        }
+        offset += l.len();
+    }
+    text.len()
 }
 
 /// Parses a SELECT given on its own (a trailing `;` is allowed) exactly as the words after
@@ -618,13 +683,34 @@ ORDER BY (event_type, repo_name, created_at);";
         assert_eq!(parse("SHOW TABLES").expect("parses"), Statement::ShowTables);
         assert!(matches!(
             parse("SELECT count() FROM github").expect("parses"),
-            Statement::Query(_)
+            Statement::Query { format: None, .. }
         ));
         assert!(matches!(
             parse("SELECT * FROM system.kafka_consumers ORDER BY assignments.partition_id ASC")
                 .expect("parses"),
-            Statement::Query(_)
+            Statement::Query { format: None, .. }
         ));
+        for (text, query, wanted) in [
+            (
+                "SELECT 1 FORMAT JSONEachRow",
+                "SELECT 1",
+                Some("JSONEachRow"),
+            ),
+            (
+                "SELECT a\nFROM t\nWHERE b = 'é' FORMAT Vertical;",
+                "SELECT a FROM t WHERE b = 'é'",
+                Some("Vertical"),
+            ),
+            ("SELECT 1 AS format", "SELECT 1 AS format", None),
+        ] {
+            match parse(text).expect("parses") {
+                Statement::Query { statement, format } => {
+                    assert_eq!(format.as_deref(), wanted, "{text}");
+                    assert_eq!(statement.to_string(), query, "{text}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tonic::Status;
 
 use crate::admin::executor::ExecOutput;
 use crate::catalog::{CatalogOutcome, Engine, TableDef, ViewDef};
+use crate::format::output::{self, OutputColumn, OutputFormat, Statistics};
 use crate::proto::{
     Column, ColumnMeta, DdlResponse, DescribeTableResponse, ExecuteResponse, ResultSet, Row,
     TableInfo,
@@ -54,17 +55,59 @@ pub fn result_set(result: &QueryResult) -> Result<ResultSet, Status> {
     })
 }
 
-/// The SQL call's reply: rows for a query, a message for anything else.
-pub fn execute_response(output: ExecOutput) -> Result<ExecuteResponse, Status> {
-    Ok(match output {
-        ExecOutput::Rows(result) => ExecuteResponse {
-            result: Some(result_set(&result)?),
-            message: String::new(),
+/// The SQL call's reply: rows for a query, a message for anything else. Rows are written
+/// in `format` when the statement's FORMAT clause or the caller (`asked`) names one.
+pub fn execute_response(output: ExecOutput, asked: &str) -> Result<ExecuteResponse, Status> {
+    let (result, format, elapsed) = match output {
+        ExecOutput::Done(message) => {
+            return Ok(ExecuteResponse {
+                message,
+                ..ExecuteResponse::default()
+            })
+        }
+        ExecOutput::Rows(result) if asked.is_empty() => {
+            let rows = result.batches.iter().map(|b| b.num_rows() as u64).sum();
+            return Ok(ExecuteResponse {
+                result: Some(result_set(&result)?),
+                rows,
+                ..ExecuteResponse::default()
+            });
+        }
+        ExecOutput::Rows(result) => (
+            result,
+            OutputFormat::from_name(asked).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            std::time::Duration::ZERO,
+        ),
+        ExecOutput::Formatted {
+            result,
+            format,
+            elapsed,
+        } => (result, format, elapsed),
+    };
+    let columns: Vec<OutputColumn> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| OutputColumn {
+            name: f.name().clone(),
+            type_name: display::type_name(f.data_type()),
+        })
+        .collect();
+    let formatted = output::render(
+        format,
+        &columns,
+        &result.batches,
+        Statistics {
+            elapsed_seconds: elapsed.as_secs_f64(),
         },
-        ExecOutput::Done(message) => ExecuteResponse {
-            result: None,
-            message,
-        },
+    )
+    .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(ExecuteResponse {
+        formatted,
+        format: format!("{format:?}"),
+        rows: result.batches.iter().map(|b| b.num_rows() as u64).sum(),
+        elapsed_seconds: elapsed.as_secs_f64(),
+        ..ExecuteResponse::default()
     })
 }
 
@@ -74,7 +117,7 @@ pub fn ddl_response(output: ExecOutput) -> DdlResponse {
     DdlResponse {
         message: match output {
             ExecOutput::Done(m) => m,
-            ExecOutput::Rows(_) => "Ok.".into(),
+            ExecOutput::Rows(_) | ExecOutput::Formatted { .. } => "Ok.".into(),
         },
     }
 }
@@ -262,7 +305,7 @@ mod tests {
                 .expect("batches");
         assert_eq!(read, vec![batch]);
 
-        let executed = execute_response(ExecOutput::Done("Ok.".into())).expect("reply");
+        let executed = execute_response(ExecOutput::Done("Ok.".into()), "").expect("reply");
         assert_eq!((executed.result, executed.message.as_str()), (None, "Ok."));
         let answered = ddl_response(ExecOutput::Rows(result));
         assert_eq!(answered.message, "Ok.");
