@@ -176,17 +176,7 @@ impl ResetClient {
             .consumer
             .committed_offsets(tpl, REQUEST_TIMEOUT)
             .map_err(self.kafka(format!("the group's committed offsets of {topic}")))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.partition(), offset)
-            })
-            .collect())
+        Ok(offsets_by_partition(&committed))
     }
 
     fn offsets_at(
@@ -204,17 +194,7 @@ impl ResetClient {
             .consumer
             .offsets_for_times(tpl, REQUEST_TIMEOUT)
             .map_err(self.kafka(format!("the offsets of {topic} at a timestamp")))?;
-        Ok(found
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.partition(), offset)
-            })
-            .collect())
+        Ok(offsets_by_partition(&found))
     }
 
     /// Commits `next` as the group's offset of each partition and waits for the broker.
@@ -253,6 +233,18 @@ impl ResetClient {
         }
         Ok(out)
     }
+}
+
+/// A broker's answer per partition; a logical offset (none committed, no message at
+/// that time) is no position.
+fn offsets_by_partition(list: &TopicPartitionList) -> BTreeMap<i32, Option<i64>> {
+    list.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), Some(o)),
+            _ => (e.partition(), None),
+        })
+        .collect()
 }
 
 /// Where a partition goes. `from` is where the table would resume (none: from the
