@@ -21,7 +21,10 @@ pub mod top_k;
 use std::ops::ControlFlow;
 
 use datafusion::prelude::SessionContext;
-use sqlparser::ast::{visit_expressions_mut, Expr, Statement};
+use sqlparser::ast::{
+    visit_expressions, visit_expressions_mut, Expr, Ident, ObjectNamePart, Query, SelectItem,
+    SetExpr, Statement,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionError {
@@ -62,6 +65,9 @@ pub fn register(ctx: &SessionContext) {
 /// what DataFusion plans with ClickHouse's meaning. Calls are visited innermost first,
 /// each once.
 pub fn prepare(statement: &mut Statement) -> Result<(), FunctionError> {
+    if let Statement::Query(query) = statement {
+        keep_titles(query);
+    }
     let outcome = visit_expressions_mut(statement, |expr| {
         if let Expr::Function(f) = expr {
             match rewrite::rewrite_call(f) {
@@ -75,6 +81,42 @@ pub fn prepare(statement: &mut Statement) -> Result<(), FunctionError> {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),
     }
+}
+
+/// A result column whose expression is rewritten into another form (`countIf(x)` into
+/// `count(*) FILTER (WHERE x)`) keeps its text as written for its title, as ClickHouse
+/// titles columns by their expressions; a view's target columns are matched by it.
+fn keep_titles(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    for item in &mut select.projection {
+        if let SelectItem::UnnamedExpr(expr) = item {
+            if changes_form(expr) {
+                let alias = Ident::with_quote('"', expr.to_string());
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias,
+                };
+            }
+        }
+    }
+}
+
+fn changes_form(expr: &Expr) -> bool {
+    visit_expressions(expr, |e| {
+        if let Expr::Function(f) = e {
+            if let [ObjectNamePart::Identifier(i)] = f.name.0.as_slice() {
+                if let Some((s, with_if)) = names::resolve(&i.value) {
+                    if with_if || s.kind == names::Kind::Rewritten {
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    })
+    .is_break()
 }
 
 #[cfg(test)]

@@ -189,3 +189,29 @@ async fn conditionals_and_dates() {
          small\tnone\t2024-03-03 00:00:00\t2024-03-03\t202403\t1709424000\n"
     );
 }
+
+#[tokio::test]
+async fn rewritten_columns_keep_their_titles() {
+    let ctx = small();
+    let mut statements = Parser::parse_sql(
+        &ClickHouseDialect {},
+        "SELECT k, countIf(v > 1), if(v > 2, 1, 0) AS big, toYYYYMM(ts) FROM t GROUP BY k, big, toYYYYMM(ts) ORDER BY k",
+    )
+    .expect("parses");
+    let mut statement = statements.pop().expect("a statement");
+    super::prepare(&mut statement).expect("prepares");
+    let plan = ctx
+        .state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement,
+        )))
+        .await
+        .expect("plans");
+    let names: Vec<String> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["k", "countIf(v > 1)", "big", "toYYYYMM(t.ts)"]);
+}
