@@ -20,9 +20,18 @@ ensure_tools() {
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
   command -v fiu-run >/dev/null 2>&1 || missing+=(fiu-utils)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip python3-venv)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # The functions' oracle test runs the same queries through ClickHouse itself (chDB),
+  # with python3 or, where pip may not install into it, a venv in Sluice's cache.
+  local chdb_venv="${SLUICE_CACHE:-$HOME/.cache/sluice}/chdb-venv"
+  if ! python3 -c 'import chdb' >/dev/null 2>&1 && ! "$chdb_venv/bin/python" -c 'import chdb' >/dev/null 2>&1; then
+    echo "installing: chdb (pip)" >&2
+    python3 -m pip install --quiet chdb==4.4.0 >/dev/null 2>&1 \
+      || { python3 -m venv "$chdb_venv" && "$chdb_venv/bin/python" -m pip install --quiet chdb==4.4.0; }
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2

@@ -14,7 +14,7 @@ mod array_text;
 mod avro;
 mod cells;
 mod csv;
-mod datetime_text;
+pub(crate) mod datetime_text;
 pub mod encode;
 mod json_columns;
 mod json_compact;

@@ -5,6 +5,7 @@
 //! Must not import `rdkafka` or `actix`.
 
 pub mod display;
+pub mod functions;
 pub mod parts_scan;
 pub mod provider;
 pub mod remote_scan;
@@ -42,6 +43,8 @@ pub enum QueryError {
     DataFusion(#[from] DataFusionError),
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+    #[error("{0}")]
+    Function(#[from] functions::FunctionError),
     #[error("view {view}: {reason}")]
     View { view: String, reason: String },
     #[error("table {0} is a Kafka table: reading it directly would consume its messages; query the target table of a materialized view instead")]
@@ -114,6 +117,7 @@ impl QueryEngine {
     pub async fn execute(&self, mut statement: SqlStatement) -> Result<QueryResult, QueryError> {
         let dotted: BTreeSet<String> = system_tables::dotted_columns().into_iter().collect();
         let settings = rewrite::rewrite_query(&mut statement, &dotted);
+        functions::prepare(&mut statement)?;
         let linearizable = settings.iter().any(|s| {
             s.key.to_string() == "select_sequential_consistency" && s.value.to_string() == "1"
         });
@@ -139,6 +143,7 @@ impl QueryEngine {
             }
         }
         let ctx = SessionContext::new_with_config_rt(session_config(2), self.runtime.clone());
+        functions::register(&ctx);
         for (name, def) in &catalog.tables {
             if let Engine::MergeTree { .. } = def.engine {
                 ctx.register_table(
@@ -160,6 +165,7 @@ impl QueryEngine {
                 statement,
             )))
             .await?;
+        let plan = functions::defaults::clickhouse_defaults(plan)?;
         let frame = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;

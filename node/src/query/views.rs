@@ -82,6 +82,10 @@ pub async fn plan_view(create: &CreateView, catalog: &Catalog) -> Result<ViewDef
         .collect();
     let mut statement = SqlStatement::Query(create.query.clone());
     super::rewrite::rewrite_query(&mut statement, &dotted);
+    super::functions::prepare(&mut statement).map_err(|e| QueryError::View {
+        view: create.name.clone(),
+        reason: e.to_string(),
+    })?;
     let SqlStatement::Query(mut query) = statement else {
         return Err(QueryError::Internal(
             "a rewritten query is still a query".into(),
@@ -175,6 +179,7 @@ pub async fn plan_view(create: &CreateView, catalog: &Catalog) -> Result<ViewDef
 
 fn view_context(source: &TableDef, batch: RecordBatch) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new_with_config(session_config(1));
+    super::functions::register(&ctx);
     let table = MemTable::try_new(source.source_schema(), vec![vec![batch]])?;
     ctx.register_table(source.name.as_str(), Arc::new(table))?;
     Ok(ctx)
@@ -224,7 +229,9 @@ async fn run_with_engine(
     batch: RecordBatch,
 ) -> Result<RecordBatch, QueryError> {
     let ctx = view_context(source, batch)?;
-    let frame = ctx.sql(&view.query).await?;
+    let plan = ctx.state().create_logical_plan(&view.query).await?;
+    let plan = super::functions::defaults::clickhouse_defaults(plan)?;
+    let frame = ctx.execute_logical_plan(plan).await?;
     let schema: arrow::datatypes::SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
     match batches.first() {
@@ -510,5 +517,87 @@ mod tests {
         .await
         .expect_err("no such column");
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_view_runs_clickhouse_functions_and_refuses_others() {
+        let source = source();
+        let target = table(
+            "hourly",
+            &[
+                ("hour", ChType::DateTime),
+                ("day", ChType::Date),
+                ("kind", ChType::String),
+                ("n", ChType::UInt64),
+            ],
+            Engine::MergeTree {
+                engine_name: "MergeTree".into(),
+                order_by: vec!["hour".into()],
+                settings: MergeTreeSettings::default(),
+            },
+        );
+        let mut catalog = Catalog::default();
+        catalog.tables.insert("src".into(), source.clone());
+        catalog.tables.insert("hourly".into(), target.clone());
+        let create = |sql: &str| {
+            let mut parsed = sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::ClickHouseDialect {},
+                sql,
+            )
+            .expect("parses");
+            let Some(SqlStatement::Query(query)) = parsed.pop() else {
+                panic!("a query: {sql}");
+            };
+            CreateView {
+                name: "mv".into(),
+                if_not_exists: false,
+                target: "hourly".into(),
+                query,
+            }
+        };
+        let planned = plan_view(
+            &create(
+                "SELECT toStartOfHour(toDateTime(a * 3600 + 59)) AS hour, toDate(toDateTime(a * 86400)) AS day, \
+                 if(a > 1, 'big', 'small') AS kind, length(Bee) AS n FROM src",
+            ),
+            &catalog,
+        )
+        .await
+        .expect("plans");
+        let rows = run_view(&planned, &source, &target, block(&source))
+            .await
+            .expect("runs");
+        let text = |i: usize| {
+            let c = cast(rows.column(i), &arrow::datatypes::DataType::Utf8).expect("text");
+            c.as_any()
+                .downcast_ref::<StringArray>()
+                .expect("strings")
+                .iter()
+                .map(|s| s.unwrap_or("NULL").to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            text(0),
+            [
+                "1970-01-01T01:00:00",
+                "1970-01-01T02:00:00",
+                "1970-01-01T03:00:00"
+            ]
+        );
+        assert_eq!(text(1), ["1970-01-02", "1970-01-03", "1970-01-04"]);
+        assert_eq!(text(2), ["small", "big", "big"]);
+        // `length` of a String counts bytes, as in ClickHouse: "é" is two.
+        assert_eq!(text(3), ["1", "2", "0"]);
+        let err = plan_view(
+            &create("SELECT date_trunc('hour', toDateTime(a)) AS hour FROM src"),
+            &catalog,
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("function date_trunc is not supported by Sluice"),
+            "{err}"
+        );
     }
 }
