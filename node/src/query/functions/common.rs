@@ -7,6 +7,7 @@
 //! - `round(x[, n])` rounds floats half to even (banker's), integers half away from zero
 //!   (only a negative `n` changes an integer), and keeps the argument's type;
 //! - `floor`/`ceil` keep the argument's type (an integer is itself);
+//! - `intDiv` truncates toward zero;
 //! - `sqrt` is nan for a negative number; `toFloat64` converts numbers.
 
 use std::sync::Arc;
@@ -71,6 +72,7 @@ pub fn udfs() -> Vec<ScalarUDF> {
             |a, _| Ok(nulls(&a[0], false)),
         ),
         ChScalar::udf("round", 1..=2, round_type, round),
+        ChScalar::udf("intDiv", 2..=2, int_div_type, int_div),
         ChScalar::udf(
             "floor",
             1..=1,
@@ -219,6 +221,111 @@ fn whole(x: &ArrayRef, f64_op: fn(f64) -> f64, f32_op: fn(f32) -> f32) -> Result
                 .unary::<_, Float32Type>(f32_op),
         ),
         _ => x.clone(),
+    })
+}
+
+/// `intDiv(a, b)`: the quotient truncated toward zero, UInt64 for an unsigned integer
+/// dividend and Int64 otherwise (ClickHouse's narrower types print the same digits; a
+/// quotient that does not fit, a negative one of an unsigned dividend, is an error). Floats are
+/// divided first, then truncated; a zero divisor, an infinite or too large quotient is an
+/// error, as in ClickHouse.
+fn int_div_type(types: &[DataType]) -> Result<DataType> {
+    for t in types {
+        if !(t.is_integer() || matches!(t, DataType::Float32 | DataType::Float64 | DataType::Null))
+        {
+            return Err(bad_type("intDiv", t));
+        }
+    }
+    let float = types
+        .iter()
+        .any(|t| matches!(t, DataType::Float32 | DataType::Float64));
+    Ok(
+        if !float && types.first().is_some_and(|t| t.is_unsigned_integer()) {
+            DataType::UInt64
+        } else {
+            DataType::Int64
+        },
+    )
+}
+
+fn int_div(args: &[ArrayRef], ret: &DataType) -> Result<ArrayRef> {
+    let error = |what: &str| DataFusionError::Execution(format!("intDiv: {what}"));
+    let float = args
+        .iter()
+        .any(|a| matches!(a.data_type(), DataType::Float32 | DataType::Float64));
+    let strict = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let as_type = |a: &ArrayRef, t: &DataType| -> Result<ArrayRef> {
+        arrow::compute::cast_with_options(a, t, &strict)
+            .map_err(|_| error(&format!("an argument does not fit {t}")))
+    };
+    if float {
+        let (a, b) = (
+            as_type(&args[0], &DataType::Float64)?,
+            as_type(&args[1], &DataType::Float64)?,
+        );
+        let out: arrow::array::Int64Array = a
+            .as_primitive::<Float64Type>()
+            .iter()
+            .zip(b.as_primitive::<Float64Type>().iter())
+            .map(|(a, b)| match (a, b) {
+                (Some(_), Some(0.0)) => Err(error("division by zero")),
+                (Some(a), Some(b)) => {
+                    let q = (a / b).trunc();
+                    // i64::MAX as f64 is 2^63, itself out of range.
+                    if q.is_finite() && q >= -(2f64.powi(63)) && q < 2f64.powi(63) {
+                        Ok(Some(q as i64))
+                    } else {
+                        Err(error("the quotient is infinite or too large"))
+                    }
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        return Ok(Arc::new(out));
+    }
+    let (a, b) = (integers(&args[0])?, integers(&args[1])?);
+    let quotients = a.into_iter().zip(b).map(|(a, b)| match (a, b) {
+        (Some(_), Some(0)) => Err(error("division by zero")),
+        (Some(a), Some(b)) => Ok(Some(a / b)),
+        _ => Ok(None),
+    });
+    let too_large = || error(&format!("the quotient does not fit {ret}"));
+    Ok(if *ret == DataType::UInt64 {
+        let out: arrow::array::UInt64Array = quotients
+            .map(|q| {
+                q?.map(|q| u64::try_from(q).map_err(|_| too_large()))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Arc::new(out)
+    } else {
+        let out: arrow::array::Int64Array = quotients
+            .map(|q| {
+                q?.map(|q| i64::try_from(q).map_err(|_| too_large()))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Arc::new(out)
+    })
+}
+
+/// An integer column's values, widened so that every integer type fits.
+fn integers(array: &ArrayRef) -> Result<Vec<Option<i128>>> {
+    Ok(if array.data_type().is_unsigned_integer() {
+        cast(array, &DataType::UInt64)?
+            .as_primitive::<UInt64Type>()
+            .iter()
+            .map(|v| v.map(i128::from))
+            .collect()
+    } else {
+        cast(array, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|v| v.map(i128::from))
+            .collect()
     })
 }
 

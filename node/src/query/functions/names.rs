@@ -86,6 +86,7 @@ pub const SUPPORTED: &[Supported] = &[
     ci("ceil", Udf),
     ci("round", Udf),
     f("modulo", Rewritten),
+    f("intDiv", Udf),
     f("toFloat64", Udf),
     // Arrays and strings.
     ci("length", Udf),
