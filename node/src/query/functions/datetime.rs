@@ -87,7 +87,76 @@ pub fn udfs() -> Vec<ScalarUDF> {
             |t| any_arg(t, "toUnixTimestamp", DataType::UInt32),
             to_unix_timestamp,
         ),
+        ChScalar::udf(
+            "toYear",
+            1..=1,
+            |t| time_arg(t, "toYear", DataType::UInt16),
+            |a, _| part(a, "toYear", |d, _| i64::from(d.year())),
+        ),
+        ChScalar::udf(
+            "toMonth",
+            1..=1,
+            |t| time_arg(t, "toMonth", DataType::UInt8),
+            |a, _| part(a, "toMonth", |d, _| i64::from(d.month())),
+        ),
+        ChScalar::udf(
+            "toDayOfMonth",
+            1..=1,
+            |t| time_arg(t, "toDayOfMonth", DataType::UInt8),
+            |a, _| part(a, "toDayOfMonth", |d, _| i64::from(d.day())),
+        ),
+        ChScalar::udf(
+            "toDayOfWeek",
+            1..=1,
+            |t| time_arg(t, "toDayOfWeek", DataType::UInt8),
+            |a, _| {
+                part(a, "toDayOfWeek", |d, _| {
+                    i64::from(d.weekday().number_from_monday())
+                })
+            },
+        ),
+        ChScalar::udf(
+            "toHour",
+            1..=1,
+            |t| datetime_arg(t, "toHour"),
+            |a, _| part(a, "toHour", |_, s| s.rem_euclid(DAY_SECONDS) / 3600),
+        ),
+        ChScalar::udf(
+            "toMinute",
+            1..=1,
+            |t| datetime_arg(t, "toMinute"),
+            |a, _| part(a, "toMinute", |_, s| s.rem_euclid(3600) / 60),
+        ),
+        ChScalar::udf(
+            "toSecond",
+            1..=1,
+            |t| datetime_arg(t, "toSecond"),
+            |a, _| part(a, "toSecond", |_, s| s.rem_euclid(60)),
+        ),
     ]
+}
+
+/// A part of each Date or DateTime (`toYear` UInt16, the others UInt8): `get` is given
+/// the day and the seconds since the epoch.
+fn part(args: &[ArrayRef], function: &str, get: fn(NaiveDate, i64) -> i64) -> Result<ArrayRef> {
+    let s = seconds(&args[0], function)?;
+    let values = s.into_iter().map(|s| {
+        let s = s?;
+        Some(get(civil(s)?, s))
+    });
+    Ok(if function == "toYear" {
+        Arc::new(
+            values
+                .map(|v| v.and_then(|v| u16::try_from(v).ok()))
+                .collect::<arrow::array::UInt16Array>(),
+        )
+    } else {
+        Arc::new(
+            values
+                .map(|v| v.and_then(|v| u8::try_from(v).ok()))
+                .collect::<arrow::array::UInt8Array>(),
+        )
+    })
 }
 
 /// A Date or DateTime argument (the optional second one of toStartOfWeek is the mode).
@@ -98,6 +167,15 @@ fn time_arg(types: &[DataType], function: &str, out: DataType) -> Result<DataTyp
         }
         Some(other) => Err(bad_type(function, other)),
         None => Err(bad_arity(function, "a Date or DateTime", 0)),
+    }
+}
+
+/// A DateTime argument (ClickHouse refuses a Date for a time of day).
+fn datetime_arg(types: &[DataType], function: &str) -> Result<DataType> {
+    match types.first() {
+        Some(DataType::Timestamp(..) | DataType::Null) => Ok(DataType::UInt8),
+        Some(other) => Err(bad_type(function, other)),
+        None => Err(bad_arity(function, "a DateTime", 0)),
     }
 }
 

@@ -8,6 +8,7 @@
 //! different answer. Must not import `actix` or `rdkafka`.
 
 pub mod array;
+pub mod common;
 pub mod convert;
 pub mod datetime;
 pub mod defaults;
@@ -54,6 +55,7 @@ pub fn register(ctx: &SessionContext) {
         .chain(datetime::udfs())
         .chain(convert::udfs())
         .chain(readable::udfs())
+        .chain(common::udfs())
     {
         ctx.register_udf(udf);
     }

@@ -113,7 +113,14 @@ const QUERIES: &[&str] = &[
     "SELECT id, length(name), length(tags), length(nums), empty(tags), notEmpty(nums), empty(name), notEmpty(name), has(tags, 't1'), has(nums, 7) FROM {t} ORDER BY id",
     "SELECT id, arrayJoin(tags) AS tag FROM {t} ORDER BY id, tag",
     "SELECT id, concat(name, '/', host, '/', toString(level)), toString(tags), toString(nums), formatReadableSize(size) FROM {t} ORDER BY id",
+    // Text: byte/ASCII case vs Unicode case, non-ASCII and empty text, NULL.
+    "SELECT id, name, lower(name), upper(name), lowerUTF8(name), upperUTF8(name), UPPER(host), startsWith(name, 'név'), endsWith(name, '1'), startsWith(name, ''), endsWith(host, 'ta'), isNull(n), isNotNull(n), isNull(name), ifNull(n, -1), IFNULL(n, id) FROM {t} ORDER BY id",
+    "SELECT lower('ÁRVÍZTŰRŐ Tükör'), upper('straße ñ'), lowerUTF8('ÁRVÍZTŰRŐ İ Σ'), upperUTF8('straße ǆ ﬁ'), lower(''), upperUTF8(''), startsWith('', ''), endsWith('é', 'é'), startsWith(NULL, 'a'), lower(NULL), isNull(NULL), isNotNull(NULL)",
+    // Arithmetic: negatives, NULL, halves (banker's rounding for floats), integer rounding.
+    "SELECT id, n, f, abs(n), abs(f), ABS(id), sqrt(f), sqrt(size), floor(f), ceil(f), floor(id), ceil(n), FLOOR(size), ceil(size * toUInt64(1000000) + toUInt64(1)), round(f), round(f, 1), round(f * 1.1, 2), round(n, -1), round(id, -1), round(size, -2), round(toInt32(n)), round(f, -1), modulo(n, 7), modulo(f, 2), modulo(id, 3), intDiv(n, 3), intDiv(f, 0.5), intDiv(id, 4), intDiv(size, id + 1), intDiv(-100, n + 21), intDiv(n, -2.5), greatest(n, -5), least(n, 3, -7), greatest(id, size), least(f, -1), greatest(name, host), toFloat64(n), toFloat64(id), toFloat64(f) FROM {t} ORDER BY id",
+    "SELECT round(2.5), round(-2.5), round(0.5), round(-0.25, 1), round(1.25, 1), round(1234.5678, -2), round(15, -1), round(-15, -1), round(25, -1), round(toInt64(-25), -1), round(toUInt8(250), -1), ceil(-0.5), floor(-0.5), sqrt(-1), sqrt(0), abs(-0.0), modulo(-7, 2), modulo(7, -2), modulo(-7.5, 2), intDiv(-7, 2), intDiv(7, -2), intDiv(-7.9, 2), intDiv(7.9, 0.5), intDiv(toUInt64(18446744073709551615), 1), greatest(1, NULL, 3), least(NULL, 2)",
     // Dates and times.
+    "SELECT id, ts, d, toYear(ts), toMonth(ts), toDayOfMonth(ts), toDayOfWeek(ts), toHour(ts), toMinute(ts), toSecond(ts), toYear(d), toMonth(d), toDayOfMonth(d), toDayOfWeek(d) FROM {t} ORDER BY id",
     "SELECT id, ts, toStartOfMinute(ts), toStartOfHour(ts), toStartOfDay(ts), toStartOfWeek(ts), toStartOfWeek(ts, 1), toMonday(ts), toStartOfMonth(ts), toDate(ts), toYYYYMM(ts), toUnixTimestamp(ts) FROM {t} ORDER BY id",
     "SELECT id, d, toStartOfDay(d), toStartOfWeek(d), toStartOfWeek(d, 1), toMonday(d), toStartOfMonth(d), toYYYYMM(d), toDateTime(d), toDate(toString(d)), toDateTime(toString(ts)) FROM {t} ORDER BY id",
     "SELECT toDate('2024-02-29'), toDateTime('2024-12-31 23:59:59'), toUnixTimestamp('1970-01-02 00:00:00'), toDate(19000), toDate(1700000000), toDateTime(86400)",
@@ -133,12 +140,21 @@ const QUERIES: &[&str] = &[
 ];
 
 /// An array index past the end reads NULL in Sluice (DataFusion's), the element type's
-/// default in ClickHouse. (query, ClickHouse's answer, Sluice's answer)
-const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[(
-    "SELECT tags[1], nums[5] FROM {t} WHERE id IN (0, 4)",
-    "\t0\n\t0\n",
-    "\\N\t\\N\n\\N\t\\N\n",
-)];
+/// default in ClickHouse. A column of the NULL literal's type (ClickHouse's
+/// Nullable(Nothing)) prints as empty text in Sluice, `\N` in ClickHouse.
+/// (query, ClickHouse's answer, Sluice's answer)
+const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
+    (
+        "SELECT tags[1], nums[5] FROM {t} WHERE id IN (0, 4)",
+        "\t0\n\t0\n",
+        "\\N\t\\N\n\\N\t\\N\n",
+    ),
+    (
+        "SELECT round(NULL), greatest(NULL, NULL)",
+        "\\N\t\\N\n",
+        "\t\n",
+    ),
+];
 
 /// The Python that has chdb: `SLUICE_CHDB_PYTHON`, python3, or the venv `ensure_tools`
 /// installs into.

@@ -4,7 +4,7 @@
 //! - a supported name is spelled as registered (Sluice's functions keep ClickHouse's
 //!   case, quoted so DataFusion does not lowercase them);
 //! - `fIf(args, cond)` is `f(args) FILTER (WHERE cond)`;
-//! - `if`/`multiIf` are CASE; `arrayJoin` is `unnest`;
+//! - `if`/`multiIf` are CASE; `arrayJoin` is `unnest`; `modulo(a, b)` is `a % b`;
 //! - `uniq*(x)` is `count(DISTINCT x)`; `any`/`anyLast` are `first_value`/`last_value`
 //!   IGNORE NULLS; `argMin/argMax(a, v)` are `first_value(a ORDER BY v)` over rows whose v
 //!   is not NULL; `quantile(l)(x)`/`median` are `quantile(x, l)` and `topK(N)(x)` is
@@ -213,6 +213,13 @@ fn rewritten(s: &Supported, call: &Function, args: &[Expr]) -> Result<Expr, Stri
             }
             sql.push_str(&format!(" ELSE ({}) END", args[args.len() - 1]));
             p(parse(&sql))?
+        }
+        "modulo" => {
+            no_parameters()?;
+            let [a, b] = args else {
+                return Err(format!("takes 2 arguments, got {}", args.len()));
+            };
+            p(parse(&format!("(({a}) % ({b}))")))?
         }
         "arrayJoin" => {
             no_parameters()?;
