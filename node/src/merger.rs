@@ -89,7 +89,7 @@ fn merge_pass(
             continue;
         };
         let started = std::time::Instant::now();
-        if let Some(report) = store.merge_step(&def.arrow_schema(), &def.order_by(), policy)? {
+        if let Some(report) = store.merge_step(&def.stored_schema(), &def.order_by(), policy)? {
             tracing::info!(
                 table = %def.name,
                 inputs = report.inputs,

@@ -43,6 +43,8 @@ pub enum ExecError {
         #[source]
         source: crate::ingest::offset_reset::OffsetResetError,
     },
+    #[error(transparent)]
+    Alter(#[from] super::alter::AlterError),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -146,6 +148,12 @@ impl Executor {
                 let schema = Arc::new(arrow::datatypes::Schema::new(vec![
                     arrow::datatypes::Field::new("name", arrow::datatypes::DataType::Utf8, false),
                     arrow::datatypes::Field::new("type", arrow::datatypes::DataType::Utf8, false),
+                    // ClickHouse's DESCRIBE names it `comment` too (ALTER … COMMENT COLUMN).
+                    arrow::datatypes::Field::new(
+                        "comment",
+                        arrow::datatypes::DataType::Utf8,
+                        false,
+                    ),
                 ]));
                 let batch = RecordBatch::try_new(
                     schema.clone(),
@@ -162,6 +170,13 @@ impl Executor {
                                 .columns
                                 .iter()
                                 .map(|c| c.ty.to_string())
+                                .collect::<Vec<_>>(),
+                        )),
+                        Arc::new(arrow::array::StringArray::from(
+                            table
+                                .columns
+                                .iter()
+                                .map(|c| table.comment(&c.name).to_string())
                                 .collect::<Vec<_>>(),
                         )),
                     ],
@@ -193,6 +208,7 @@ impl Executor {
                     if_not_exists: create.if_not_exists,
                 }
             }
+            Statement::Alter(alter) => super::alter::command(alter, &catalog).await?,
             Statement::DropTable { name, if_exists } => {
                 CatalogCommand::DropTable { name, if_exists }
             }

@@ -1,6 +1,7 @@
 //! The gRPC admin API (tonic): SQL, typed DDL, table and consumer status, and health.
 //! Errors become `tonic::Status` in one place, here.
 
+mod alter;
 pub mod convert;
 pub mod executor;
 pub mod fanout;
@@ -24,9 +25,11 @@ pub fn cluster_status(e: &ClusterError) -> Status {
 pub fn to_status(e: &ExecError) -> Status {
     let text = e.to_string();
     match e {
-        ExecError::Sql(_) | ExecError::Ddl(_) | ExecError::Preflight(_) | ExecError::Format(_) => {
-            Status::invalid_argument(text)
-        }
+        ExecError::Sql(_)
+        | ExecError::Ddl(_)
+        | ExecError::Preflight(_)
+        | ExecError::Format(_)
+        | ExecError::Alter(_) => Status::invalid_argument(text),
         ExecError::Query(crate::query::QueryError::NoTable(_)) => Status::not_found(text),
         ExecError::Query(_) | ExecError::Insert { .. } => Status::invalid_argument(text),
         ExecError::ResetRefused { .. } => Status::failed_precondition(text),

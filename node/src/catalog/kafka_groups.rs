@@ -96,6 +96,7 @@ mod tests {
             columns: vec![],
             engine: Engine::Kafka(Box::new(settings)),
             detached: false,
+            layout: Default::default(),
         }
     }
 

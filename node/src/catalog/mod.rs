@@ -5,6 +5,7 @@
 //! same order holds the same catalog. A command that fails changes nothing.
 //! Must not import `rdkafka`, `actix`, `sled` or the query engine.
 
+pub mod alter;
 pub mod kafka_compression;
 pub mod kafka_groups;
 pub mod kafka_settings;
@@ -128,6 +129,9 @@ pub struct TableDef {
     /// `DETACH TABLE` stops a Kafka table's consumers without forgetting it.
     #[serde(default)]
     pub detached: bool,
+    /// Stored names, fills and comments left by ALTERs (empty for a table never altered).
+    #[serde(default, skip_serializing_if = "alter::StoredLayout::is_empty")]
+    pub layout: alter::StoredLayout,
 }
 
 /// The `Array(String)` type of the `_headers.name` and `_headers.value` columns.
@@ -220,6 +224,67 @@ impl TableDef {
         ))
     }
 
+    /// The name a column's values carry in the table's parts (see `alter`).
+    pub fn stored_name<'a>(&'a self, column: &'a str) -> &'a str {
+        self.layout
+            .stored_names
+            .get(column)
+            .map_or(column, String::as_str)
+    }
+
+    /// The schema parts are written with: stored names, current types, and on columns
+    /// added by ALTER the value older parts' rows read as (`alter::FILL_KEY`), so a merge
+    /// fills them in.
+    pub fn stored_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| {
+                    let stored = self.stored_name(&c.name);
+                    let field = c.ty.arrow_field(stored);
+                    match self.layout.fills.get(stored) {
+                        Some(fill) => field
+                            .with_metadata([(alter::FILL_KEY.to_string(), fill.clone())].into()),
+                        None => field,
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The schema a scan of the parts reads: current names and types, with the stored
+    /// name (`alter::STORED_NAME_KEY`) and fill (`alter::FILL_KEY`) of altered columns
+    /// as field metadata; plain `arrow_schema` for a table never altered.
+    pub fn read_schema(&self) -> SchemaRef {
+        if self.layout.is_empty() {
+            return self.arrow_schema();
+        }
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| {
+                    let stored = self.stored_name(&c.name);
+                    let mut metadata = std::collections::HashMap::new();
+                    if stored != c.name {
+                        metadata.insert(alter::STORED_NAME_KEY.to_string(), stored.to_string());
+                    }
+                    if let Some(fill) = self.layout.fills.get(stored) {
+                        metadata.insert(alter::FILL_KEY.to_string(), fill.clone());
+                    }
+                    c.ty.arrow_field(&c.name).with_metadata(metadata)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// A column's comment (`ALTER TABLE … COMMENT COLUMN`), or empty.
+    pub fn comment(&self, column: &str) -> &str {
+        self.layout
+            .comments
+            .get(self.stored_name(column))
+            .map_or("", String::as_str)
+    }
+
     /// What a view reading this table sees: for a Kafka table the declared columns
     /// followed by the virtual ones, for a storage table its columns.
     pub fn source_schema(&self) -> SchemaRef {
@@ -302,6 +367,16 @@ pub enum CatalogCommand {
         name: String,
         detached: bool,
     },
+    /// `ALTER TABLE` changing a stored table's columns (see `alter`), all or nothing.
+    AlterTable {
+        table: String,
+        actions: Vec<alter::AlterAction>,
+    },
+    /// `ALTER TABLE view MODIFY QUERY …`: the view's new query, checked as CREATE checks
+    /// it; the source and target stay.
+    ModifyViewQuery {
+        def: ViewDef,
+    },
     /// Records the moves of a reset of a Kafka table's positions (already made in its
     /// views' tables); refused unless the table is detached.
     RecordOffsetResets {
@@ -357,6 +432,12 @@ pub enum CatalogError {
     NotKafka(String),
     #[error("{0} names a view; use DROP VIEW")]
     IsView(String),
+    #[error("ALTER TABLE {table} {action} refused: {reason}")]
+    AlterRefused {
+        table: String,
+        action: String,
+        reason: String,
+    },
     #[error("{0} is attached: its consumers may be reading; DETACH TABLE {0} first, then reset its offsets, then ATTACH TABLE {0}")]
     ResetWhileAttached(String),
 }
@@ -511,6 +592,53 @@ impl Catalog {
                 }
                 table.detached = *detached;
             }
+            CatalogCommand::AlterTable { table, actions } => {
+                if self.views.contains_key(table) {
+                    return Err(CatalogError::AlterRefused {
+                        table: table.clone(),
+                        action: actions
+                            .first()
+                            .map(alter::AlterAction::describe)
+                            .unwrap_or_default(),
+                        reason: "it is a materialized view, not a table".into(),
+                    });
+                }
+                let def = self
+                    .tables
+                    .get(table)
+                    .ok_or_else(|| CatalogError::NoTable(table.clone()))?;
+                let views: Vec<&ViewDef> = self.views.values().collect();
+                let Some(altered) = alter::apply_actions(def, actions, &views)? else {
+                    return Ok(CatalogOutcome::Unchanged);
+                };
+                check_columns(&altered)?;
+                self.tables.insert(table.clone(), altered);
+            }
+            CatalogCommand::ModifyViewQuery { def } => {
+                let old = self
+                    .views
+                    .get(&def.name)
+                    .ok_or_else(|| CatalogError::NoView(def.name.clone()))?;
+                // Its positions are kept by (view, topic, partition) in the target: a new
+                // source would start from the old one's positions.
+                if old.source != def.source || old.target != def.target {
+                    return Err(CatalogError::AlterRefused {
+                        table: def.name.clone(),
+                        action: "MODIFY QUERY".into(),
+                        reason: format!(
+                            "the view reads {} into {}; the new query must too (it reads {} into {}); create another view instead",
+                            old.source, old.target, def.source, def.target
+                        ),
+                    });
+                }
+                let mut trial = self.clone();
+                trial.views.remove(&def.name);
+                trial.apply(&CatalogCommand::CreateView {
+                    def: def.clone(),
+                    if_not_exists: false,
+                })?;
+                *self = trial;
+            }
             CatalogCommand::RecordOffsetResets { resets } => {
                 for name in resets
                     .iter()
@@ -589,6 +717,7 @@ mod tests {
             }],
             engine: Engine::Kafka(Box::new(settings)),
             detached: false,
+            layout: Default::default(),
         }
     }
 
@@ -605,6 +734,7 @@ mod tests {
                 settings: MergeTreeSettings::default(),
             },
             detached: false,
+            layout: Default::default(),
         }
     }
 

@@ -212,7 +212,7 @@ impl Cluster {
             .state
             .catalog()
             .table(table)
-            .map(|t| t.arrow_schema())
+            .map(|t| t.read_schema())
             .ok_or_else(|| ClusterError::NoTable {
                 table: table.to_string(),
             })?;

@@ -90,6 +90,7 @@ async fn one_node_placed(dir: &std::path::Path) -> (Arc<Cluster>, sled::Db) {
                     settings: MergeTreeSettings::default(),
                 },
                 detached: false,
+                layout: Default::default(),
             },
             if_not_exists: false,
         })

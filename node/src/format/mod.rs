@@ -358,6 +358,7 @@ mod tests {
             columns: columns(spec),
             engine: Engine::Kafka(Box::new(settings)),
             detached: false,
+            layout: Default::default(),
         }
     }
 

@@ -78,5 +78,6 @@ pub fn kafka_table(
         columns: columns(spec),
         engine: crate::catalog::Engine::Kafka(Box::new(settings)),
         detached: false,
+        layout: Default::default(),
     }
 }

@@ -188,6 +188,7 @@ mod tests {
             columns: vec![],
             engine: crate::catalog::Engine::Kafka(Box::new(settings)),
             detached: false,
+            layout: Default::default(),
         };
         assert!(check_new_table(&defaults, &table(settings.clone()))
             .await

@@ -42,6 +42,7 @@ mod tests {
             }],
             engine,
             detached: false,
+            layout: Default::default(),
         }
     }
 

@@ -349,6 +349,7 @@ mod tests {
             }],
             engine: Engine::Kafka(Box::new(settings)),
             detached: false,
+            layout: Default::default(),
         })
     }
 

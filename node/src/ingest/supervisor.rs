@@ -66,11 +66,16 @@ struct PartitionsFound {
     result: Result<i32, String>,
 }
 
+/// What a consumer runs with: its Kafka table, the views reading it with their target
+/// tables, and its epoch.
+type Fingerprint = (TableDef, Vec<(ViewDef, TableDef)>, u64);
+
 struct Running {
     addr: Addr<ConsumerActor>,
     generation: u64,
-    /// The table and views the consumer was started with; a change restarts it.
-    fingerprint: (TableDef, Vec<ViewDef>, u64),
+    /// The table, views and their targets the consumer was started with; a change (an
+    /// ALTER of any of them) restarts it.
+    fingerprint: Fingerprint,
     commits_at_start: u64,
 }
 
@@ -97,6 +102,10 @@ pub struct Supervisor {
     partitions: BTreeMap<(String, String), i32>,
     next_generation: u64,
     stopping: bool,
+    /// Consumers asked to stop because their fingerprint changed, by the generation that
+    /// must exit before its successor starts: the stopping one still writes its open
+    /// block, and the successor resumes from the positions that block leaves.
+    draining: BTreeMap<ConsumerKey, (u64, Instant)>,
 }
 
 impl Supervisor {
@@ -122,17 +131,22 @@ impl Supervisor {
             partitions: BTreeMap::new(),
             next_generation: 0,
             stopping: false,
+            draining: BTreeMap::new(),
         }
     }
 
     /// Consumers that should run here: every partition placed on this node of every
     /// attached Kafka table that has at least one view and, in a shared group, reads it.
-    fn desired(&self) -> BTreeMap<ConsumerKey, (TableDef, Vec<ViewDef>, u64)> {
+    fn desired(&self) -> BTreeMap<ConsumerKey, Fingerprint> {
         let catalog = self.state.catalog();
         let shares = catalog.group_shares();
         let mut out = BTreeMap::new();
         for (table, settings) in catalog.consuming_kafka_tables() {
-            let views: Vec<ViewDef> = catalog.views_of(&table.name).into_iter().cloned().collect();
+            let views: Vec<(ViewDef, TableDef)> = catalog
+                .views_of(&table.name)
+                .into_iter()
+                .filter_map(|v| Some((v.clone(), catalog.table(&v.target)?.clone())))
+                .collect();
             for topic in &settings.topic_list {
                 let count = self
                     .partitions
@@ -169,8 +183,18 @@ impl Supervisor {
             if let Some(r) = self.running.remove(&key) {
                 tracing::info!(table = %key.table, topic = %key.topic, partition = key.partition, "stopping consumer");
                 r.addr.do_send(StopConsumer);
+                self.draining.insert(key, (r.generation, Instant::now()));
             }
         }
+        // A stop that never reports (the task panicked) must not hold the partition for
+        // good; the positions still fence an overlapping block after this long.
+        self.draining.retain(|key, (_, since)| {
+            let waiting = since.elapsed() < STOP_TIMEOUT;
+            if !waiting {
+                tracing::warn!(table = %key.table, topic = %key.topic, partition = key.partition, "a stopped consumer did not report its exit; starting its successor");
+            }
+            waiting
+        });
         let catalog = self.state.catalog();
         // What is not desired leaves `system.kafka_consumers`, running or not: a consumer
         // waiting out its backoff, or a topic's discovery error, of a table that was
@@ -184,7 +208,7 @@ impl Supervisor {
         self.backoff.retain(|k, _| desired.contains_key(k));
         let now = Instant::now();
         for (key, (table, views, epoch)) in desired {
-            if self.running.contains_key(&key) {
+            if self.running.contains_key(&key) || self.draining.contains_key(&key) {
                 continue;
             }
             if self
@@ -195,12 +219,7 @@ impl Supervisor {
             {
                 continue;
             }
-            let mut targets = Vec::new();
-            for v in &views {
-                if let Some(t) = catalog.table(&v.target) {
-                    targets.push((v.clone(), t.clone()));
-                }
-            }
+            let targets = views.clone();
             let status = self.registry.entry(&key);
             let job = PartitionJob {
                 key: key.clone(),
@@ -336,6 +355,16 @@ impl Handler<PartitionsFound> for Supervisor {
 impl Handler<ConsumerExited> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: ConsumerExited, ctx: &mut Self::Context) {
+        if self
+            .draining
+            .get(&msg.key)
+            .is_some_and(|(generation, _)| *generation == msg.generation)
+        {
+            self.draining.remove(&msg.key);
+            tracing::info!(table = %msg.key.table, topic = %msg.key.topic, partition = msg.key.partition, "a restarted consumer's predecessor exited");
+            self.reconcile(ctx);
+            return;
+        }
         let Some(running) = self.running.get(&msg.key) else {
             return;
         };

@@ -4,6 +4,8 @@
 //! Queries read this node's replica of a table, or a member's when this node holds none.
 //! Must not import `rdkafka` or `actix`.
 
+#[cfg(test)]
+mod altered_parts;
 pub mod display;
 pub mod functions;
 pub mod parts_scan;
@@ -149,7 +151,7 @@ impl QueryEngine {
                 ctx.register_table(
                     name.as_str(),
                     Arc::new(provider::StoredTable::new(
-                        def.arrow_schema(),
+                        def.read_schema(),
                         name,
                         self.tables.clone(),
                         linearizable,

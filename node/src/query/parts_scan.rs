@@ -32,7 +32,13 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::expressions::{CaseExpr, Column, IsNotNullExpr, Literal};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::projection::ProjectionExec;
+
+use crate::catalog::alter::{FILL_KEY, STORED_NAME_KEY};
 
 use crate::table::{Part, PartRef};
 
@@ -73,7 +79,93 @@ pub struct PartsScan<'a> {
 }
 
 /// The scan as a plan: a `DataSourceExec` over the parts, or an empty plan with no parts.
+/// A table changed by ALTER (its schema's fields carry stored names or fills, see
+/// `catalog::alter`) is read under its stored names and shown under its current ones,
+/// with the rows of parts written before a column was added reading its fill.
 pub fn parts_exec(
+    runtime: &RuntimeEnv,
+    scan: PartsScan<'_>,
+) -> Result<Arc<dyn ExecutionPlan>, PartsScanError> {
+    let altered =
+        scan.schema.fields().iter().any(|f| {
+            f.metadata().contains_key(STORED_NAME_KEY) || f.metadata().contains_key(FILL_KEY)
+        });
+    if !altered {
+        return stored_parts_exec(runtime, scan);
+    }
+    let table = scan.table;
+    let plan_err = |source| PartsScanError::Plan {
+        table: table.to_string(),
+        source,
+    };
+    let projection: Vec<usize> = scan.projection.map_or_else(
+        || (0..scan.schema.fields().len()).collect(),
+        <[usize]>::to_vec,
+    );
+    // A column older parts lack is read as NULL by the Parquet source (so it must be
+    // nullable there) and then coalesced with its fill above the source: a filter pushed
+    // down through the projection keeps the coalesce, so pruning sees the fill too.
+    let stored = Arc::new(Schema::new(
+        scan.schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f
+                    .metadata()
+                    .get(STORED_NAME_KEY)
+                    .cloned()
+                    .unwrap_or_else(|| f.name().clone());
+                let nullable = f.is_nullable() || f.metadata().contains_key(FILL_KEY);
+                Field::new(name, f.data_type().clone(), nullable)
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let fields: Vec<Field> = projection
+        .iter()
+        .map(|&i| scan.schema.field(i).clone())
+        .collect();
+    let inner = stored_parts_exec(
+        runtime,
+        PartsScan {
+            table,
+            schema: stored,
+            parts: scan.parts,
+            projection: Some(&projection),
+            limit: scan.limit,
+            partitions: scan.partitions,
+        },
+    )?;
+    let inner_schema = inner.schema();
+    let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(fields.len());
+    for (k, field) in fields.iter().enumerate() {
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(inner_schema.field(k).name(), k));
+        let expr = match crate::table::part::fill_array(field, 1).map_err(|e| plan_err(e.into()))? {
+            None => column,
+            // `CASE WHEN c IS NOT NULL THEN c ELSE fill END`, a coalesce (which DataFusion
+            // only runs once rewritten so), written so that DataFusion sees it is never
+            // NULL, as the column it shows is not.
+            Some(fill) => {
+                let value = ScalarValue::try_from_array(&fill, 0).map_err(plan_err)?;
+                let present: Arc<dyn PhysicalExpr> = Arc::new(IsNotNullExpr::new(column.clone()));
+                Arc::new(
+                    CaseExpr::try_new(
+                        None,
+                        vec![(present, column)],
+                        Some(Arc::new(Literal::new(value))),
+                    )
+                    .map_err(plan_err)?,
+                )
+            }
+        };
+        exprs.push((expr, field.name().clone()));
+    }
+    Ok(Arc::new(
+        ProjectionExec::try_new(exprs, inner).map_err(plan_err)?,
+    ))
+}
+
+/// The scan of parts whose columns are named as `scan.schema` names them.
+fn stored_parts_exec(
     runtime: &RuntimeEnv,
     scan: PartsScan<'_>,
 ) -> Result<Arc<dyn ExecutionPlan>, PartsScanError> {

@@ -24,7 +24,10 @@ use super::source::TableSource;
 use crate::table::TableStore;
 
 pub struct StoredTable {
+    /// The columns as queries see them.
     schema: SchemaRef,
+    /// The same with what reading the parts needs after an ALTER (`TableDef::read_schema`).
+    read_schema: SchemaRef,
     name: String,
     source: Arc<dyn TableSource>,
     /// `select_sequential_consistency = 1`: see every write acknowledged before the query.
@@ -38,8 +41,17 @@ impl StoredTable {
         source: Arc<dyn TableSource>,
         linearizable: bool,
     ) -> StoredTable {
+        let read_schema = schema;
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            read_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+                .collect::<Vec<_>>(),
+        ));
         StoredTable {
             schema,
+            read_schema,
             name: name.to_string(),
             source,
             linearizable,
@@ -129,13 +141,20 @@ impl TableProvider for StoredTable {
         }
         if let Some(store) = self.local_for_read().await? {
             let parts = store.parts().map_err(external)?;
-            let exec = scan_parts(state, &self.name, &self.schema, parts, projection, limit)?;
+            let exec = scan_parts(
+                state,
+                &self.name,
+                &self.read_schema,
+                parts,
+                projection,
+                limit,
+            )?;
             return Ok(exec);
         }
         let remote = RemoteScan {
             source: self.source.clone(),
             table: self.name.clone(),
-            table_schema: self.schema.clone(),
+            table_schema: self.read_schema.clone(),
             schema: schema.clone(),
             projection: projection
                 .cloned()

@@ -331,15 +331,19 @@ pub fn envelope(out: &RecordBatch) -> Result<Option<RecordBatch>, QueryError> {
 }
 
 /// Casts a view's output to the target's columns, filling the ones it lacks.
+/// The rows carry the columns' stored names (`catalog::alter`), as the target's parts do.
 pub fn conform(target: &TableDef, out: &RecordBatch) -> Result<RecordBatch, QueryError> {
     let n = out.num_rows();
-    let schema = target.arrow_schema();
+    let schema = target.stored_schema();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.columns.len());
-    for column in &target.columns {
+    for (column, field) in target.columns.iter().zip(schema.fields()) {
         let to = column.ty.arrow_type();
         let array = match out.column_by_name(&column.name) {
             Some(a) => cast(a, &to)?,
-            None => new_null_array(&to, n),
+            // A column added by ALTER with a DEFAULT reads it here too, as in older rows.
+            None => {
+                crate::table::part::fill_array(field, n)?.unwrap_or_else(|| new_null_array(&to, n))
+            }
         };
         let array = if !column.ty.is_nullable() && array.null_count() > 0 {
             let default =
@@ -377,6 +381,7 @@ mod tests {
                 .collect(),
             engine,
             detached: false,
+            layout: Default::default(),
         }
     }
 

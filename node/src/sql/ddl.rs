@@ -150,6 +150,7 @@ pub fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, Dd
         columns,
         engine,
         detached: false,
+        layout: Default::default(),
     })
 }
 

@@ -6,6 +6,7 @@
 //! sees SQL text, except the view queries the catalog keeps to run over each block.
 //! Must not import the catalog's storage, `rdkafka` or `actix`.
 
+pub mod alter;
 pub mod ddl;
 pub mod reset_offsets;
 
@@ -112,6 +113,8 @@ pub enum Statement {
     Insert(Insert),
     /// `ALTER TABLE queue RESET OFFSETS …`.
     ResetOffsets(reset_offsets::ResetOffsets),
+    /// `ALTER TABLE t ADD | DROP | RENAME | MODIFY | COMMENT COLUMN …`.
+    Alter(alter::Alter),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,7 +227,11 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
         parse_insert(&mut p)?
     } else if p.parse_keywords(&[Keyword::ALTER, Keyword::TABLE]) {
         let table = parse_table_name(&mut p)?;
-        reset_offsets::parse_alter(&mut p, table)?
+        alter::parse_alter(&mut p, table)?
+    } else if let Some(verb) = ["TRUNCATE", "RENAME", "EXCHANGE"].into_iter().find(
+        |v| matches!(&p.peek_token_ref().token, Token::Word(w) if w.value.eq_ignore_ascii_case(v)),
+    ) {
+        return Err(alter::refuse_table_op(verb));
     } else if matches!(
         p.peek_token_ref().token,
         Token::Word(ref w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH
@@ -234,7 +241,7 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
     } else {
         let first = p.peek_token_ref().token.to_string();
         return Err(SqlError::Unsupported(format!(
-            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, ALTER TABLE … RESET OFFSETS, SHOW TABLES, DESCRIBE, SELECT, INSERT)"
+            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, ALTER TABLE, SHOW TABLES, DESCRIBE, SELECT, INSERT)"
         )));
     };
     let _ = p.consume_token(&Token::SemiColon);

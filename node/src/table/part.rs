@@ -252,7 +252,7 @@ pub fn merge(
         None => {
             for part in inputs {
                 for batch in read_file(part.path())? {
-                    let batch = batch?;
+                    let batch = adapt(&batch?, schema)?;
                     rows += batch.num_rows() as u64;
                     writer.write(&batch)?;
                 }
@@ -262,7 +262,10 @@ pub fn merge(
             let streams = inputs
                 .iter()
                 .map(|part| {
-                    let batches = read_file(part.path())?.map(|b| b.map_err(Into::into));
+                    // Parts written before an ALTER get the current columns.
+                    let current = schema.clone();
+                    let batches = read_file(part.path())?
+                        .map(move |b| b.and_then(|b| adapt(&b, &current)).map_err(Into::into));
                     Ok(Box::pin(RecordBatchStreamAdapter::new(
                         schema.clone(),
                         futures::stream::iter(batches),
@@ -293,6 +296,46 @@ pub fn merge(
     }
     writer.close()?;
     Ok(rows)
+}
+
+/// A part's rows in `schema`: columns found by name and cast to the schema's types, and
+/// a column the part lacks (added by ALTER after it was written) filled by `fill_array`.
+/// Columns the schema does not name (dropped ones) are left out.
+pub fn adapt(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let rows = batch.num_rows();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(a) if a.data_type() == field.data_type() => Ok(a.clone()),
+            Some(a) => arrow::compute::cast(a, field.data_type()),
+            None => Ok(fill_array(field, rows)?
+                .unwrap_or_else(|| arrow::array::new_null_array(field.data_type(), rows))),
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+}
+
+/// `rows` copies of the value a column added by ALTER reads as in parts written before
+/// it (the field's `catalog::alter::FILL_KEY`, text cast to its type); none if it has
+/// none (the column reads NULL).
+pub fn fill_array(
+    field: &arrow::datatypes::Field,
+    rows: usize,
+) -> Result<Option<arrow::array::ArrayRef>, ArrowError> {
+    let Some(text) = field.metadata().get(crate::catalog::alter::FILL_KEY) else {
+        return Ok(None);
+    };
+    let one = arrow::compute::cast(
+        &arrow::array::StringArray::from(vec![text.as_str()]),
+        field.data_type(),
+    )?;
+    let indices = arrow::array::UInt32Array::from(vec![0u32; rows]);
+    Ok(Some(arrow::compute::take(&one, &indices, None)?))
 }
 
 #[cfg(test)]

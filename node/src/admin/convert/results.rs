@@ -327,6 +327,7 @@ mod tests {
             }],
             engine: Engine::Kafka(Box::new(settings)),
             detached: true,
+            layout: Default::default(),
         };
         let d = describe_table(&queue, table_info(&queue, 0));
         let settings: BTreeMap<String, String> = d.settings.into_iter().collect();
@@ -352,6 +353,7 @@ mod tests {
                 },
             },
             detached: false,
+            layout: Default::default(),
         };
         let d = describe_table(&events, table_info(&events, 12));
         assert_eq!(d.order_by, ["a"]);

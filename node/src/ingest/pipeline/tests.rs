@@ -91,6 +91,7 @@ fn source() -> TableDef {
         }],
         engine: Engine::Kafka(Box::new(KafkaSettings::for_tests())),
         detached: false,
+        layout: Default::default(),
     }
 }
 
@@ -113,6 +114,7 @@ fn target() -> TableDef {
             settings: MergeTreeSettings::default(),
         },
         detached: false,
+        layout: Default::default(),
     }
 }
 

@@ -764,6 +764,7 @@ mod tests {
                         settings: MergeTreeSettings::default(),
                     },
                     detached: false,
+                    layout: Default::default(),
                 },
                 if_not_exists: false,
             })
