@@ -75,7 +75,7 @@ async fn an_insert_retried_after_a_kill_9_lands_once() -> anyhow::Result<()> {
     let watcher = (leader + 2) % 3;
     // Many small blocks, so the kill lands in the middle of the insert.
     let insert = format!(
-        "INSERT INTO events (id, name, score) SETTINGS max_insert_block_size = 300 FORMAT CSV\n{}",
+        "INSERT INTO events (id, name, score) SETTINGS max_insert_block_size = 100 FORMAT CSV\n{}",
         csv_rows(1, ROWS)
     );
     let address = cluster.nodes[client].address.clone();
@@ -100,6 +100,9 @@ async fn an_insert_retried_after_a_kill_9_lands_once() -> anyhow::Result<()> {
     })
     .await?;
     cluster.nodes[leader].kill9()?;
+    let stored_at_kill = figures(&cluster.nodes[watcher], "events").await?.0;
+    println!("{stored_at_kill} of {ROWS} rows stored when the table's leader was killed");
+    assert!(stored_at_kill < ROWS, "the kill came after the insert");
     let first = first_try.await??;
     println!("first try (leader killed during it): {first:?}");
     // The client retries the same insert until it succeeds.

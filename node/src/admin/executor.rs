@@ -250,7 +250,13 @@ impl Executor {
                     .queries
                     .execute(sqlparser::ast::Statement::Query(source))
                     .await?;
-                let rows = arrow::compute::concat_batches(&result.schema, &result.batches)
+                // The batches' own types: the plan's schema may differ in a Decimal's
+                // precision, and the rows are cast to the table's types anyway.
+                let schema = result
+                    .batches
+                    .first()
+                    .map_or_else(|| result.schema.clone(), RecordBatch::schema);
+                let rows = arrow::compute::concat_batches(&schema, &result.batches)
                     .map_err(QueryError::from)?;
                 let named = name_rows(table, &rows, &columns)?;
                 let fitted = fit(table, &named, 1)?;

@@ -191,7 +191,7 @@ impl TokenText for Token {
 pub fn parse(text: &str) -> Result<Statement, SqlError> {
     // The data of `INSERT … FORMAT <name> <data>` is not SQL: cut it off first.
     if let Some(end) = insert_data::format_end(text) {
-        let mut statement = parse(&text[..end])?;
+        let mut statement = parse_statement(&text[..end])?;
         if let Statement::Insert(Insert {
             rows: InsertRows::Data { inline, .. },
             ..
@@ -201,6 +201,11 @@ pub fn parse(text: &str) -> Result<Statement, SqlError> {
         }
         return Ok(statement);
     }
+    parse_statement(text)
+}
+
+/// Parses one statement's SQL (any inline data already cut off).
+fn parse_statement(text: &str) -> Result<Statement, SqlError> {
     let dialect = ClickHouseDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(text)?;
     if p.peek_token_ref().token == Token::EOF {
