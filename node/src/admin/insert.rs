@@ -80,16 +80,25 @@ pub enum InsertError {
     #[error("INSERT INTO {table}: {source}")]
     Split { table: String, source: SplitError },
     #[error("INSERT INTO {table}: decoding rows: {source}")]
-    Decode { table: String, source: FormatError },
+    Decode {
+        table: String,
+        source: Box<FormatError>,
+    },
     #[error("INSERT INTO {table}: {source}")]
-    Query { table: String, source: QueryError },
+    Query {
+        table: String,
+        source: Box<QueryError>,
+    },
     #[error("INSERT INTO {table}: encoding a block: {source}")]
-    Encode { table: String, source: PartError },
+    Encode {
+        table: String,
+        source: Box<PartError>,
+    },
     #[error("INSERT INTO {table}: {written} rows written before the failure; writing the next block: {source}")]
     Write {
         table: String,
         written: u64,
-        source: ClusterError,
+        source: Box<ClusterError>,
     },
     #[error("INSERT INTO {table}: view {view} could not push the rows to Kafka: {reason}")]
     Push {
@@ -98,16 +107,22 @@ pub enum InsertError {
         reason: String,
     },
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Sink(Box<SinkError>),
     #[error("INSERT INTO {table}: the client's data stream failed: {reason}")]
     Stream { table: String, reason: String },
+}
+
+impl From<SinkError> for InsertError {
+    fn from(e: SinkError) -> Self {
+        InsertError::Sink(Box::new(e))
+    }
 }
 
 impl InsertError {
     /// The write's own error when the table's group did not take a block.
     pub fn cluster(&self) -> Option<&ClusterError> {
         match self {
-            InsertError::Write { source, .. } => Some(source),
+            InsertError::Write { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -275,7 +290,7 @@ impl<'a> InsertTarget<'a> {
             let block = Block::new(&self.table.name, None, &rows, &self.table.order_by()).map_err(
                 |source| InsertError::Encode {
                     table: self.table.name.clone(),
-                    source,
+                    source: Box::new(source),
                 },
             )?;
             if block.data.len() > MAX_BLOCK_BYTES && rows.num_rows() > 1 {
@@ -305,7 +320,7 @@ impl<'a> InsertTarget<'a> {
             .map_err(|source| InsertError::Write {
                 table: self.table.name.clone(),
                 written: self.report.rows,
-                source,
+                source: Box::new(source),
             })?;
         match outcome {
             ApplyOutcome::Stored { rows, .. } => {
@@ -388,7 +403,7 @@ pub fn name_rows(
     RecordBatch::try_new(Arc::new(Schema::new(fields)), rows.columns().to_vec()).map_err(|e| {
         InsertError::Query {
             table: table.name.clone(),
-            source: QueryError::from(e),
+            source: Box::new(QueryError::from(e)),
         }
     })
 }
@@ -438,7 +453,7 @@ pub fn fit(
     }
     conform(table, rows).map_err(|source| InsertError::Query {
         table: table.name.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -529,7 +544,7 @@ async fn write_rows(
         decode_rows(format, None, columns, &FormatSettings::default(), &messages).map_err(
             |source| InsertError::Decode {
                 table: table.name.clone(),
-                source,
+                source: Box::new(source),
             },
         )?;
     if let Some(b) = broken.first() {

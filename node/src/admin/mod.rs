@@ -76,7 +76,8 @@ fn insert_status(e: &insert::InsertError, text: String) -> Status {
     use insert::InsertError as E;
     match e {
         E::Write { source, .. } => crate::raft::service::status_of(source.kind(), text),
-        E::Push { .. } | E::Sink(crate::ingest::sink::SinkError::Delivery { .. }) => {
+        E::Push { .. } => Status::unavailable(text),
+        E::Sink(sink) if matches!(**sink, crate::ingest::sink::SinkError::Delivery { .. }) => {
             Status::unavailable(text)
         }
         E::Stream { .. } => Status::cancelled(text),
