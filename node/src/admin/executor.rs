@@ -49,6 +49,8 @@ pub enum ExecError {
     Internal(String),
     #[error(transparent)]
     Output(#[from] crate::format::output::OutputError),
+    #[error(transparent)]
+    Inserting(#[from] super::insert::InsertError),
 }
 
 impl ExecError {
@@ -129,7 +131,12 @@ impl Executor {
                     None => ExecOutput::Rows(result),
                 });
             }
-            Statement::Insert(insert) => return self.insert(insert).await.map(ExecOutput::Done),
+            Statement::Insert(insert) => {
+                return self
+                    .insert(insert, futures::stream::empty())
+                    .await
+                    .map(ExecOutput::Done)
+            }
             Statement::ShowTables => {
                 let names: Vec<&str> = catalog
                     .tables
@@ -229,26 +236,89 @@ impl Executor {
         }))
     }
 
-    /// Rows into a Kafka table: the SELECT or VALUES runs here, its columns fill the
-    /// table's by position (or the listed ones), and the rows go to the topic; done once
-    /// the broker acknowledged them all (at least once).
-    async fn insert(&self, insert: sql::Insert) -> Result<String, ExecError> {
-        let catalog = self.state.catalog();
-        let failed = |reason: String| ExecError::Insert {
-            table: insert.table.clone(),
-            reason,
+    /// Runs an INSERT; `data` is the client's stream of rows for `FORMAT <name>` (after
+    /// any written inline). Rows from a query into a Kafka table go to its topic as
+    /// always; everything else is `admin::insert`'s.
+    pub async fn insert<S>(&self, insert: sql::Insert, data: S) -> Result<String, ExecError>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, super::insert::InsertError>> + Unpin,
+    {
+        use super::insert::{
+            fit, insert_columns, insert_data, name_rows, InsertError, InsertSettings, InsertTarget,
         };
+        use futures::StreamExt as _;
+        let catalog = self.state.catalog();
         let table = catalog
             .table(&insert.table)
             .ok_or(QueryError::NoTable(insert.table.clone()))?;
+        let settings = InsertSettings::parse(&table.name, &insert.settings)?;
+        let mut target =
+            InsertTarget::new(table, catalog.clone(), &self.cluster, &self.sink, settings);
+        match insert.rows {
+            sql::InsertRows::Query { source, format } => {
+                if table.kafka().is_some() {
+                    return self
+                        .insert_into_kafka(table, insert.columns, source, format)
+                        .await;
+                }
+                let columns = insert_columns(table, &insert.columns)?;
+                let result = self
+                    .queries
+                    .execute(sqlparser::ast::Statement::Query(source))
+                    .await?;
+                // The batches' own types: the plan's schema may differ in a Decimal's
+                // precision, and the rows are cast to the table's types anyway.
+                let schema = result
+                    .batches
+                    .first()
+                    .map_or_else(|| result.schema.clone(), RecordBatch::schema);
+                let rows = arrow::compute::concat_batches(&schema, &result.batches)
+                    .map_err(QueryError::from)?;
+                let named = name_rows(table, &rows, &columns)?;
+                let fitted = fit(table, &named, 1)?;
+                target.write(&fitted).await?;
+            }
+            sql::InsertRows::Data { format, inline } => {
+                let columns = insert_columns(table, &insert.columns)?;
+                let mut any = inline.is_some();
+                let inline = futures::stream::iter(
+                    inline.map(|text| Ok::<_, InsertError>(bytes::Bytes::from(text))),
+                );
+                let mut data = data.peekable();
+                any |= std::pin::Pin::new(&mut data).peek().await.is_some();
+                if !any {
+                    return Err(InsertError::NoData {
+                        table: table.name.clone(),
+                        format: format.name(),
+                    }
+                    .into());
+                }
+                insert_data(&mut target, &columns, format, inline.chain(data)).await?;
+            }
+        }
+        Ok(target.report.message())
+    }
+
+    /// Rows into a Kafka table: the SELECT or VALUES runs here, its columns fill the
+    /// table's by position (or the listed ones), and the rows go to the topic; done once
+    /// the broker acknowledged them all (at least once).
+    async fn insert_into_kafka(
+        &self,
+        table: &crate::catalog::TableDef,
+        insert_columns: Vec<String>,
+        source: Box<sqlparser::ast::Query>,
+        format: Option<crate::catalog::kafka_settings::Format>,
+    ) -> Result<String, ExecError> {
+        let failed = |reason: String| ExecError::Insert {
+            table: table.name.clone(),
+            reason,
+        };
         let Some(kafka) = table.kafka() else {
-            return Err(failed(
-                "only Kafka tables take inserts (their rows go to the topic); storage tables are filled by materialized views".into(),
-            ));
+            return Err(failed("not a Kafka table".into()));
         };
         // ClickHouse ignores the clause and writes the table's format; a clause naming
         // another format is refused rather than silently not obeyed.
-        if let Some(format) = insert.format {
+        if let Some(format) = format {
             if format != kafka.format {
                 return Err(failed(format!(
                     "FORMAT {format}: the table writes its kafka_format, {}",
@@ -256,21 +326,21 @@ impl Executor {
                 )));
             }
         }
-        let columns: Vec<String> = if insert.columns.is_empty() {
+        let columns: Vec<String> = if insert_columns.is_empty() {
             table.columns.iter().map(|c| c.name.clone()).collect()
         } else {
-            for name in &insert.columns {
+            for name in &insert_columns {
                 if table.column(name).is_none() && !is_kafka_envelope_column(name) {
                     return Err(failed(format!(
                         "no column {name} in the table (besides its columns, an insert may fill the message's _key, _timestamp, _headers.name and _headers.value)"
                     )));
                 }
             }
-            insert.columns.clone()
+            insert_columns
         };
         let result = self
             .queries
-            .execute(sqlparser::ast::Statement::Query(insert.source))
+            .execute(sqlparser::ast::Statement::Query(source))
             .await?;
         let rows = arrow::compute::concat_batches(&result.schema, &result.batches)
             .map_err(QueryError::from)?;

@@ -5,6 +5,7 @@ mod alter;
 pub mod convert;
 pub mod executor;
 pub mod fanout;
+pub mod insert;
 mod reset_offsets;
 pub mod service;
 
@@ -59,6 +60,7 @@ pub fn to_status(e: &ExecError) -> Status {
             Status::unavailable(text)
         }
         ExecError::Sink(_) => Status::failed_precondition(text),
+        ExecError::Inserting(i) => insert_status(i, text),
         ExecError::Cluster(c) if c.catalog().is_none() => cluster_status(c),
         ExecError::State(_) | ExecError::Cluster(_) => match e.catalog() {
             Some(CatalogError::NoTable(_) | CatalogError::NoView(_)) => Status::not_found(text),
@@ -68,5 +70,21 @@ pub fn to_status(e: &ExecError) -> Status {
             Some(_) => Status::failed_precondition(text),
             None => Status::internal(text),
         },
+    }
+}
+
+/// An insert's error: the write's own kind when the table's group failed it; bad input
+/// refused; the broker or a view's push failing is worth a retry.
+fn insert_status(e: &insert::InsertError, text: String) -> Status {
+    use insert::InsertError as E;
+    match e {
+        E::Write { source, .. } => crate::raft::service::status_of(source.kind(), text),
+        E::Push { .. } => Status::unavailable(text),
+        E::Sink(sink) if matches!(**sink, crate::ingest::sink::SinkError::Delivery { .. }) => {
+            Status::unavailable(text)
+        }
+        E::Stream { .. } => Status::cancelled(text),
+        E::Encode { .. } => Status::internal(text),
+        _ => Status::invalid_argument(text),
     }
 }

@@ -93,6 +93,44 @@ impl Admin for AdminService {
         Ok(Response::new(response))
     }
 
+    async fn insert(
+        &self,
+        request: Request<tonic::Streaming<InsertRequest>>,
+    ) -> Result<Response<ExecuteResponse>, Status> {
+        use futures::StreamExt as _;
+        let started = Instant::now();
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an Insert call starts with its statement"))?;
+        let statement = crate::sql::parse(&first.sql).map_err(|e| to_status(&ExecError::Sql(e)))?;
+        let Statement::Insert(insert) = statement else {
+            return Err(Status::invalid_argument(
+                "the Insert call takes INSERT INTO … FORMAT <name>; other statements go to Execute",
+            ));
+        };
+        let table = insert.table.clone();
+        let head = (!first.data.is_empty()).then(|| Ok(bytes::Bytes::from(first.data)));
+        let rest = stream.map(move |m| {
+            m.map(|r| bytes::Bytes::from(r.data))
+                .map_err(|s| super::insert::InsertError::Stream {
+                    table: table.clone(),
+                    reason: s.message().to_string(),
+                })
+        });
+        let message = self
+            .executor
+            .insert(insert, futures::stream::iter(head).chain(rest))
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(ExecuteResponse {
+            message,
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        }))
+    }
+
     async fn create_table(
         &self,
         request: Request<CreateTableRequest>,

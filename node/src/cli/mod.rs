@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod cluster;
 pub mod drain;
+pub mod insert_data;
 pub mod produce;
 pub mod progress;
 pub mod sql;

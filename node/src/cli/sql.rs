@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
+use super::insert_data::{script_pieces, single_insert, Piece};
 use crate::admin::GRPC_MESSAGE_MAX;
 use crate::proto::{admin_client::AdminClient, ExecuteRequest};
 
@@ -200,6 +201,25 @@ impl Session {
         }
         Ok(())
     }
+
+    /// Runs an `INSERT … FORMAT <name>` with its inline data, then standard input's when
+    /// `stdin` is set, streamed to the node.
+    async fn run_insert(&mut self, piece: &Piece, stdin: bool) -> Result<(), SqlFailure> {
+        let started = Instant::now();
+        let response = super::insert_data::send(&mut self.client, self.user.as_ref(), piece, stdin)
+            .await
+            .map_err(|status| SqlFailure {
+                kind: FailureKind::of_status(&status),
+                message: status.message().to_string(),
+            })?;
+        if self.terminal && !response.message.is_empty() {
+            println!("{}\n", response.message);
+        }
+        if self.time {
+            eprintln!("{:.3}", started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
@@ -239,7 +259,31 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         terminal,
         time: args.time,
     };
+    let single_query = args.query.is_some() || (args.file.is_none() && args.statement.is_some());
     match text {
+        // One insert taking data, from -q: its data runs to the end, and standard input
+        // (when not a terminal) follows it, as clickhouse-client reads it.
+        Some(text) if single_query && single_insert(&text).is_some() => {
+            let Some(piece) = single_insert(&text) else {
+                return Ok(());
+            };
+            session
+                .run_insert(&piece, !stdin_terminal)
+                .await
+                .map_err(|f| in_statement(f, &piece.statement))?;
+            Ok(())
+        }
+        // A script with inserts that carry data: split around the data, not through it.
+        Some(text) if script_pieces(&text).iter().any(|p| p.data.is_some()) => {
+            for piece in script_pieces(&text) {
+                match &piece.data {
+                    Some(_) => session.run_insert(&piece, false).await,
+                    None => session.run(&piece.statement).await,
+                }
+                .map_err(|f| in_statement(f, &piece.statement))?;
+            }
+            Ok(())
+        }
         Some(text) => {
             let statements = crate::sql::split_statements(&text).map_err(|e| SqlFailure {
                 kind: FailureKind::BadStatement,
@@ -335,6 +379,13 @@ async fn interactive(session: &mut Session, args: &SqlArgs) -> anyhow::Result<()
     }
     println!("Bye.");
     Ok(())
+}
+
+fn in_statement(f: SqlFailure, statement: &str) -> SqlFailure {
+    SqlFailure {
+        kind: f.kind,
+        message: format!("{} (in: {})", f.message, first_line(statement)),
+    }
 }
 
 fn first_line(s: &str) -> String {

@@ -24,6 +24,7 @@ mod proto_schema;
 mod protobuf;
 mod raw;
 mod rows;
+pub mod stream_rows;
 #[cfg(test)]
 mod test_support;
 mod text_out;
@@ -181,24 +182,9 @@ pub fn decode_block(
             0,
         ));
     let columns = &table.columns;
-    let (rows, mut rows_per_message, broken) = match format {
-        Format::JsonEachRow => {
-            json_each_row::decode(columns, messages, settings.skip_unknown_fields)?
-        }
-        Format::JsonCompactEachRow => json_compact::decode(columns, &settings, messages)?,
-        Format::Csv => csv::decode(columns, &settings, false, messages)?,
-        Format::CsvWithNames => csv::decode(columns, &settings, true, messages)?,
-        Format::TabSeparated => tsv::decode(columns, &settings, false, messages)?,
-        Format::TabSeparatedWithNames => tsv::decode(columns, &settings, true, messages)?,
-        Format::JsonAsString | Format::LineAsString | Format::RawBlob => {
-            raw::decode(format, columns, &settings, messages)?
-        }
-        Format::Protobuf | Format::ProtobufSingle => {
-            let compiled = table.kafka().and_then(|k| k.compiled_schema.as_ref());
-            protobuf::decode(format, compiled, columns, &settings, messages)?
-        }
-        Format::Avro => avro::decode(columns, &settings, messages)?,
-    };
+    let compiled = table.kafka().and_then(|k| k.compiled_schema.as_ref());
+    let (rows, mut rows_per_message, broken) =
+        decode_rows(format, compiled, columns, &settings, messages)?;
     // Stream mode: each broken message past the allowance is one row of defaults, in
     // its place among the others, carrying the message and its error.
     let mut errors: Vec<Option<&str>> = vec![None; messages.len()];
@@ -224,6 +210,35 @@ pub fn decode_block(
         &errors,
     )?;
     Ok(DecodedBlock { batch, broken })
+}
+
+/// Decodes messages in `format` into `columns` (no virtual columns): the rows, how many
+/// each message gave, and the messages that could not be decoded. `compiled` is the
+/// Protobuf schema a Protobuf format needs.
+pub fn decode_rows(
+    format: Format,
+    compiled: Option<&crate::catalog::kafka_settings::CompiledSchema>,
+    columns: &[Column],
+    settings: &FormatSettings,
+    messages: &[RawMessage],
+) -> Result<(RecordBatch, Vec<usize>, Vec<BrokenMessage>), FormatError> {
+    Ok(match format {
+        Format::JsonEachRow => {
+            json_each_row::decode(columns, messages, settings.skip_unknown_fields)?
+        }
+        Format::JsonCompactEachRow => json_compact::decode(columns, settings, messages)?,
+        Format::Csv => csv::decode(columns, settings, false, messages)?,
+        Format::CsvWithNames => csv::decode(columns, settings, true, messages)?,
+        Format::TabSeparated => tsv::decode(columns, settings, false, messages)?,
+        Format::TabSeparatedWithNames => tsv::decode(columns, settings, true, messages)?,
+        Format::JsonAsString | Format::LineAsString | Format::RawBlob => {
+            raw::decode(format, columns, settings, messages)?
+        }
+        Format::Protobuf | Format::ProtobufSingle => {
+            protobuf::decode(format, compiled, columns, settings, messages)?
+        }
+        Format::Avro => avro::decode(columns, settings, messages)?,
+    })
 }
 
 /// `rows` with a row of defaults inserted for every message that has an error (which

@@ -306,7 +306,7 @@ impl Envelope {
 
 /// Enum columns hold names: one that is not a member would be a broken message for every
 /// reader of the topic, so it is refused here, naming the column.
-fn check_enums(table: &TableDef, batch: &RecordBatch) -> Result<(), SinkError> {
+pub fn check_enums(table: &TableDef, batch: &RecordBatch) -> Result<(), SinkError> {
     for (column, array) in table.columns.iter().zip(batch.columns()) {
         let Some(members) = column.ty.enum_members() else {
             continue;

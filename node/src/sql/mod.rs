@@ -8,6 +8,7 @@
 
 pub mod alter;
 pub mod ddl;
+pub mod insert_data;
 pub mod reset_offsets;
 
 use crate::catalog::kafka_settings::Format;
@@ -122,11 +123,26 @@ pub struct Insert {
     pub table: String,
     /// The columns the rows fill, in order; empty means all declared columns.
     pub columns: Vec<String>,
-    /// The rows: a SELECT or VALUES, without its FORMAT clause.
-    pub source: Box<Query>,
-    /// The format a `FORMAT` clause named, if any; the table's `kafka_format` decides how
-    /// rows are written, and the executor refuses a clause that names another one.
-    pub format: Option<Format>,
+    /// `SETTINGS name = value, …` written before the rows (`insert_deduplication_token`, …).
+    pub settings: Vec<(String, String)>,
+    pub rows: InsertRows,
+}
+
+/// Where an INSERT's rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertRows {
+    /// A SELECT or VALUES, without its FORMAT clause, and the format that clause named:
+    /// for a Kafka table the table's `kafka_format` decides how rows are written, and
+    /// the executor refuses a clause that names another one.
+    Query {
+        source: Box<Query>,
+        format: Option<Format>,
+    },
+    /// `FORMAT <name>` and data: written inline after the name, or streamed by the client.
+    Data {
+        format: Format,
+        inline: Option<String>,
+    },
 }
 
 /// Splits a script into statements at top-level semicolons, skipping empty ones.
@@ -176,6 +192,23 @@ impl TokenText for Token {
 
 /// Parses one statement (a trailing `;` is allowed).
 pub fn parse(text: &str) -> Result<Statement, SqlError> {
+    // The data of `INSERT … FORMAT <name> <data>` is not SQL: cut it off first.
+    if let Some(end) = insert_data::format_end(text) {
+        let mut statement = parse_statement(&text[..end])?;
+        if let Statement::Insert(Insert {
+            rows: InsertRows::Data { inline, .. },
+            ..
+        }) = &mut statement
+        {
+            *inline = insert_data::inline_data(&text[end..]).map(str::to_string);
+        }
+        return Ok(statement);
+    }
+    parse_statement(text)
+}
+
+/// Parses one statement's SQL (any inline data already cut off).
+fn parse_statement(text: &str) -> Result<Statement, SqlError> {
     let dialect = ClickHouseDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(text)?;
     if p.peek_token_ref().token == Token::EOF {
@@ -372,11 +405,27 @@ fn parse_insert(p: &mut Parser) -> Result<Statement, SqlError> {
             p.expect_token(&Token::Comma)?;
         }
     }
+    let settings = if p.parse_keyword(Keyword::SETTINGS) {
+        parse_settings(p)?
+    } else {
+        Vec::new()
+    };
     if p.parse_keyword(Keyword::FORMAT) {
-        let format = p.parse_identifier()?.value;
-        return Err(SqlError::Unsupported(format!(
-            "INSERT INTO {table} FORMAT {format} with inline data: insert with SELECT or VALUES"
-        )));
+        let name = p.parse_identifier()?.value;
+        let format = Format::from_name(&name).ok_or_else(|| {
+            SqlError::Unsupported(format!(
+                "INSERT INTO {table} FORMAT {name}: unknown input format"
+            ))
+        })?;
+        return Ok(Statement::Insert(Insert {
+            table,
+            columns,
+            settings,
+            rows: InsertRows::Data {
+                format,
+                inline: None,
+            },
+        }));
     }
     let mut source = p.parse_query()?;
     let format = match source.format_clause.take() {
@@ -397,8 +446,8 @@ fn parse_insert(p: &mut Parser) -> Result<Statement, SqlError> {
     Ok(Statement::Insert(Insert {
         table,
         columns,
-        source,
-        format,
+        settings,
+        rows: InsertRows::Query { source, format },
     }))
 }
 
