@@ -92,6 +92,12 @@ pub struct Supervisor {
     /// The catalog watch and partition discoveries: stopped with the supervisor.
     tasks: Arc<Tasks>,
     running: BTreeMap<ConsumerKey, Running>,
+    /// Consumers told to stop for a change (new settings, views or epoch), by generation
+    /// and deadline: their replacement starts once they have finished their last block.
+    /// Positions already refuse an overlapping block, so this is not what prevents
+    /// duplicates; it keeps two readers of one partition from racing and one of them
+    /// failing on the other's block.
+    draining: BTreeMap<ConsumerKey, (u64, Instant)>,
     backoff: BTreeMap<ConsumerKey, Backoff>,
     /// Partition counts by (table, topic), from Kafka metadata.
     partitions: BTreeMap<(String, String), i32>,
@@ -118,6 +124,7 @@ impl Supervisor {
             runtime,
             tasks: Arc::new(Tasks::new("ingest supervisor")),
             running: BTreeMap::new(),
+            draining: BTreeMap::new(),
             backoff: BTreeMap::new(),
             partitions: BTreeMap::new(),
             next_generation: 0,
@@ -169,8 +176,13 @@ impl Supervisor {
             if let Some(r) = self.running.remove(&key) {
                 tracing::info!(table = %key.table, topic = %key.topic, partition = key.partition, "stopping consumer");
                 r.addr.do_send(StopConsumer);
+                self.draining
+                    .insert(key, (r.generation, Instant::now() + STOP_TIMEOUT));
             }
         }
+        let now = Instant::now();
+        // A consumer that did not report its end in time (a panicked task) holds no one up.
+        self.draining.retain(|_, (_, deadline)| *deadline > now);
         let catalog = self.state.catalog();
         // What is not desired leaves `system.kafka_consumers`, running or not: a consumer
         // waiting out its backoff, or a topic's discovery error, of a table that was
@@ -182,9 +194,8 @@ impl Supervisor {
                     && topics.contains(&(k.table.clone(), k.topic.clone())))
         });
         self.backoff.retain(|k, _| desired.contains_key(k));
-        let now = Instant::now();
         for (key, (table, views, epoch)) in desired {
-            if self.running.contains_key(&key) {
+            if self.running.contains_key(&key) || self.draining.contains_key(&key) {
                 continue;
             }
             if self
@@ -336,6 +347,13 @@ impl Handler<PartitionsFound> for Supervisor {
 impl Handler<ConsumerExited> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: ConsumerExited, ctx: &mut Self::Context) {
+        if self.draining.get(&msg.key).map(|d| d.0) == Some(msg.generation) {
+            // The stopped consumer finished its last block: its replacement may start.
+            self.draining.remove(&msg.key);
+            self.registry.entry(&msg.key).set_used(false);
+            self.reconcile(ctx);
+            return;
+        }
         let Some(running) = self.running.get(&msg.key) else {
             return;
         };
