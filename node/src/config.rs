@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::catalog::named_collections::{CollectionEntry, CollectionSource, NamedCollection};
 use crate::ingest::client::{ClientPropertyError, KafkaClientDefaults};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,32 @@ struct FileConfig {
     /// (`sasl_mechanisms`, `ssl_ca_location`); `SLUICE_RDKAFKA_*` variables override them.
     #[serde(default)]
     kafka: BTreeMap<String, String>,
+    /// ClickHouse's `<named_collections>`: `[named_collections.name]` tables of
+    /// `key = value`; SQL can use them but not alter or drop them.
+    #[serde(default)]
+    named_collections: BTreeMap<String, BTreeMap<String, ConfigValue>>,
+}
+
+/// A value of a config-file named collection: TOML strings, numbers and booleans all
+/// become the text a SQL value would be.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ConfigValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Flag(bool),
+}
+
+impl ConfigValue {
+    fn into_text(self) -> String {
+        match self {
+            ConfigValue::Text(s) => s,
+            ConfigValue::Integer(n) => n.to_string(),
+            ConfigValue::Float(x) => x.to_string(),
+            ConfigValue::Flag(b) => u8::from(b).to_string(),
+        }
+    }
 }
 
 /// The resolved configuration of a node.
@@ -108,6 +135,8 @@ pub struct NodeConfig {
     pub query_memory_limit_bytes: usize,
     /// Where `kafka_schema` files are found (ClickHouse's `format_schema_path`).
     pub format_schema_path: PathBuf,
+    /// Named collections of the config file, by name. Default: none.
+    pub named_collections: BTreeMap<String, NamedCollection>,
 }
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
@@ -117,6 +146,36 @@ pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_QUERY_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
 /// Below this, a query could not hold the few batches every scan and sort needs.
 const MIN_QUERY_MEMORY_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The config file's collections as catalog values (source `config`, every key
+/// overridable, as ClickHouse's config collections are unless marked otherwise).
+fn config_collections(
+    raw: BTreeMap<String, BTreeMap<String, ConfigValue>>,
+) -> Result<BTreeMap<String, NamedCollection>, ConfigError> {
+    raw.into_iter()
+        .map(|(name, keys)| {
+            let pairs = keys
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        CollectionEntry {
+                            value: v.into_text(),
+                            overridable: None,
+                        },
+                    )
+                })
+                .collect();
+            NamedCollection::new(name.clone(), pairs, CollectionSource::Config)
+                .map(|c| (name, c))
+                .map_err(|e| ConfigError::Invalid {
+                    name: "named_collections",
+                    value: String::new(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
 
 impl NodeConfig {
     pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
@@ -177,7 +236,9 @@ impl NodeConfig {
             .clone()
             .or(file.format_schema_path)
             .unwrap_or_else(|| data_dir.join("format_schemas"));
+        let named_collections = config_collections(file.named_collections)?;
         let config = NodeConfig {
+            named_collections,
             kafka,
             format_schema_path,
             metrics_addr,
@@ -261,6 +322,33 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_collections_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[named_collections.kc]\nkafka_broker_list = \"b:9092\"\nkafka_max_block_size = 100\nkafka_commit_every_batch = true\n",
+        )
+        .expect("write");
+        let c = NodeConfig::resolve(&NodeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let kc = &c.named_collections["kc"];
+        assert_eq!(kc.source, CollectionSource::Config);
+        assert_eq!(kc.entries["kafka_max_block_size"].value, "100");
+        assert_eq!(kc.entries["kafka_commit_every_batch"].value, "1");
+        std::fs::write(&path, "[named_collections.empty]\n").expect("write");
+        let err = NodeConfig::resolve(&NodeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect_err("empty collection");
+        assert!(err.to_string().contains("has no keys"), "{err}");
+    }
 
     #[test]
     fn flags_beat_file_beat_defaults() {

@@ -59,6 +59,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         NodeState::open(db.clone(), config.data_dir.join("table-blocks"))
             .context("loading the catalog")?,
     );
+    state.set_config_collections(config.named_collections.clone());
     let registry = Arc::new(ConsumerRegistry::default());
     let listener = runtime.block_on(async {
         tokio::net::TcpListener::bind(config.grpc_addr)

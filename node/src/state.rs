@@ -116,7 +116,13 @@ pub struct NodeState {
     pub dead_letters: DeadLetterQueue,
     /// Bumped on every catalog change; the ingest supervisor watches it.
     catalog_version: watch::Sender<u64>,
+    /// Not replicated: the named collections of this node's config file, set at start.
+    config_collections: RwLock<Arc<ConfigCollections>>,
 }
+
+/// Named collections from the node's config file, by name.
+pub type ConfigCollections =
+    std::collections::BTreeMap<String, crate::catalog::named_collections::NamedCollection>;
 
 fn load<T: serde::de::DeserializeOwned + Default>(
     meta: &sled::Tree,
@@ -165,7 +171,23 @@ impl NodeState {
             assignments: RwLock::new(Arc::new(assignments)),
             placements: RwLock::new(Arc::new(placements)),
             catalog_version,
+            config_collections: RwLock::new(Arc::default()),
         })
+    }
+
+    /// Sets the config file's named collections (at start, before serving).
+    pub fn set_config_collections(&self, collections: ConfigCollections) {
+        match self.config_collections.write() {
+            Ok(mut guard) => *guard = Arc::new(collections),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(collections),
+        }
+    }
+
+    pub fn config_collections(&self) -> Arc<ConfigCollections> {
+        match self.config_collections.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// A consistent snapshot of the catalog.

@@ -11,7 +11,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::format::output::OutputFormat;
 use crate::ingest::sink::{KafkaSink, SinkError};
 use crate::query::{QueryEngine, QueryError, QueryResult};
-use crate::sql::ddl::{table_def, DdlError};
+use crate::sql::ddl::{table_def_with, DdlError};
 use crate::sql::{self, SqlError, Statement};
 use crate::state::{NodeState, StateError};
 
@@ -51,6 +51,8 @@ pub enum ExecError {
     Output(#[from] crate::format::output::OutputError),
     #[error(transparent)]
     Inserting(#[from] super::insert::InsertError),
+    #[error(transparent)]
+    NamedCollection(#[from] crate::catalog::named_collections::CollectionError),
 }
 
 impl ExecError {
@@ -137,6 +139,8 @@ impl Executor {
                     .await
                     .map(ExecOutput::Done)
             }
+            Statement::NamedCollection(statement) => return self.named_collection(statement).await,
+            Statement::ShowCreate(show) => return self.show_create(show),
             Statement::ShowTables => {
                 let names: Vec<&str> = catalog
                     .tables
@@ -195,7 +199,8 @@ impl Executor {
                 }));
             }
             Statement::CreateTable(create) => {
-                let mut def = table_def(&create, &catalog)?;
+                let config = self.state.config_collections();
+                let mut def = table_def_with(&create, &catalog, &config)?;
                 // Compiled here, once, so the replicated definition carries the schema.
                 crate::format::prepare_table(&mut def, &self.format_schema_path)?;
                 if !(create.if_not_exists && catalog.table(&def.name).is_some()) {

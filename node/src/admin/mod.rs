@@ -6,6 +6,7 @@ pub mod convert;
 pub mod executor;
 pub mod fanout;
 pub mod insert;
+mod named_collections;
 mod reset_offsets;
 pub mod service;
 
@@ -45,6 +46,14 @@ pub fn to_status(e: &ExecError) -> Status {
                 Status::invalid_argument(text)
             }
         },
+        ExecError::NamedCollection(c) => {
+            use crate::catalog::named_collections::CollectionError;
+            match c {
+                CollectionError::Missing(_) => Status::not_found(text),
+                CollectionError::Exists(_) => Status::already_exists(text),
+                _ => Status::failed_precondition(text),
+            }
+        }
         ExecError::Internal(_) => Status::internal(text),
         ExecError::Output(crate::format::output::OutputError::UnknownFormat(_)) => {
             Status::invalid_argument(text)

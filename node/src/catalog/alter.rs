@@ -276,6 +276,17 @@ fn set_live_setting(
         "kafka_commit_every_batch" => settings.commit_every_batch = parsed.commit_every_batch,
         other => return Err(format!("{other} is not a live setting")),
     }
+    // The declaration is what a collection's ALTER resolves again and SHOW CREATE prints:
+    // without the change there, either would bring the old value back.
+    if let Some(declaration) = settings.declaration.as_mut() {
+        declaration.overrides.retain(|(k, _)| k != name);
+        declaration.settings.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            declaration
+                .settings
+                .push((name.to_string(), value.to_string()));
+        }
+    }
     Ok(())
 }
 

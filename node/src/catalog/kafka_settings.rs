@@ -309,6 +309,10 @@ pub struct KafkaSettings {
     /// for the other formats, and for a table not yet through CREATE.
     #[serde(default)]
     pub compiled_schema: Option<CompiledSchema>,
+    /// How the table was declared (collection, arguments, SETTINGS), set at CREATE; `None`
+    /// for a table created before Sluice kept it.
+    #[serde(default)]
+    pub declaration: Option<super::named_collections::KafkaDeclaration>,
 }
 
 /// `kafka_schema = 'file.proto:Message'`: a schema file in the node's
@@ -505,6 +509,7 @@ impl KafkaSettings {
             compression: Compression::from_settings(&map)?,
             schema,
             compiled_schema: None,
+            declaration: None,
         };
         settings.validate()?;
         Ok(settings)

@@ -9,6 +9,7 @@ pub mod alter;
 pub mod kafka_compression;
 pub mod kafka_groups;
 pub mod kafka_settings;
+pub mod named_collections;
 pub mod rewind;
 pub mod types;
 
@@ -382,6 +383,22 @@ pub enum CatalogCommand {
     RecordOffsetResets {
         resets: Vec<rewind::OffsetReset>,
     },
+    CreateNamedCollection {
+        collection: named_collections::NamedCollection,
+        if_not_exists: bool,
+    },
+    /// The collection as the statement saw it (`before`), as it becomes, and every table
+    /// using it with its settings resolved again by the node that ran the statement
+    /// (resolving compiles schemas from files, which apply must not read).
+    AlterNamedCollection {
+        before: named_collections::NamedCollection,
+        after: named_collections::NamedCollection,
+        tables: Vec<TableDef>,
+    },
+    DropNamedCollection {
+        name: String,
+        if_exists: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -440,6 +457,8 @@ pub enum CatalogError {
     },
     #[error("{0} is attached: its consumers may be reading; DETACH TABLE {0} first, then reset its offsets, then ATTACH TABLE {0}")]
     ResetWhileAttached(String),
+    #[error(transparent)]
+    Collection(#[from] named_collections::CollectionError),
 }
 
 /// What a command did, for the reply to the user.
@@ -456,6 +475,9 @@ pub struct Catalog {
     /// The latest moves of Kafka tables' positions, oldest first.
     #[serde(default)]
     pub offset_resets: std::collections::VecDeque<rewind::OffsetReset>,
+    /// Named collections made by SQL (the config file's are the node's own, not here).
+    #[serde(default)]
+    pub named_collections: BTreeMap<String, named_collections::NamedCollection>,
 }
 
 impl Catalog {
@@ -497,6 +519,7 @@ impl Catalog {
                     });
                 }
                 check_columns(def)?;
+                self.check_collection_exists(def)?;
                 self.tables.insert(def.name.clone(), def.clone());
             }
             CatalogCommand::CreateView { def, if_not_exists } => {
@@ -660,6 +683,9 @@ impl Catalog {
                 let excess = self.offset_resets.len().saturating_sub(rewind::RESETS_KEPT);
                 self.offset_resets.drain(..excess);
             }
+            CatalogCommand::CreateNamedCollection { .. }
+            | CatalogCommand::AlterNamedCollection { .. }
+            | CatalogCommand::DropNamedCollection { .. } => return self.apply_collection(cmd),
         }
         Ok(CatalogOutcome::Changed)
     }

@@ -8,6 +8,7 @@
 mod altered_parts;
 pub mod display;
 pub mod functions;
+pub mod named_collections;
 pub mod parts_scan;
 pub mod provider;
 pub mod remote_scan;
@@ -242,6 +243,8 @@ impl QueryEngine {
         }
         let parts = system_tables::parts(&self.cluster.node_name(), &parts)?;
         let offset_resets = system_tables::kafka_offset_resets(catalog)?;
+        let named_collections =
+            named_collections::batch(catalog, &self.state.config_collections())?;
         for (name, batch) in [
             ("kafka_consumers", consumers),
             ("dead_letter_queue", dead_letter_queue),
@@ -251,6 +254,7 @@ impl QueryEngine {
             ("raft_groups", groups),
             ("parts", parts),
             ("kafka_offset_resets", offset_resets),
+            ("named_collections", named_collections),
         ] {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             ctx.register_table(TableReference::partial("system", name), Arc::new(table))?;

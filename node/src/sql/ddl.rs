@@ -7,6 +7,10 @@ use crate::catalog::{
 };
 
 use super::{CreateTable, EngineArg};
+use crate::catalog::named_collections::{
+    self as collections, CollectionError, CollectionSource, KafkaDeclaration, NamedCollection,
+};
+use crate::state::ConfigCollections;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DdlError {
@@ -35,6 +39,19 @@ pub enum DdlError {
     },
     #[error("table {table}: named collection {collection} does not exist")]
     NoNamedCollection { table: String, collection: String },
+    #[error("table {table}: named collection {collection}: {source}")]
+    CollectionSettings {
+        table: String,
+        collection: String,
+        #[source]
+        source: SettingsError,
+    },
+    #[error("table {table}: {source}")]
+    Collection {
+        table: String,
+        #[source]
+        source: CollectionError,
+    },
     #[error("table {table}: {reason}")]
     Invalid { table: String, reason: String },
     #[error("table {table}: AS {source_table}: table {source_table} does not exist")]
@@ -50,6 +67,16 @@ const KAFKA_POSITIONAL: [&str; 4] = [
 ];
 
 pub fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, DdlError> {
+    table_def_with(create, catalog, &ConfigCollections::new())
+}
+
+/// The table a CREATE makes, with `config`: the named collections of the node's config
+/// file, used when the catalog has none of the name.
+pub fn table_def_with(
+    create: &CreateTable,
+    catalog: &Catalog,
+    config: &ConfigCollections,
+) -> Result<TableDef, DdlError> {
     let table = create.name.clone();
     let columns = match &create.as_table {
         Some(source) => catalog
@@ -83,37 +110,21 @@ pub fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, Dd
     };
     let engine = match create.engine.name.as_str() {
         "Kafka" => {
-            let mut pairs = Vec::new();
-            let args = &create.engine.args;
-            if let [EngineArg::Ident(collection)] = args.as_slice() {
-                return Err(DdlError::NoNamedCollection {
-                    table,
-                    collection: collection.clone(),
-                });
-            }
-            if args.len() > KAFKA_POSITIONAL.len() {
-                return Err(DdlError::KafkaArgs {
-                    table,
-                    max: KAFKA_POSITIONAL.len(),
-                    got: args.len(),
-                });
-            }
-            for (name, arg) in KAFKA_POSITIONAL.iter().zip(args) {
-                let value = match arg {
-                    EngineArg::String(s) | EngineArg::Number(s) | EngineArg::Ident(s) => s,
-                };
-                pairs.push((name.to_string(), value.clone()));
-            }
-            pairs.extend(create.settings.iter().cloned());
             if !create.order_by.is_empty() {
                 return Err(DdlError::Invalid {
                     table,
                     reason: "engine Kafka takes no ORDER BY".into(),
                 });
             }
-            Engine::Kafka(Box::new(
-                KafkaSettings::from_pairs(&pairs).map_err(settings_error)?,
-            ))
+            let declaration = kafka_declaration(&table, create)?;
+            let collection = match &declaration.collection {
+                None => None,
+                Some(name) => Some(find_collection(&table, name, catalog, config)?),
+            };
+            let mut declaration = declaration;
+            declaration.from_config =
+                collection.is_some_and(|c| c.source == CollectionSource::Config);
+            Engine::Kafka(Box::new(resolve_kafka(&table, &declaration, collection)?))
         }
         name @ ("MergeTree" | "ReplicatedMergeTree") => {
             if name == "MergeTree" && !create.engine.args.is_empty() {
@@ -152,6 +163,155 @@ pub fn table_def(create: &CreateTable, catalog: &Catalog) -> Result<TableDef, Dd
         detached: false,
         layout: Default::default(),
     })
+}
+
+/// How the CREATE declared a Kafka table: `Kafka()`, `Kafka('brokers', 'topics', …)`
+/// or `Kafka(collection, key = value, …)`, and its SETTINGS.
+fn kafka_declaration(table: &str, create: &CreateTable) -> Result<KafkaDeclaration, DdlError> {
+    let args = &create.engine.args;
+    let mut declaration = KafkaDeclaration {
+        settings: create.settings.clone(),
+        ..Default::default()
+    };
+    let invalid = |reason: String| DdlError::Invalid {
+        table: table.to_string(),
+        reason,
+    };
+    match args.first() {
+        Some(EngineArg::Ident(name)) => {
+            declaration.collection = Some(name.clone());
+            for arg in &args[1..] {
+                match arg {
+                    EngineArg::Setting(k, v) => declaration.overrides.push((k.clone(), v.clone())),
+                    _ => {
+                        return Err(invalid(format!(
+                            "Kafka({name}, …): after a named collection, arguments are key = value overrides"
+                        )))
+                    }
+                }
+            }
+        }
+        _ => {
+            if args.len() > KAFKA_POSITIONAL.len() {
+                return Err(DdlError::KafkaArgs {
+                    table: table.to_string(),
+                    max: KAFKA_POSITIONAL.len(),
+                    got: args.len(),
+                });
+            }
+            for arg in args {
+                match arg {
+                    EngineArg::String(s) | EngineArg::Number(s) => {
+                        declaration.positional.push(s.clone())
+                    }
+                    EngineArg::Ident(_) | EngineArg::Setting(..) => {
+                        return Err(invalid(
+                            "engine Kafka: a bare name or key = value argument must follow a named collection given first, as Kafka(collection, key = value, …)".into(),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    // A key given twice by the table itself is ambiguous.
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, _) in declaration.overrides.iter().chain(&declaration.settings) {
+        if !seen.insert(key.as_str()) {
+            return Err(DdlError::Settings {
+                table: table.to_string(),
+                source: SettingsError::Duplicate(key.clone()),
+            });
+        }
+    }
+    Ok(declaration)
+}
+
+/// The collection of that name: the catalog's, else the node config file's.
+pub fn find_collection<'a>(
+    table: &str,
+    name: &str,
+    catalog: &'a Catalog,
+    config: &'a ConfigCollections,
+) -> Result<&'a NamedCollection, DdlError> {
+    catalog
+        .named_collections
+        .get(name)
+        .or_else(|| config.get(name))
+        .ok_or_else(|| DdlError::NoNamedCollection {
+            table: table.to_string(),
+            collection: name.to_string(),
+        })
+}
+
+/// A Kafka table's settings from its declaration and, if it names one, its collection's
+/// current keys. Errors name the collection when the key at fault came from it, and never
+/// show a secret's value.
+pub fn resolve_kafka(
+    table: &str,
+    declaration: &KafkaDeclaration,
+    collection: Option<&NamedCollection>,
+) -> Result<KafkaSettings, DdlError> {
+    let pairs = match collection {
+        Some(c) => {
+            collections::resolve(table, c, declaration).map_err(|source| DdlError::Collection {
+                table: table.to_string(),
+                source,
+            })?
+        }
+        None => {
+            let mut pairs: Vec<(String, String)> = KAFKA_POSITIONAL
+                .iter()
+                .zip(&declaration.positional)
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            pairs.extend(declaration.settings.iter().cloned());
+            pairs
+        }
+    };
+    let mut settings = KafkaSettings::from_pairs(&pairs).map_err(|e| {
+        let source = hide_secret(e);
+        let own = |key: &str| {
+            declaration
+                .overrides
+                .iter()
+                .chain(&declaration.settings)
+                .any(|(k, _)| k == key)
+        };
+        let key = match &source {
+            SettingsError::Unknown(k) | SettingsError::Duplicate(k) => Some(k.as_str()),
+            SettingsError::Invalid { name, .. } => Some(name.as_str()),
+            _ => None,
+        };
+        match (collection, key) {
+            (Some(c), key) if key.is_none_or(|k| !own(k)) => DdlError::CollectionSettings {
+                table: table.to_string(),
+                collection: c.name.clone(),
+                source,
+            },
+            _ => DdlError::Settings {
+                table: table.to_string(),
+                source,
+            },
+        }
+    })?;
+    settings.declaration = Some(declaration.clone());
+    Ok(settings)
+}
+
+/// The error with a secret setting's value replaced by `[HIDDEN]`.
+fn hide_secret(error: SettingsError) -> SettingsError {
+    match error {
+        SettingsError::Invalid {
+            name,
+            value,
+            reason,
+        } => SettingsError::Invalid {
+            value: collections::masked(&name, &value).to_string(),
+            name,
+            reason,
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 pub mod alter;
 pub mod ddl;
 pub mod insert_data;
+pub mod named_collections;
 pub mod reset_offsets;
+pub mod show_create;
 
 use crate::catalog::kafka_settings::Format;
 use sqlparser::ast::{FormatClause, Query, Statement as SqlStatement};
@@ -49,12 +51,14 @@ pub struct ColumnText {
     pub type_text: String,
 }
 
-/// An engine argument: `'quoted'`, a number, or a bare identifier (a named collection).
+/// An engine argument: `'quoted'`, a number, a bare identifier (a named collection), or
+/// `key = value` (overriding a key of the collection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineArg {
     String(String),
     Number(String),
     Ident(String),
+    Setting(String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +120,10 @@ pub enum Statement {
     ResetOffsets(reset_offsets::ResetOffsets),
     /// `ALTER TABLE t ADD | DROP | RENAME | MODIFY | COMMENT COLUMN …`.
     Alter(alter::Alter),
+    /// `CREATE`/`ALTER`/`DROP NAMED COLLECTION`, `SHOW NAMED COLLECTIONS`.
+    NamedCollection(named_collections::CollectionStatement),
+    /// `SHOW CREATE [TABLE|VIEW|NAMED COLLECTION] name`.
+    ShowCreate(show_create::ShowCreate),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,7 +222,11 @@ fn parse_statement(text: &str) -> Result<Statement, SqlError> {
     if p.peek_token_ref().token == Token::EOF {
         return Err(SqlError::Empty);
     }
-    let statement = if p.parse_keyword(Keyword::CREATE) {
+    let statement = if let Some(statement) = named_collections::parse(&mut p)? {
+        statement
+    } else if let Some(statement) = show_create::parse(&mut p)? {
+        statement
+    } else if p.parse_keyword(Keyword::CREATE) {
         parse_create(&mut p)?
     } else if p.parse_keyword(Keyword::DROP) {
         let is_view = if p.parse_keyword(Keyword::TABLE) {
@@ -274,7 +286,7 @@ fn parse_statement(text: &str) -> Result<Statement, SqlError> {
     } else {
         let first = p.peek_token_ref().token.to_string();
         return Err(SqlError::Unsupported(format!(
-            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, ALTER TABLE, SHOW TABLES, DESCRIBE, SELECT, INSERT)"
+            "statements starting with {first} are not supported (supported: CREATE TABLE, CREATE MATERIALIZED VIEW, DROP, DETACH, ATTACH, ALTER TABLE, CREATE/ALTER/DROP NAMED COLLECTION, SHOW TABLES, SHOW CREATE, DESCRIBE, SELECT, INSERT)"
         )));
     };
     let _ = p.consume_token(&Token::SemiColon);
@@ -582,6 +594,11 @@ fn parse_engine(p: &mut Parser) -> Result<EngineClause, SqlError> {
             args.push(match token {
                 Token::SingleQuotedString(s) => EngineArg::String(s),
                 Token::Number(n, _) => EngineArg::Number(n),
+                // `Kafka(collection, key = value, …)`: an override of the collection.
+                Token::Word(w) if p.consume_token(&Token::Eq) => {
+                    let value = parse_setting_value(p, &w.value)?;
+                    EngineArg::Setting(w.value, value)
+                }
                 Token::Word(w) => EngineArg::Ident(w.value),
                 other => {
                     return Err(SqlError::Syntax(format!(
@@ -614,24 +631,30 @@ fn parse_settings(p: &mut Parser) -> Result<Vec<(String, String)>, SqlError> {
     loop {
         let name = p.parse_identifier()?.value;
         p.expect_token(&Token::Eq)?;
-        let negative = p.consume_token(&Token::Minus);
-        let value = match p.next_token().token {
-            Token::SingleQuotedString(s) => s,
-            Token::Number(n, _) if negative => format!("-{n}"),
-            Token::Number(n, _) => n,
-            Token::Word(w) => w.value,
-            other => {
-                return Err(SqlError::Syntax(format!(
-                    "setting {name}: unexpected value '{other}'"
-                )))
-            }
-        };
+        let value = parse_setting_value(p, &name)?;
         out.push((name, value));
         if !p.consume_token(&Token::Comma) {
             break;
         }
     }
     Ok(out)
+}
+
+/// The value after `name =`: a quoted string, a number, or a bare word. The error names
+/// the setting, never the value (it may be a secret).
+fn parse_setting_value(p: &mut Parser, name: &str) -> Result<String, SqlError> {
+    let negative = p.consume_token(&Token::Minus);
+    Ok(match p.next_token().token {
+        Token::SingleQuotedString(s) => s,
+        Token::Number(n, _) if negative => format!("-{n}"),
+        Token::Number(n, _) => n,
+        Token::Word(w) => w.value,
+        _ => {
+            return Err(SqlError::Syntax(format!(
+                "setting {name}: expected a quoted string or a number as its value"
+            )))
+        }
+    })
 }
 
 #[cfg(test)]
