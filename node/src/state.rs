@@ -120,9 +120,7 @@ pub struct NodeState {
     config_collections: RwLock<Arc<ConfigCollections>>,
 }
 
-/// Named collections from the node's config file, by name.
-pub type ConfigCollections =
-    std::collections::BTreeMap<String, crate::catalog::named_collections::NamedCollection>;
+pub use crate::catalog::named_collections::ConfigCollections;
 
 fn load<T: serde::de::DeserializeOwned + Default>(
     meta: &sled::Tree,

@@ -65,6 +65,9 @@ pub struct CollectionChange {
     pub delete: Vec<String>,
 }
 
+/// Named collections from the node's config file, by name.
+pub type ConfigCollections = std::collections::BTreeMap<String, NamedCollection>;
+
 /// How a Kafka table was declared, kept so its settings can be resolved again when its
 /// collection changes, and printed back by `SHOW CREATE`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
+use crate::catalog::named_collections::ConfigCollections;
 use crate::catalog::named_collections::NamedCollection;
 use crate::catalog::Catalog;
-use crate::state::ConfigCollections;
 
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -7,10 +7,10 @@ use crate::catalog::{
 };
 
 use super::{CreateTable, EngineArg};
+use crate::catalog::named_collections::ConfigCollections;
 use crate::catalog::named_collections::{
     self as collections, CollectionError, CollectionSource, KafkaDeclaration, NamedCollection,
 };
-use crate::state::ConfigCollections;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DdlError {

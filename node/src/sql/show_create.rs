@@ -211,7 +211,7 @@ mod tests {
         }
     }
 
-    fn collections() -> crate::state::ConfigCollections {
+    fn collections() -> crate::catalog::named_collections::ConfigCollections {
         let c = NamedCollection::new(
             "kc".into(),
             vec![
