@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Port of the test broker unless `SLUICE_TEST_KAFKA_PORT` says otherwise.
 const TEST_PORT: &str = "19092";
@@ -50,20 +51,6 @@ fn kafka_sh_with(action: &str, port: &str, dir: &str, env: &[(&str, &str)]) -> a
     Ok(())
 }
 
-/// A free port whose next `extra` ports are free too.
-fn free_ports(extra: u16) -> anyhow::Result<u16> {
-    loop {
-        let p = crate::node::free_port()?;
-        let rest_free = (1..=extra).all(|i| {
-            p.checked_add(i)
-                .is_some_and(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok())
-        });
-        if rest_free {
-            return Ok(p);
-        }
-    }
-}
-
 /// A broker of a test's own with SASL/SCRAM and SSL listeners and ACLs
 /// (`scripts/kafka.sh start-secure`); stopped and wiped when dropped.
 pub struct SecuredKafka {
@@ -82,7 +69,7 @@ pub struct SecuredKafka {
 impl SecuredKafka {
     /// Starts one with the SCRAM users `users` (name, password).
     pub fn start(users: &[(&str, &str)]) -> anyhow::Result<SecuredKafka> {
-        let port = free_ports(3)?;
+        let port = crate::node::free_port_run(4)?;
         let (sasl, ssl) = (port + 2, port + 3);
         let dir = format!("{}/kafka-secured-{port}", cache_dir());
         let users = users
@@ -182,13 +169,7 @@ impl Kafka {
     /// stopped and wiped when dropped.
     pub fn dedicated() -> anyhow::Result<Kafka> {
         // The controller listens on port + 1: find two free ports in a row.
-        let port = loop {
-            let p = crate::node::free_port()?;
-            if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-                break p;
-            }
-        };
-        let port = port.to_string();
+        let port = crate::node::free_port_run(2)?.to_string();
         let dir = format!("{}/kafka-dedicated-{port}", cache_dir());
         kafka_sh("start", &port, &dir)?;
         Ok(Kafka {
@@ -239,6 +220,45 @@ impl Kafka {
             quiet: true,
         })
         .await?;
+        Ok(())
+    }
+
+    /// Produces one message per id of `range` to partition `id % partitions`, made by
+    /// `record`: its payload and, if given, its timestamp in ms. Returns once the broker
+    /// has acknowledged every one.
+    pub async fn produce_records(
+        &self,
+        topic: &str,
+        partitions: i32,
+        range: std::ops::Range<i64>,
+        record: impl Fn(i64) -> (String, Option<i64>),
+    ) -> anyhow::Result<()> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "5")
+            .create()
+            .context("a Kafka producer")?;
+        let mut deliveries = Vec::new();
+        for id in range {
+            let (payload, timestamp) = record(id);
+            let mut message = FutureRecord::<(), _>::to(topic)
+                .partition(i32::try_from(id.rem_euclid(i64::from(partitions)))?)
+                .payload(&payload);
+            if let Some(ms) = timestamp {
+                message = message.timestamp(ms);
+            }
+            deliveries.push(
+                producer
+                    .send_result(message)
+                    .map_err(|(e, _)| anyhow::anyhow!("queueing for {topic}: {e}"))?,
+            );
+        }
+        for delivery in deliveries {
+            delivery
+                .await
+                .context("the producer went away")?
+                .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+        }
         Ok(())
     }
 

@@ -80,6 +80,31 @@ where
     }
 }
 
+/// Waits until `query` (a number) on `node` answers `expected`, then checks it still does
+/// a moment later (a row stored twice, or one that should not be read, would show by then).
+pub async fn settles_at(node: &Node, query: &str, expected: u64) -> anyhow::Result<()> {
+    let reached = wait_for(
+        &format!("{query} = {expected}"),
+        Duration::from_secs(90),
+        || async { (node.number(query).await.ok()? >= expected).then_some(()) },
+    )
+    .await;
+    if reached.is_err() {
+        anyhow::bail!(
+            "{query}: {:?}, expected {expected}; consumers: {:?}",
+            node.number(query).await,
+            node.rows("SELECT * FROM system.kafka_consumers").await
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    anyhow::ensure!(
+        node.number(query).await? == expected,
+        "{query}: {:?} after settling, expected {expected}",
+        node.number(query).await
+    );
+    Ok(())
+}
+
 /// The guide's quickstart DDL with broker, topic and group filled in.
 pub fn quickstart_sql(brokers: &str, topic: &str, group: &str) -> anyhow::Result<String> {
     sql_file("quickstart.sql", brokers, topic, group)

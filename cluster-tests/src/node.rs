@@ -48,18 +48,38 @@ pub struct Node {
 /// 19192, 27070-27173, 29092) and of the ephemeral range.
 const PORTS: std::ops::Range<u16> = 20_000..27_000;
 
-/// A port that was free a moment ago, below the kernel's ephemeral range (32768 and up):
-/// a port from that range can be taken by any outgoing connection (librdkafka's, a
-/// peer's) before the node binds it.
+/// Ports this test process has handed out. A port is only free until someone binds it,
+/// and the tests of one binary run in parallel: without this, two tests (or one test's
+/// node and metrics address) could draw the same port before either binds it.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A port that was free a moment ago and was not handed out before in this process,
+/// below the kernel's ephemeral range (32768 and up): a port from that range can be taken
+/// by any outgoing connection (librdkafka's, a peer's) before the node binds it.
 pub fn free_port() -> anyhow::Result<u16> {
+    free_port_run(1)
+}
+
+/// The first of `count` consecutive ports, each as `free_port` gives them (a broker's
+/// controller listens next to its client port).
+pub fn free_port_run(count: u16) -> anyhow::Result<u16> {
     use rand::Rng as _;
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..1_000 {
-        let port = rand::rng().random_range(PORTS);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+        let first = rand::rng().random_range(PORTS.start..PORTS.end - count);
+        let run = first..first + count;
+        let usable = run.clone().all(|port| {
+            !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        });
+        if usable {
+            handed_out.extend(run);
+            return Ok(first);
         }
     }
-    anyhow::bail!("no free port in {PORTS:?}")
+    anyhow::bail!("no {count} free ports in a row in {PORTS:?}")
 }
 
 impl Node {

@@ -9,62 +9,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cluster_tests::cluster::TestCluster;
-use cluster_tests::{unique, wait_for, Kafka, Node};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use cluster_tests::{settles_at, unique, Kafka, Node};
 
 const PARTITIONS: i32 = 2;
 
 /// Sends ids `range` as JSON rows `{"id": i, "src": "s<i>"}`, id `i` to partition
 /// `i mod 2`, so in each partition id `i` is at offset `i / 2`.
 async fn produce(kafka: &Kafka, topic: &str, range: std::ops::Range<i64>) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .context("a Kafka producer")?;
-    let mut deliveries = Vec::new();
-    for id in range {
-        let payload = format!(r#"{{"id": {id}, "src": "s{id}"}}"#);
-        let partition = i32::try_from(id % i64::from(PARTITIONS))?;
-        deliveries.push(
-            producer
-                .send_result(
-                    FutureRecord::<(), _>::to(topic)
-                        .partition(partition)
-                        .payload(&payload),
-                )
-                .map_err(|(e, _)| anyhow::anyhow!("queueing for {topic}: {e}"))?,
-        );
-    }
-    for delivery in deliveries {
-        delivery
-            .await
-            .context("the producer went away")?
-            .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Waits until `query` answers `expected`, then checks it still does a moment later (a
-/// row stored twice would show by then).
-async fn settles_at(node: &Node, query: &str, expected: u64) -> anyhow::Result<()> {
-    let reached = wait_for(
-        &format!("{query} = {expected}"),
-        Duration::from_secs(90),
-        || async { (node.number(query).await.ok()? >= expected).then_some(()) },
-    )
-    .await;
-    if reached.is_err() {
-        anyhow::bail!(
-            "{query}: {:?}, expected {expected}; consumers: {:?}",
-            node.number(query).await,
-            node.rows("SELECT * FROM system.kafka_consumers").await
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(node.number(query).await?, expected, "{query}");
-    Ok(())
+    kafka
+        .produce_records(topic, PARTITIONS, range, |id| {
+            (format!(r#"{{"id": {id}, "src": "s{id}"}}"#), None)
+        })
+        .await
 }
 
 /// The error of a statement that must be refused.

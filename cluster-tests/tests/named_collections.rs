@@ -7,42 +7,19 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use cluster_tests::cluster::TestCluster;
 use cluster_tests::{unique, wait_for, Kafka, Node};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const PARTITIONS: i32 = 2;
 const SECRET: &str = "hunter2-do-not-print";
 
 async fn produce(kafka: &Kafka, topic: &str, range: std::ops::Range<u64>) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .context("a Kafka producer")?;
-    let mut deliveries = Vec::new();
-    for id in range {
-        let payload = format!(r#"{{"id": {id}}}"#);
-        let partition = i32::try_from(id % PARTITIONS as u64)?;
-        deliveries.push(
-            producer
-                .send_result(
-                    FutureRecord::<(), _>::to(topic)
-                        .partition(partition)
-                        .payload(&payload),
-                )
-                .map_err(|(e, _)| anyhow::anyhow!("queueing for {topic}: {e}"))?,
-        );
-    }
-    for delivery in deliveries {
-        delivery
-            .await
-            .context("the producer went away")?
-            .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
-    }
-    Ok(())
+    let range = i64::try_from(range.start)?..i64::try_from(range.end)?;
+    kafka
+        .produce_records(topic, PARTITIONS, range, |id| {
+            (format!(r#"{{"id": {id}}}"#), None)
+        })
+        .await
 }
 
 async fn refused(node: &Node, sql: &str) -> anyhow::Result<String> {

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cluster_tests::cluster::TestCluster;
-use cluster_tests::{unique, wait_for, Kafka, Node};
+use cluster_tests::{settles_at, unique, Kafka, Node};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice::proto::{reset_offsets_request, ResetOffsetsRequest};
 
@@ -22,54 +21,11 @@ const BASE_MS: i64 = 1_767_225_600_000; // 2026-01-01 00:00:00 UTC
 
 /// Sends ids `range` as JSON rows, id `i` to partition `i mod 2`, stamped by id.
 async fn produce(kafka: &Kafka, topic: &str, range: std::ops::Range<i64>) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .set("linger.ms", "5")
-        .create()
-        .context("a Kafka producer")?;
-    let mut deliveries = Vec::new();
-    for id in range {
-        let payload = format!(r#"{{"id": {id}}}"#);
-        let partition = i32::try_from(id % i64::from(PARTITIONS))?;
-        deliveries.push(
-            producer
-                .send_result(
-                    FutureRecord::<(), _>::to(topic)
-                        .partition(partition)
-                        .timestamp(BASE_MS + id * 1_000)
-                        .payload(&payload),
-                )
-                .map_err(|(e, _)| anyhow::anyhow!("queueing for {topic}: {e}"))?,
-        );
-    }
-    for delivery in deliveries {
-        delivery
-            .await
-            .context("the producer went away")?
-            .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Waits until `query` answers `expected`, then checks it still does a moment later (a
-/// row stored twice, or one that should not be read, would show by then).
-async fn settles_at(node: &Node, query: &str, expected: u64) -> anyhow::Result<()> {
-    let reached = wait_for(
-        &format!("{query} = {expected}"),
-        Duration::from_secs(90),
-        || async { (node.number(query).await.ok()? >= expected).then_some(()) },
-    )
-    .await;
-    if reached.is_err() {
-        anyhow::bail!(
-            "{query}: {:?}, expected {expected}; consumers: {:?}",
-            node.number(query).await,
-            node.rows("SELECT * FROM system.kafka_consumers").await
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(node.number(query).await?, expected, "{query}");
-    Ok(())
+    kafka
+        .produce_records(topic, PARTITIONS, range, |id| {
+            (format!(r#"{{"id": {id}}}"#), Some(BASE_MS + id * 1_000))
+        })
+        .await
 }
 
 /// The group's committed offsets, as the broker holds them.
