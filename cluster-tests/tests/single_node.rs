@@ -1,11 +1,13 @@
 //! One real node against a real Kafka broker: the guide's quickstart, a crash in the middle
-//! of ingestion, malformed messages, and DDL errors.
+//! of ingestion, malformed messages, DDL errors, and when blocks are cut.
 
 use std::time::Duration;
 
 use cluster_tests::cluster::table_digest;
 use cluster_tests::node::free_port;
-use cluster_tests::{kafka_out_sql, metrics, quickstart_sql, unique, wait_for, Kafka, Node};
+use cluster_tests::{
+    kafka_out_sql, metrics, quickstart_sql, settles_at, unique, wait_for, Kafka, Node,
+};
 use sluice::sample::github::{self, GITHUB_COLUMNS};
 
 const EVENTS: u64 = 200_000;
@@ -438,6 +440,72 @@ async fn the_guides_clickhouse_to_kafka_flow_pushes_every_row() -> anyhow::Resul
     assert!(
         error.contains("neither source github_copy nor target github"),
         "{error}"
+    );
+    Ok(())
+}
+
+/// A block is cut as soon as its consumer has caught up with what the broker holds: a
+/// steady trickle of rows becomes queryable although neither the flush interval nor the
+/// poll timeout (ten minutes each) would cut it, while a backlog is still written in big
+/// blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_partition_cuts_its_block_at_once() -> anyhow::Result<()> {
+    const BACKLOG: i64 = 20_000;
+    const TRICKLE: i64 = 100;
+    let kafka = Kafka::shared()?;
+    let topic = unique("trickle");
+    kafka.create_topic(&topic, 1).await?;
+    let json = |id: i64| (format!(r#"{{"id": {id}}}"#), None);
+    kafka.produce_records(&topic, 1, 0..BACKLOG, json).await?;
+
+    let node = Node::start("trickle").await?;
+    node.script(&format!(
+        "CREATE TABLE trickle_queue (id UInt64) ENGINE = Kafka()
+         SETTINGS kafka_broker_list = '{}', kafka_topic_list = '{topic}',
+                  kafka_group_name = '{}', kafka_format = 'JSONEachRow',
+                  kafka_flush_interval_ms = 600000, kafka_poll_timeout_ms = 600000;
+         CREATE TABLE trickle (id UInt64) ENGINE = MergeTree() ORDER BY id;
+         CREATE MATERIALIZED VIEW trickle_mv TO trickle AS SELECT id FROM trickle_queue;",
+        kafka.bootstrap,
+        unique("trickle-group")
+    ))
+    .await?;
+    let blocks = "SELECT num_commits FROM system.kafka_consumers WHERE \"table\" = 'trickle_queue'";
+    wait_for_count(&node, "trickle", BACKLOG as u64, Duration::from_secs(60)).await?;
+    let backlog_blocks = node.number(blocks).await?;
+    // librdkafka fetches a waiting backlog ahead of the consumer, in responses of up to
+    // 1 MiB: blocks hold thousands of rows, not one each.
+    assert!(
+        (1..=20).contains(&backlog_blocks),
+        "{BACKLOG} waiting rows were written in {backlog_blocks} blocks"
+    );
+
+    // One row every 50 ms: each poll brings a message, so only the partition's end cuts.
+    for id in BACKLOG..BACKLOG + TRICKLE {
+        kafka.produce_records(&topic, 1, id..id + 1, json).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_count(
+        &node,
+        "trickle",
+        (BACKLOG + TRICKLE) as u64,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let trickle_blocks = node.number(blocks).await? - backlog_blocks;
+    assert!(
+        trickle_blocks >= 10,
+        "{TRICKLE} rows produced over seconds were written in {trickle_blocks} blocks"
+    );
+    settles_at(
+        &node,
+        "SELECT count() FROM trickle",
+        (BACKLOG + TRICKLE) as u64,
+    )
+    .await?;
+    assert_eq!(
+        node.number("SELECT uniqExact(id) FROM trickle").await?,
+        (BACKLOG + TRICKLE) as u64
     );
     Ok(())
 }

@@ -224,6 +224,7 @@ impl PartitionJob {
                             open.add(&mut cutter, &m, now);
                             // Take what librdkafka already holds without a timer or a select
                             // per message: those cost more than the message itself.
+                            let mut drained = false;
                             while !cutter.is_due(now) {
                                 match stream.next().now_or_never().map(next_message) {
                                     Some(Ok(m)) => open.add(&mut cutter, &m, now),
@@ -231,8 +232,23 @@ impl PartitionJob {
                                         consumer.context().consume_error(&e);
                                         break;
                                     }
-                                    None => break,
+                                    None => {
+                                        drained = true;
+                                        break;
+                                    }
                                 }
+                            }
+                            // Caught up: librdkafka holds nothing more, so the block is
+                            // cut now rather than held for the flush interval. Under a
+                            // backlog librdkafka fetches ahead of the decoder and the
+                            // writer, and the block fills by rows or bytes before the
+                            // queue runs dry; while a block is decoded and written the
+                            // next gathers what arrives, so blocks grow with the rate.
+                            // (librdkafka's end-of-partition event is no substitute: it
+                            // comes only with a fetch that finds nothing, which a steady
+                            // trickle never lets happen.)
+                            if drained {
+                                break;
                             }
                         }
                         Ok(Err(e)) => {
