@@ -174,7 +174,7 @@ async fn default_mode_stops_at_the_broken_message_and_names_it() -> anyhow::Resu
 async fn stream_mode_rows_carry_the_error_and_views_split_them() -> anyhow::Result<()> {
     let kafka = Kafka::shared()?;
     let topic = unique("errors-stream");
-    produce_mix(kafka, &topic).await?;
+    kafka.create_topic(&topic, 1).await?;
     let node = Node::start("errors-stream").await?;
     node.script(&format!(
         "{}
@@ -186,6 +186,10 @@ async fn stream_mode_rows_carry_the_error_and_views_split_them() -> anyhow::Resu
         queue_ddl(kafka, "q", &topic, ", kafka_handle_error_mode = 'stream'")
     ))
     .await?;
+    // Produced once both views exist: a view created while its table is being read starts
+    // where the table's group got to (as in ClickHouse), so the second view would miss
+    // what the first had read.
+    produce(kafka, &topic, 0, 0..MESSAGES).await?;
     wait_for_count(&node, "good", (MESSAGES as u64) - 3).await?;
     wait_for_count(&node, "bad", 3).await?;
     let good = node.rows("SELECT id, name FROM good ORDER BY id").await?;
