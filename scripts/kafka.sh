@@ -284,6 +284,9 @@ write_server_properties() {
         protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL"
         auto_create=false
     fi
+    # No time-based retention: it counts from each message's own timestamp, and tests
+    # produce messages stamped in the past (to rewind a table to a time); the broker's
+    # retention check, every five minutes, emptied their partitions in the middle of a run.
     local props="process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
@@ -300,7 +303,8 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0"
+group.initial.rebalance.delay.ms=0
+log.retention.ms=-1"
     if ((SECURE)); then
         # The broker and the controller talk over PLAINTEXT as ANONYMOUS, which must be
         # a super user once ACLs are enforced; so is every tool using that listener.
