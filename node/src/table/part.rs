@@ -20,10 +20,10 @@ use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use parquet::basic::{Compression, Type as PhysicalType, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
 /// Rows per Parquet row group: the unit of pruning by statistics. DuckDB's row group
@@ -144,14 +144,36 @@ pub fn is_parquet(data: &[u8]) -> bool {
     data.starts_with(PARQUET_MAGIC)
 }
 
-fn writer_properties(level: i32) -> Result<WriterProperties, PartError> {
-    Ok(WriterProperties::builder()
+/// How a part is written. Min/max statistics are kept for the ORDER BY columns and for
+/// columns of fixed width, not for the other text columns (nor text in arrays): finding
+/// a text column's minimum and maximum compares every value twice, and those
+/// comparisons were the largest single cost of writing parts, in the ingest path and in
+/// merges, while a text column outside the sort key spans nearly its whole range in every
+/// row group and prunes nothing. ClickHouse keeps no such ranges either, only the primary
+/// key's index (and skip indexes a user declares).
+fn writer_properties(
+    level: i32,
+    schema: &SchemaRef,
+    order_by: &[String],
+) -> Result<WriterProperties, PartError> {
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(level)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // The same bytes on every replica and every version of the writer: a block's
         // hash is its identity.
-        .set_created_by("sluice".to_string())
-        .build())
+        .set_created_by("sluice".to_string());
+    let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
+    for column in parquet_schema.columns() {
+        let path = column.path();
+        let sorts_by = path
+            .parts()
+            .first()
+            .is_some_and(|top| order_by.iter().any(|o| o == top) && path.parts().len() == 1);
+        if column.physical_type() == PhysicalType::BYTE_ARRAY && !sorts_by {
+            builder = builder.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+        }
+    }
+    Ok(builder.build())
 }
 
 /// zstd level of a fresh part: it is written on the ingest path, and merged soon.
@@ -188,7 +210,7 @@ pub fn encode(batch: &RecordBatch, order_by: &[String]) -> Result<Vec<u8>, PartE
     let mut writer = ArrowWriter::try_new(
         &mut out,
         sorted.schema(),
-        Some(writer_properties(FRESH_LEVEL)?),
+        Some(writer_properties(FRESH_LEVEL, &sorted.schema(), order_by)?),
     )?;
     writer.write(&sorted)?;
     writer.close()?;
@@ -233,7 +255,7 @@ pub fn merge(
     let mut writer = ArrowWriter::try_new(
         &mut *out,
         schema.clone(),
-        Some(writer_properties(MERGED_LEVEL)?),
+        Some(writer_properties(MERGED_LEVEL, schema, order_by)?),
     )?;
     let mut rows = 0u64;
     let ordering = order_by
@@ -377,6 +399,63 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn ranges_are_kept_for_the_sort_key_and_fixed_width_columns_only() {
+        use arrow::array::ListArray;
+        use arrow::datatypes::Int32Type;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("title", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+            Field::new(
+                "tags",
+                DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+                false,
+            ),
+            Field::new(
+                "labels",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                false,
+            ),
+        ]));
+        let labels = {
+            let mut b = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
+            for v in [["x", "y"], ["z", "w"]] {
+                for item in v {
+                    b.values().append_value(item);
+                }
+                b.append(true);
+            }
+            b.finish()
+        };
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["b", "a"])),
+                Arc::new(StringArray::from(vec!["t1", "t2"])),
+                Arc::new(Int64Array::from(vec![5, 7])),
+                Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+                    Some(vec![Some(1)]),
+                    Some(vec![Some(2)]),
+                ])),
+                Arc::new(labels),
+            ],
+        )
+        .expect("batch");
+        let data = encode(&batch, &["k".to_string()]).expect("encode");
+        let reader = SerializedFileReader::new(bytes::Bytes::from(data)).expect("reader");
+        let group = reader.metadata().row_group(0);
+        let with_range: Vec<String> = group
+            .columns()
+            .iter()
+            .filter(|c| c.statistics().is_some_and(|s| s.min_bytes_opt().is_some()))
+            .map(|c| c.column_path().parts()[0].clone())
+            .collect();
+        assert_eq!(with_range, vec!["k", "n", "tags"]);
     }
 
     #[test]
