@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Ingestion benchmark. In one run, on one broker and one topic:
-#   (a) baseline: a plain librdkafka consumer drains the topic and discards it (3 times; the
-#       fastest counts);
-#   (b) Sluice, one node: ingests the topic through the guide's tables until count() = N;
-#   (c) Sluice, three nodes, three replicas: the same, until every replica holds N rows.
-# Prints the rates, the ratios against (a), the nodes' peak RSS and their CPU seconds.
-# Release build.
-#   scripts/bench.sh [N]        (default 1,000,000 events)
+# Ingestion benchmark: what a row costs and how soon it is visible. In one run, on one
+# broker and one topic of N GitHub events of the guide's schema (3 partitions):
+#   - a plain librdkafka drain (`sluice baseline`, best of 3): the floor for fetching;
+#   - decode alone (`sluice bench-decode`): JSONEachRow -> Arrow of the same messages, cut
+#     into blocks as a consumer cuts them, one thread, median of 3;
+#   - chDB (ClickHouse in-process) inserting the same rows, dumped to a JSONEachRow file,
+#     into a MergeTree table of the guide's schema and ORDER BY, one thread;
+#   - Sluice, one node, one replica: the guide's DDL, until count() = N;
+#   - produce -> visible latency on that node (`sluice bench-latency`), the guide's DDL with
+#     default settings on a one-partition topic: 100 rows/s, then 75% of the one-node rate;
+#   - Sluice, three nodes, a three-replica table, per node (the table's Raft leader apart).
+# CPU is user + system of the processes (for the nodes, /proc/PID/stat from CREATE until
+# every node counts N), per row and per JSON payload byte; the nodes' CPU per thread name
+# splits the background (part-merger) from the ingest path, at the end of ingest and again
+# once the nodes are idle. Prints one table, the machine, and each node's peak RSS (VmHWM).
+#   scripts/bench.sh [N]        (default 1,000,000 events; at least 1,000)
 # BENCH_LOG sets the nodes' log filter (default warn); BENCH_KEEP=1 keeps their logs;
-# BENCH_PROFILE names another cargo build profile to measure (default release).
+# BENCH_PROFILE names another cargo build profile to measure (default release);
+# BENCH_LAT_LOW_SECS / BENCH_LAT_HIGH_SECS (25 / 20) how long each latency rate lasts,
+# BENCH_LAT_HIGH_FRACTION (0.75) the high rate as a fraction of the one-node rate;
+# BENCH_PERF=1 records the one-node ingest with perf and prints the top symbols.
+# The events mode uses its own broker (port 29092, BENCH_KAFKA_PORT) and nodes on
+# 127.0.0.1:27070 and 27171-27173.
 #
 # Scale mode: a long load into three nodes with three replicas, then queries, a Raft
 # snapshot transfer and chDB (ClickHouse in-process) on the same rows, side by side.
@@ -143,35 +156,6 @@ write_ddl() {
     scripts/sql/quickstart.sql >"$WORK/ddl-$1.sql"
 }
 
-# ingest GROUP HOSTS...: creates the guide's tables through the first host, waits until every
-# host counts N rows, prints seconds taken.
-ingest() {
-  local group=$1; shift
-  write_ddl "$group"
-  local start end n
-  start=$(date +%s.%N)
-  "$SLUICE" sql --host "$1" -f "$WORK/ddl-$group.sql" >/dev/null
-  for host in "$@"; do
-    while :; do
-      n=$("$SLUICE" sql --host "$host" --format tsv "SELECT count() FROM github")
-      [ "$n" -ge "$N" ] && break
-      for pid in "${PIDS[@]}"; do kill -0 "$pid" || { tail -20 "$WORK"/*.log; exit 1; }; done
-      sleep 0.2
-    done
-  done
-  end=$(date +%s.%N)
-  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }'
-}
-
-peak_rss_mib() {
-  local max=0 kib
-  for pid in "${PIDS[@]}"; do
-    kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-    [ "$kib" -gt "$max" ] && max=$kib
-  done
-  echo $((max / 1024))
-}
-
 # CPU seconds (user + system) the nodes have used so far, all together: steadier than the
 # rate when the machine is shared, and what a change to the ingest path moves.
 cpu_secs() {
@@ -181,14 +165,6 @@ cpu_secs() {
     ticks=$((ticks + t))
   done
   awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
-}
-
-report() {
-  local label=$1 secs=$2 rss=$3 cpu=$4
-  awk -v n="$N" -v s="$secs" -v base="$base_rate" -v rss="$rss" -v cpu="$cpu" -v label="$label" 'BEGIN {
-    rate = n / s
-    printf "%s: %d rows in %.2f s = %.0f rows/s; ratio to baseline %.2f; peak RSS per node %d MiB; node CPU %.1f s\n", label, n, s, rate, rate / base, rss, cpu
-  }'
 }
 
 # ------------------------------------------------------------------------ scale mode ---
@@ -609,34 +585,334 @@ if [ "$MODE" = scale ]; then
   exit 0
 fi
 
-echo "== Kafka on $BROKERS; producing $N events to topic bench (3 partitions)"
-start_kafka
-"$SLUICE" produce --brokers "$BROKERS" --topic bench --partitions 3 --count "$N" --quiet
+# ----------------------------------------------------------------------- events mode ---
 
-# A drain takes a second or two, so one run of it varied from 370 k to 755 k msg/s here; the
-# fastest of three is steadier, and a ratio against it errs low, not high.
-echo "== (a) baseline: librdkafka consumer, discarding; the fastest of 3 runs counts"
-base_rate=0
-for _ in 1 2 3; do
-  line=$("$SLUICE" baseline --brokers "$BROKERS" --topic bench --count "$N")
-  echo "   $line"
-  rate=$(sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$line")
-  if [ "$rate" -gt "$base_rate" ]; then base_rate=$rate; base_line="$line (fastest of 3)"; fi
-done
+# kv FILE KEY: the value of KEY in a key<TAB>value file the subcommands write.
+kv() {
+  local v
+  v=$(awk -F'\t' -v k="$2" '$1 == k { print $2; exit }' "$1" 2>/dev/null) || v=""
+  [ -n "$v" ] || die "$1 has no $2"
+  echo "$v"
+}
 
-echo "== (b) Sluice, one node"
-start_node solo 27070 --bootstrap
-secs=$(ingest bench-1 http://127.0.0.1:27070)
-one=$(report "sluice 1 node" "$secs" "$(peak_rss_mib)" "$(cpu_secs)")
-stop_nodes
+# proc_ticks PID: the process's user + system CPU so far, in clock ticks (its exited
+# threads included); 0 once it is gone.
+proc_ticks() {
+  local line
+  line=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  # The fields after "(comm) ": state is the first, utime and stime the 12th and 13th.
+  line=${line##*) }
+  # shellcheck disable=SC2086
+  set -- $line
+  echo $((${12} + ${13}))
+}
 
-echo "== (c) Sluice, three nodes, three replicas"
-form_cluster 27170
-secs=$(ingest bench-3 http://127.0.0.1:27171 http://127.0.0.1:27172 http://127.0.0.1:27173)
-three=$(report "sluice 3 nodes, 3 replicas" "$secs" "$(peak_rss_mib)" "$(cpu_secs)")
-stop_nodes
+# thread_groups PID: "name ticks" per thread name of the process, the digits at a name's
+# end dropped so that rdk:broker1 and rdk:broker2 count together.
+thread_groups() {
+  local f line comm
+  for f in /proc/"$1"/task/*/stat; do
+    line=$(cat "$f" 2>/dev/null) || continue
+    comm=${line#*(}
+    comm=${comm%)*}
+    comm=${comm// /_}
+    line=${line##*) }
+    # shellcheck disable=SC2086
+    set -- $line
+    echo "$comm $((${12} + ${13}))"
+  done | awk '{ g = $1; sub(/[0-9]+$/, "", g); t[g] += $2 } END { for (g in t) print g, t[g] }' | sort
+}
 
-echo
-echo "$base_line"
-echo "$one"
-echo "$three"
+# cpu_snapshot NAME LABEL: node NAME's process and per-thread-name CPU now, kept as LABEL.
+cpu_snapshot() {
+  local pid=${NODE_PID[$1]}
+  { echo "_process $(proc_ticks "$pid")"; thread_groups "$pid"; } >"$WORK/cpu.$1.$2"
+}
+
+# cpu_delta NAME FROM TO KEY: ticks of KEY (_process, or a thread name) between two
+# snapshots of node NAME; "background" sums the part merger and any snapshot thread.
+cpu_delta() {
+  awk -v k="$4" '
+    function want(g) { return k == "background" ? (g == "part-merger" || g ~ /snap/) : g == k }
+    FNR == NR { if (want($1)) a += $2; next }
+    want($1) { b += $2 }
+    END { d = b - a; print (d > 0 ? d : 0) }' "$WORK/cpu.$1.$2" "$WORK/cpu.$1.$3"
+}
+
+# thread_line NAME FROM TO: the CPU seconds of node NAME's thread names between two
+# snapshots, and of threads that ended in between (the process's rest).
+thread_line() {
+  awk -v hz="$HZ" '
+    FNR == NR { a[$1] = $2; next }
+    $1 == "_process" { p = $2 - a[$1]; next }
+    { d = $2 - a[$1]; if (d > 0) { printf "%s %.2f  ", $1, d / hz; s += d } }
+    END { if (p - s > 0) printf "(ended threads) %.2f", (p - s) / hz; print "" }' "$WORK/cpu.$1.$2" "$WORK/cpu.$1.$3"
+}
+
+# wait_idle NAME...: waits (up to 60 s) until the nodes together use under 5% of a core for
+# three seconds in a row; prints how many seconds that took.
+wait_idle() {
+  local name before after quiet=0 waited=0
+  while [ "$quiet" -lt 3 ] && [ "$waited" -lt 60 ]; do
+    before=0
+    for name in "$@"; do before=$((before + $(proc_ticks "${NODE_PID[$name]}"))); done
+    sleep 1
+    waited=$((waited + 1))
+    after=0
+    for name in "$@"; do after=$((after + $(proc_ticks "${NODE_PID[$name]}"))); done
+    if [ $((after - before)) -le $((HZ / 20)) ]; then quiet=$((quiet + 1)); else quiet=0; fi
+  done
+  echo "$waited"
+}
+
+# ingest_rows DDL HOSTS...: runs DDL through the first host and waits until every host
+# counts N rows; sets INGEST_SECS (from the DDL to the last host's N).
+ingest_rows() {
+  local ddl=$1; shift
+  local start n host name deadline
+  start=$(now_us)
+  "$SLUICE" sql --host "$1" -f "$ddl" >/dev/null 2>>"$WORK/sql.err" || {
+    tail -5 "$WORK/sql.err" >&2
+    die "the DDL failed on $1"
+  }
+  deadline=$((start + ${BENCH_INGEST_TIMEOUT:-1800} * 1000000))
+  for host in "$@"; do
+    while :; do
+      n=$(count_rows "$host")
+      [ "$n" != "?" ] && [ "$n" -ge "$N" ] && break
+      check_nodes_alive
+      [ "$(now_us)" -lt "$deadline" ] || die "$host counts $n of $N rows after ${BENCH_INGEST_TIMEOUT:-1800} s"
+      sleep 0.1
+    done
+  done
+  INGEST_SECS=$(awk -v a="$start" -v b="$(now_us)" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')
+}
+
+# Arithmetic for the table: ticks or nanoseconds to CPU-µs per row and ns per JSON byte.
+us_per_row() { awk -v t="$1" -v hz="$HZ" -v n="$N" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'; }
+ns_per_byte() { awk -v t="$1" -v hz="$HZ" -v b="$JSON_BYTES" 'BEGIN { printf "%.2f", t / hz * 1e9 / b }'; }
+ns_us_per_row() { awk -v ns="$1" -v n="$N" 'BEGIN { printf "%.2f", ns / 1e3 / n }'; }
+ns_ns_per_byte() { awk -v ns="$1" -v b="$JSON_BYTES" 'BEGIN { printf "%.2f", ns / b }'; }
+rate_of() { awk -v n="$N" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+hwm_mib() { echo $(($(proc_kib "${NODE_PID[$1]}" VmHWM) / 1024)); }
+
+TABLE=()
+# trow CASE RATE CPU_US NS_BYTE RSS NOTE: a line of the final table.
+trow() { TABLE+=("$(printf '%-40s %10s %11s %8s %9s  %s' "$@")"); }
+
+# lat_ddl NAME TOPIC: the guide's DDL with its tables named NAME_queue, NAME, NAME_mv, for
+# TOPIC, in $WORK/ddl-NAME.sql.
+lat_ddl() {
+  sed -e "s/\${KAFKA_BROKERS}/$BROKERS/" -e "s/\${KAFKA_TOPIC}/$2/" -e "s/\${KAFKA_GROUP}/$1/" \
+    -e "s/\bgithub_queue\b/$1_queue/g" -e "s/\bgithub_mv\b/$1_mv/g" -e "s/\bgithub\b/$1/g" \
+    scripts/sql/quickstart.sql >"$WORK/ddl-$1.sql"
+  if grep -v '^--' "$WORK/ddl-$1.sql" | grep -q github; then die "could not rename the guide's tables for $1"; fi
+}
+
+# latency NAME RATE SECONDS HOST: a table set NAME on a new one-partition topic, then
+# bench-latency into it; its results in $WORK/lat-NAME.tsv.
+latency() {
+  local name=$1 rate=$2 secs=$3 host=$4 topic="bench-$1" used
+  bash scripts/kafka.sh topic-create "$topic" 1 >/dev/null || die "could not create topic $topic"
+  lat_ddl "$name" "$topic"
+  "$SLUICE" sql --host "$host" -f "$WORK/ddl-$name.sql" >/dev/null 2>>"$WORK/sql.err" || {
+    tail -5 "$WORK/sql.err" >&2
+    die "the DDL of $name failed"
+  }
+  # Producing starts once the table's consumer runs, so the first rows do not wait for it.
+  for _ in $(seq 1 300); do
+    used=$(sqlq "$host" "SELECT count() FROM system.kafka_consumers WHERE \"table\" = '${name}_queue' AND is_currently_used") || used=0
+    [ "${used:-0}" -ge 1 ] 2>/dev/null && break
+    sleep 0.1
+  done
+  [ "${used:-0}" -ge 1 ] 2>/dev/null || die "no consumer of ${name}_queue runs after 30 s"
+  sleep 1
+  "$SLUICE" bench-latency --host "$host" --brokers "$BROKERS" --topic "$topic" --table "$name" \
+    --rate "$rate" --seconds "$secs" --stats "$WORK/lat-$name.tsv" | sed 's/^/   /' ||
+    die "bench-latency failed ($name at $rate rows/s)"
+  [ -s "$WORK/lat-$name.tsv" ] || die "bench-latency wrote no results for $name"
+}
+
+events_mode() {
+  [[ $N =~ ^[0-9]+$ ]] && [ "$N" -ge 1000 ] || die "N takes a whole number of events, at least 1000 (got '$N')"
+  HZ=$(getconf CLK_TCK)
+  local machine
+  machine="$(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+  echo "== machine: $machine; $(date -u '+%Y-%m-%d %H:%M UTC')"
+
+  echo "== Kafka on $BROKERS; producing $N events to topic bench (3 partitions)"
+  start_kafka
+  "$SLUICE" produce --brokers "$BROKERS" --topic bench --partitions 3 --count "$N" --quiet ||
+    die "sluice produce failed"
+
+  # -- the floor: a plain librdkafka drain, best of 3 (a drain lasts a second or two, so
+  # one run varies a lot on a shared machine) --
+  echo "== librdkafka drain (sluice baseline), 3 runs"
+  local i best_cpu="" best_rate=0 r c
+  for i in 1 2 3; do
+    "$SLUICE" baseline --brokers "$BROKERS" --topic bench --count "$N" --stats "$WORK/base-$i.tsv" |
+      sed 's/^/   /' || die "sluice baseline failed"
+    c=$(kv "$WORK/base-$i.tsv" cpu_ns)
+    r=$(awk -v n="$N" -v w="$(kv "$WORK/base-$i.tsv" wall_ns)" 'BEGIN { printf "%.0f", n / (w / 1e9) }')
+    if [ -z "$best_cpu" ] || [ "$c" -lt "$best_cpu" ]; then best_cpu=$c; fi
+    if [ "$r" -gt "$best_rate" ]; then best_rate=$r; fi
+  done
+  JSON_BYTES=$(kv "$WORK/base-1.tsv" json_bytes)
+  [ "$JSON_BYTES" -gt 0 ] || die "the topic's payloads hold no bytes"
+  trow "librdkafka drain (sluice baseline)" "$best_rate" "$(ns_us_per_row "$best_cpu")" \
+    "$(ns_ns_per_byte "$best_cpu")" "-" "fetch only; best of 3"
+
+  # -- decode alone, and the dump chDB loads --
+  echo "== decode alone: JSONEachRow -> Arrow, blocks as a consumer cuts them, 1 thread"
+  local json="$WORK/events.json"
+  "$SLUICE" bench-decode --brokers "$BROKERS" --topic bench --count "$N" --runs 3 --dump "$json" \
+    --stats "$WORK/decode.tsv" | sed 's/^/   /' || die "sluice bench-decode failed"
+  [ "$(kv "$WORK/decode.tsv" json_bytes)" = "$JSON_BYTES" ] ||
+    die "bench-decode read $(kv "$WORK/decode.tsv" json_bytes) payload bytes, the drain $JSON_BYTES"
+  c=$(kv "$WORK/decode.tsv" cpu_ns)
+  trow "decode alone (1 thread)" \
+    "$(awk -v n="$N" -v w="$(kv "$WORK/decode.tsv" wall_ns)" 'BEGIN { printf "%.0f", n / (w / 1e9) }')" \
+    "$(ns_us_per_row "$c")" "$(ns_ns_per_byte "$c")" "-" "median of 3; $(kv "$WORK/decode.tsv" blocks) blocks"
+
+  # -- ClickHouse on the same rows --
+  echo "== chDB: INSERT of the same rows (the dump) into a MergeTree table, 1 thread"
+  local lines
+  lines=$(wc -l <"$json")
+  [ "$lines" = "$N" ] || die "the dump holds $lines lines, not $N"
+  python3 scripts/bench_chdb.py --insert-only --json "$json" --rows "$N" --dir "$WORK/chdb" \
+    --out "$WORK/chdb.tsv" | sed 's/^/   /' || die "chDB's insert failed"
+  rm -rf "$json" "$WORK/chdb"
+  c=$(awk -v s="$(kv "$WORK/chdb.tsv" insert_cpu_secs)" 'BEGIN { printf "%.0f", s * 1e9 }')
+  local chdb_label
+  chdb_label="chDB $(kv "$WORK/chdb.tsv" chdb_version) INSERT, MergeTree (1 thread)"
+  trow "$chdb_label" "$(rate_of "$(kv "$WORK/chdb.tsv" insert_secs)")" "$(ns_us_per_row "$c")" \
+    "$(ns_ns_per_byte "$c")" "$(($(kv "$WORK/chdb.tsv" peak_rss_kib) / 1024))" \
+    "ClickHouse $(kv "$WORK/chdb.tsv" clickhouse_version); parse, sort, compress, write"
+
+  # -- one node, one replica --
+  echo "== Sluice, one node, one replica: the guide's tables over topic bench"
+  NAMES=(solo)
+  local solo=http://127.0.0.1:27070
+  start_node solo 27070 --bootstrap
+  [ -s "$WORK/solo/grpc-address" ] || die "node solo did not start; its log: $WORK/solo.log"
+  write_ddl bench-1
+  local perf_pid=""
+  if [ "${BENCH_PERF:-0}" = 1 ]; then
+    command -v perf >/dev/null 2>&1 || die "BENCH_PERF=1 needs perf"
+    perf record -q -F 499 -g -p "${NODE_PID[solo]}" -o "$WORK/perf.data" 2>"$WORK/perf.err" &
+    perf_pid=$!
+    BG_PIDS+=("$perf_pid")
+    sleep 1
+  fi
+  cpu_snapshot solo start
+  ingest_rows "$WORK/ddl-bench-1.sql" "$solo"
+  cpu_snapshot solo ingested
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    forget_bg "$perf_pid"
+    echo "   perf, one node during ingest (BENCH_PERF=1; its CPU figures carry perf's cost), top 15 symbols by self time:"
+    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+      grep -E '^ +[0-9.]+%' | head -15 | sed 's/^/     /' || true
+  fi
+  local one_secs=$INGEST_SECS one_rate idle
+  one_rate=$(rate_of "$one_secs")
+  echo "   $N rows in $one_secs s = $one_rate rows/s"
+  idle=$(wait_idle solo)
+  cpu_snapshot solo idle
+  echo "   idle after $idle s more"
+  echo "   threads, CPU s during ingest: $(thread_line solo start ingested)"
+  echo "   threads, CPU s after ingest:  $(thread_line solo ingested idle)"
+  local all bg ingest_path after bg_after
+  all=$(cpu_delta solo start ingested _process)
+  bg=$(cpu_delta solo start ingested background)
+  after=$(cpu_delta solo ingested idle _process)
+  bg_after=$(cpu_delta solo ingested idle background)
+  ingest_path=$((all - bg))
+  trow "Sluice 1 node, 1 replica: all-in" "$one_rate" "$(us_per_row "$all")" "$(ns_per_byte "$all")" \
+    "$(hwm_mib solo)" "CREATE -> count() = N; ${one_secs} s"
+  trow "  ingest path (all-in - background)" "" "$(us_per_row "$ingest_path")" "$(ns_per_byte "$ingest_path")" "" ""
+  trow "  background (part-merger) in ingest" "" "$(us_per_row "$bg")" "$(ns_per_byte "$bg")" "" ""
+  trow "  after ingest, until idle (${idle} s)" "" "$(us_per_row "$after")" "$(ns_per_byte "$after")" "" \
+    "of which part-merger $(us_per_row "$bg_after") µs/row"
+
+  # -- produce -> visible latency on the same node, default settings --
+  local low_secs=${BENCH_LAT_LOW_SECS:-25} high_secs=${BENCH_LAT_HIGH_SECS:-20}
+  local high_rate
+  high_rate=$(awk -v r="$one_rate" -v f="${BENCH_LAT_HIGH_FRACTION:-0.75}" 'BEGIN { printf "%.0f", r * f }')
+  echo "== produce -> visible latency on the one node, the guide's DDL (defaults), one partition"
+  latency lat_low 100 "$low_secs" "$solo"
+  latency lat_high "$high_rate" "$high_secs" "$solo"
+  local solo_rss
+  solo_rss=$(hwm_mib solo)
+  stop_nodes
+
+  # -- three nodes, three replicas --
+  echo "== Sluice, three nodes, three replicas"
+  NAMES=(n1 n2 n3)
+  local hosts=(http://127.0.0.1:27171 http://127.0.0.1:27172 http://127.0.0.1:27173) members
+  form_cluster 27170
+  members=$(sqlq "${hosts[0]}" "SELECT count() FROM system.replicas WHERE error = ''") || members=0
+  [ "$members" = 3 ] || die "the cluster did not form (n1 sees ${members:-0} healthy members); logs in $WORK"
+  write_ddl bench-3
+  local name
+  for name in "${NAMES[@]}"; do cpu_snapshot "$name" start; done
+  ingest_rows "$WORK/ddl-bench-3.sql" "${hosts[@]}"
+  for name in "${NAMES[@]}"; do cpu_snapshot "$name" ingested; done
+  local three_secs=$INGEST_SECS leader consumers
+  echo "   $N rows on every node in $three_secs s = $(rate_of "$three_secs") rows/s"
+  leader=$(sqlq "${hosts[0]}" "SELECT leader FROM system.raft_groups WHERE \"table\" = 'github'") || leader="?"
+  consumers=$(sqlq "${hosts[0]}" "SELECT node, num_messages_read FROM system.kafka_consumers WHERE \"table\" = 'github_queue' ORDER BY node" |
+    awk '{ n[$1] += 1; m[$1] += $2 } END { for (k in n) printf "%s:%d ", k, m[k] }') || consumers=""
+  echo "   github's Raft leader: ${leader:-?}; messages read per node: ${consumers:-?}"
+  idle=$(wait_idle "${NAMES[@]}")
+  for name in "${NAMES[@]}"; do cpu_snapshot "$name" idle; done
+  echo "   idle after $idle s more"
+  local sum=0 sum_bg=0 sum_after=0 sum_bg_after=0 max_rss=0 role rss msgs
+  for name in "${NAMES[@]}"; do
+    echo "   $name threads, CPU s during ingest: $(thread_line "$name" start ingested)"
+  done
+  for name in "${NAMES[@]}"; do
+    all=$(cpu_delta "$name" start ingested _process)
+    bg=$(cpu_delta "$name" start ingested background)
+    sum=$((sum + all))
+    sum_bg=$((sum_bg + bg))
+    sum_after=$((sum_after + $(cpu_delta "$name" ingested idle _process)))
+    sum_bg_after=$((sum_bg_after + $(cpu_delta "$name" ingested idle background)))
+    rss=$(hwm_mib "$name")
+    [ "$rss" -gt "$max_rss" ] && max_rss=$rss
+    if [ "$name" = "$leader" ]; then role=leader; else role=follower; fi
+    msgs=$(tr ' ' '\n' <<<"$consumers" | awk -F: -v n="$name" '$1 == n { print $2 }')
+    trow "  $name ($role)" "" "$(us_per_row "$all")" "$(ns_per_byte "$all")" "$rss" \
+      "consumed ${msgs:-0} msgs; part-merger $(us_per_row "$bg") µs/row"
+  done
+  local three_rows=("${TABLE[@]: -3}")
+  TABLE=("${TABLE[@]:0:${#TABLE[@]}-3}")
+  trow "Sluice 3 nodes, 3 replicas: sum" "$(rate_of "$three_secs")" "$(us_per_row "$sum")" \
+    "$(ns_per_byte "$sum")" "$max_rss" "CREATE -> every node counts N; ${three_secs} s"
+  TABLE+=("${three_rows[@]}")
+  trow "  background (part-merger), 3 nodes" "" "$(us_per_row "$sum_bg")" "$(ns_per_byte "$sum_bg")" "" \
+    "in ingest; after ingest $(us_per_row "$sum_bg_after")"
+  trow "  after ingest, until idle, 3 nodes" "" "$(us_per_row "$sum_after")" "$(ns_per_byte "$sum_after")" "" ""
+  stop_nodes
+
+  # -- the table --
+  echo
+  echo "== Sluice $PROFILE, $N events of the guide's schema, $(awk -v b="$JSON_BYTES" -v n="$N" 'BEGIN { printf "%.0f", b / n }') JSON bytes/row ($(date -u '+%Y-%m-%d'))"
+  echo "   machine: $machine"
+  echo "   CPU = user + system of the process(es) (Sluice nodes: from CREATE until count() = N); ns/byte per JSON payload byte"
+  printf '%-40s %10s %11s %8s %9s  %s\n' "case" "rows/s" "CPU-µs/row" "ns/byte" "RSS MiB" "notes"
+  printf '%s\n' "${TABLE[@]}"
+  echo
+  printf '%-40s %10s %9s %9s %9s\n' "produce -> visible (one partition)" "rows/s" "p50 ms" "p99 ms" "max ms"
+  local l
+  for l in lat_low lat_high; do
+    printf '%-40s %10s %9s %9s %9s\n' \
+      "$l: asked $(kv "$WORK/lat-$l.tsv" rate_asked | awk '{ printf "%.0f", $1 }') rows/s, $(kv "$WORK/lat-$l.tsv" rows) rows" \
+      "$(kv "$WORK/lat-$l.tsv" rate | awk '{ printf "%.0f", $1 }')" "$(kv "$WORK/lat-$l.tsv" p50_ms)" \
+      "$(kv "$WORK/lat-$l.tsv" p99_ms)" "$(kv "$WORK/lat-$l.tsv" max_ms)"
+  done
+  echo "   (1 node, peak RSS $solo_rss MiB after both; count() polled every 10 ms; rows sent paced, each timed when handed to librdkafka)"
+}
+
+events_mode

@@ -8,6 +8,9 @@ of this process while the query ran (VmRSS sampled every 50 ms).
 
     scripts/bench_chdb.py --json events.json --rows N --dir SESSION_DIR --out results.tsv
 
+With --insert-only it measures the INSERT alone, for the events benchmark's CPU per row:
+the CPU time (user + system, resource.getrusage) this process spends in it, all threads.
+
 The schema and the ORDER BY are read from scripts/sql/quickstart.sql, so they are the ones
 Sluice's tables get. `--out` receives `key<TAB>value` lines that scripts/bench.sh reads.
 Installs chdb with pip when it is missing.
@@ -17,6 +20,7 @@ import argparse
 import importlib
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -127,7 +131,12 @@ def main():
     ap.add_argument("--out", help="key<TAB>value results for scripts/bench.sh")
     ap.add_argument("--ddl", default=os.path.join(os.path.dirname(__file__), "sql", "quickstart.sql"))
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--insert-only", action="store_true", help="measure the INSERT's CPU, then stop")
     args = ap.parse_args()
+    if args.rows < 1 or args.runs < 1:
+        ap.error("--rows and --runs take positive integers")
+    if not os.path.isfile(args.json):
+        ap.error(f"--json {args.json}: no such file")
 
     ensure_chdb()
     importlib.invalidate_caches()
@@ -156,13 +165,28 @@ def main():
 
     structure = columns.replace("\\", "\\\\").replace("'", "\\'")
     path = os.path.abspath(args.json).replace("'", "\\'")
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     with RssSampler() as load_rss:
         q(f"INSERT INTO github SELECT * FROM file('{path}', 'JSONEachRow', '{structure}')")
     load_secs = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_secs = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rows = int(str(q("SELECT count() FROM github")).strip())
     if rows != args.rows:
         raise SystemExit(f"chDB holds {rows} rows, expected {args.rows}")
+    if args.insert_only:
+        print(f"chdb: INSERT of {rows} rows in {load_secs:.2f} s = {rows / load_secs:.0f} rows/s "
+              f"(1 thread); CPU {cpu_secs:.2f} s = {cpu_secs * 1e6 / rows:.2f} µs/row; "
+              f"peak RSS {load_rss.peak // 1024} MiB", flush=True)
+        results.update(rows=rows, insert_secs=f"{load_secs:.3f}", insert_cpu_secs=f"{cpu_secs:.3f}",
+                       peak_rss_kib=load_rss.peak)
+        sess.close()
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                for k, v in results.items():
+                    f.write(f"{k}\t{v}\n")
+        return
     results.update(rows=rows, load_secs=f"{load_secs:.3f}", load_peak_rss_kib=load_rss.peak)
     print(f"chdb: loaded {rows} rows in {load_secs:.1f} s = {rows / load_secs:.0f} rows/s "
           f"(1 thread), peak RSS {load_rss.peak // 1024} MiB", flush=True)

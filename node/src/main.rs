@@ -42,6 +42,12 @@ enum Command {
     Baseline(cli::baseline::BaselineArgs),
     /// Produce sample GitHub events (the guide's schema) to a Kafka topic.
     Produce(cli::produce::ProduceArgs),
+    /// Benchmark: the CPU of decoding a topic's messages alone, on one thread.
+    #[command(hide = true)]
+    BenchDecode(cli::bench_decode::BenchDecodeArgs),
+    /// Benchmark: produce -> visible latency at a steady rate.
+    #[command(hide = true)]
+    BenchLatency(cli::bench_latency::BenchLatencyArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -92,6 +98,8 @@ fn main() -> std::process::ExitCode {
                         Command::Drain(args) => cli::drain::run(args).await,
                         Command::Baseline(args) => cli::baseline::run(args).await,
                         Command::Produce(args) => cli::produce::run(args).await.map(|_| ()),
+                        Command::BenchDecode(args) => cli::bench_decode::run(args).await,
+                        Command::BenchLatency(args) => cli::bench_latency::run(args).await,
                         Command::Node(_) => Ok(()),
                     }
                 }),

@@ -1,13 +1,17 @@
-//! `sluice baseline`: the benchmark's baseline. A plain librdkafka consumer reads every
-//! partition of a topic from the beginning and discards the messages, so Sluice's
-//! ingestion rate can be reported as a ratio against it.
+//! `sluice baseline`: the benchmark's floor for fetching. A plain librdkafka consumer reads
+//! every partition of a topic from the beginning and discards the messages; the CPU it
+//! spends per message is what any consumer of the topic pays before parsing a byte. It
+//! also counts the messages' payload bytes, the JSON bytes the benchmark divides by.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::bench::{process_cpu, Stats};
 
 #[derive(clap::Args, Debug)]
 pub struct BaselineArgs {
@@ -21,6 +25,9 @@ pub struct BaselineArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Also write the results as key<TAB>value lines to this file.
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
 }
 
 pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
@@ -30,6 +37,7 @@ pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
 }
 
 fn drain(args: &BaselineArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.count > 0, "--count must be at least 1");
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .set("group.id", "sluice-bench-baseline")
@@ -51,6 +59,7 @@ fn drain(args: &BaselineArgs) -> anyhow::Result<()> {
         tpl.add_partition_offset(&args.topic, p as i32, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
+    let cpu_start = process_cpu()?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.timeout_secs);
     let mut seen = 0u64;
@@ -67,11 +76,21 @@ fn drain(args: &BaselineArgs) -> anyhow::Result<()> {
             seen += 1;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    let wall = start.elapsed();
+    let cpu = process_cpu()?.saturating_sub(cpu_start);
+    let secs = wall.as_secs_f64();
     println!(
-        "baseline: {seen} messages ({:.1} MiB) in {secs:.2} s = {:.0} msg/s",
+        "baseline: {seen} messages ({:.1} MiB) in {secs:.2} s = {:.0} msg/s; CPU {:.2} s = {:.2} µs/msg",
         bytes as f64 / 1_048_576.0,
-        seen as f64 / secs
+        seen as f64 / secs,
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / seen as f64
     );
+    Stats::default()
+        .add("rows", seen)
+        .add("json_bytes", bytes)
+        .add("cpu_ns", cpu.as_nanos())
+        .add("wall_ns", wall.as_nanos())
+        .write(args.stats.as_deref())?;
     Ok(())
 }

@@ -55,10 +55,23 @@ pub struct ProduceReport {
 
 /// Counts delivery reports; the first failure is kept to report it.
 #[derive(Default)]
-struct DeliveryCounter {
+pub(crate) struct DeliveryCounter {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+}
+
+impl DeliveryCounter {
+    /// How many messages failed, and the first failure's error.
+    pub(crate) fn failures(&self) -> (u64, String) {
+        let first = self
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default();
+        (self.failed.load(Ordering::Relaxed), first)
+    }
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -93,7 +106,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<ProduceReport> {
         .context("the producer task failed")?
 }
 
-async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+pub(crate) async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -175,14 +192,8 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<ProduceReport> {
         .with_context(|| format!("waiting for {} to acknowledge the messages", args.brokers))?;
     bar.finish();
     let context = producer.context();
-    let failed = context.failed.load(Ordering::Relaxed);
+    let (failed, first) = context.failures();
     if failed > 0 {
-        let first = context
-            .first_error
-            .lock()
-            .ok()
-            .and_then(|f| f.clone())
-            .unwrap_or_default();
         anyhow::bail!(
             "{failed} messages were not delivered to {}: {first}",
             args.topic
@@ -215,7 +226,7 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<ProduceReport> {
 }
 
 /// Sends one message, waiting for room in librdkafka's queue when it is full.
-fn send(
+pub(crate) fn send(
     producer: &BaseProducer<DeliveryCounter>,
     topic: &str,
     partition: i32,
