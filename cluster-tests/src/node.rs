@@ -82,6 +82,29 @@ pub fn free_port_run(count: u16) -> anyhow::Result<u16> {
     anyhow::bail!("no {count} free ports in a row in {PORTS:?}")
 }
 
+/// Runs `sluice sql` against `host` with `args`, `stdin` on its standard input.
+pub fn sluice_sql(host: &str, args: &[&str], stdin: &[u8]) -> anyhow::Result<std::process::Output> {
+    let mut child = Command::new(binary()?)
+        .arg("sql")
+        .args(["--host", host])
+        .args(args)
+        .env_remove("SLUICE_HOST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running sluice sql")?;
+    let mut input = child.stdin.take().context("no stdin")?;
+    let data = stdin.to_vec();
+    // Written from a thread: the client reads while it sends.
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &data));
+    let output = child.wait_with_output().context("waiting for sluice sql")?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread failed"))??;
+    Ok(output)
+}
+
 impl Node {
     /// Starts a one-node cluster in a fresh data dir.
     pub async fn start(name: &str) -> anyhow::Result<Node> {

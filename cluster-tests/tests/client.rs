@@ -3,33 +3,11 @@
 //! from a `FORMAT` clause; DDL quiet when piped; and the exit codes that tell a refused
 //! statement from a missing node.
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use anyhow::Context as _;
-use cluster_tests::node::{binary, free_port};
+use cluster_tests::node::{free_port, sluice_sql};
 use cluster_tests::Node;
-
-/// Runs `sluice sql` with `args` against `host`, `stdin` on its standard input.
-fn sql(host: &str, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
-    let mut child = Command::new(binary()?)
-        .arg("sql")
-        .args(["--host", host])
-        .args(args)
-        .env_remove("SLUICE_HOST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running sluice sql")?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(stdin.as_bytes())
-        .context("writing to sluice sql")?;
-    child.wait_with_output().context("waiting for sluice sql")
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -37,7 +15,7 @@ fn stdout(output: &Output) -> String {
 
 /// The output of a successful run.
 fn ok(host: &str, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let output = sql(host, args, stdin)?;
+    let output = sluice_sql(host, args, stdin.as_bytes())?;
     anyhow::ensure!(
         output.status.success(),
         "sluice sql {args:?}: {:?}\n{}",
@@ -118,18 +96,18 @@ async fn sluice_sql_behaves_like_clickhouse_client() -> anyhow::Result<()> {
     );
 
     // Exit codes: 2 for a statement the node refuses, 3 when no node answers.
-    let refused = sql(host, &["-q", "SELEC 1"], "")?;
+    let refused = sluice_sql(host, &["-q", "SELEC 1"], b"")?;
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
-    let missing = sql(host, &["-q", "SELECT * FROM nowhere"], "")?;
+    let missing = sluice_sql(host, &["-q", "SELECT * FROM nowhere"], b"")?;
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("nowhere"),
         "{missing:?}"
     );
-    let unknown = sql(host, &["-q", "SELECT 1", "--format", "Parquet"], "")?;
+    let unknown = sluice_sql(host, &["-q", "SELECT 1", "--format", "Parquet"], b"")?;
     assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
     let closed = format!("127.0.0.1:{}", free_port()?);
-    let unreachable = sql(&closed, &["-q", "SELECT 1"], "")?;
+    let unreachable = sluice_sql(&closed, &["-q", "SELECT 1"], b"")?;
     assert_eq!(unreachable.status.code(), Some(3), "{unreachable:?}");
     // The port alone can name the node.
     let port = host.rsplit(':').next().context("a port")?;

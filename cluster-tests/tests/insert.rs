@@ -5,12 +5,11 @@
 //! and `sluice sql` sending rows from standard input and from a script, with a bad
 //! value named by row and column.
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cluster_tests::node::binary;
+use cluster_tests::node::sluice_sql;
 use cluster_tests::{wait_for, Node, TestCluster};
 
 /// Rows `first..first + n` as CSV: `id,name,score`.
@@ -240,29 +239,6 @@ async fn inserts_deduplicate_by_block_and_by_token() -> anyhow::Result<()> {
     );
     assert_eq!(count().await?, 20);
     Ok(())
-}
-
-/// Runs `sluice sql` against `host` with `args`, `stdin` on its standard input.
-fn sluice_sql(host: &str, args: &[&str], stdin: &[u8]) -> anyhow::Result<Output> {
-    let mut child = Command::new(binary()?)
-        .arg("sql")
-        .args(["--host", host])
-        .args(args)
-        .env_remove("SLUICE_HOST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running sluice sql")?;
-    let mut input = child.stdin.take().context("no stdin")?;
-    let data = stdin.to_vec();
-    // Written from a thread: the client reads while it sends.
-    let writer = std::thread::spawn(move || input.write_all(&data));
-    let output = child.wait_with_output().context("waiting for sluice sql")?;
-    writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the writer thread failed"))??;
-    Ok(output)
 }
 
 fn ok(output: Output) -> anyhow::Result<String> {

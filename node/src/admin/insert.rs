@@ -24,9 +24,9 @@ use crate::catalog::{Catalog, Column, TableDef};
 use crate::cluster::{Cluster, ClusterError};
 use crate::format::stream_rows::{RowSplitter, SplitError};
 use crate::format::{decode_rows, FormatError, RawMessage};
-use crate::ingest::route::push_targets;
+use crate::ingest::route;
 use crate::ingest::sink::{KafkaSink, SinkError};
-use crate::query::views::{conform, run_view_to_kafka};
+use crate::query::views::conform;
 use crate::query::QueryError;
 use crate::table::block::BlockHash;
 use crate::table::part::PartError;
@@ -338,21 +338,13 @@ impl<'a> InsertTarget<'a> {
     /// Sends a block through the views from the table into Kafka tables, before it is
     /// stored: a failure fails the insert, whose retry sends it again.
     async fn push(&self, rows: &RecordBatch) -> Result<(), InsertError> {
-        for (view, target) in push_targets(&self.catalog, &self.table.name) {
-            let failed = |reason: String| InsertError::Push {
+        route::push(&self.catalog, self.sink, self.table, rows)
+            .await
+            .map_err(|f| InsertError::Push {
                 table: self.table.name.clone(),
-                view: view.name.clone(),
-                reason,
-            };
-            let (out, envelope) = run_view_to_kafka(view, self.table, target, rows.clone())
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            self.sink
-                .send(target, &out, envelope.as_ref())
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-        }
-        Ok(())
+                view: f.view,
+                reason: f.reason,
+            })
     }
 }
 

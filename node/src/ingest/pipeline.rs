@@ -26,7 +26,7 @@ use super::resume::{
     first_needed, group_position, group_start, needs_group_offset, rows_from, start_offset,
     stored_position,
 };
-use super::route::push_targets;
+use super::route;
 use super::sink::KafkaSink;
 use super::status::{ConsumerKey, ConsumerStatus};
 use super::watermarks::{WatermarkSchedule, FETCH_TIMEOUT, QUIET_REFRESH_EVERY, REFRESH_EVERY};
@@ -34,7 +34,7 @@ use super::{verdict, IngestError, Replica};
 use crate::catalog::{TableDef, ViewDef};
 use crate::dead_letters::DeadLetter;
 use crate::format::{allowance, decode_block, BrokenMessage, DecodedBlock, RawMessage};
-use crate::query::views::{run_view, run_view_to_kafka};
+use crate::query::views::run_view;
 use crate::state::NodeState;
 use crate::table::{Block, PositionKey, SourceRange};
 
@@ -548,25 +548,13 @@ impl PartitionJob {
 
     /// Sends `rows`, new in `table`, through every view from `table` into a Kafka table.
     async fn push(&self, table: &TableDef, rows: &RecordBatch) -> Result<(), IngestError> {
-        if rows.num_rows() == 0 {
-            return Ok(());
-        }
-        let catalog = self.state.catalog();
-        for (view, target) in push_targets(&catalog, &table.name) {
-            let failed = |reason: String| IngestError::Push {
+        route::push(&self.state.catalog(), &self.sink, table, rows)
+            .await
+            .map_err(|f| IngestError::Push {
                 key: Box::new(self.key.clone()),
-                view: view.name.clone(),
-                reason,
-            };
-            let (out, envelope) = run_view_to_kafka(view, table, target, rows.clone())
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            self.sink
-                .send(target, &out, envelope.as_ref())
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-        }
-        Ok(())
+                view: f.view,
+                reason: f.reason,
+            })
     }
 
     fn position_key(&self, view: &ViewDef) -> PositionKey {

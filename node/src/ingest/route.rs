@@ -1,12 +1,49 @@
-//! Where the rows a consumer stored go next. A view reading the table they went to,
-//! whose target is a Kafka table, sends them on to that table's topic; the consumer runs
-//! no other view over them.
+//! Where the rows a consumer or an INSERT stored go next. A view reading the table they
+//! went to, whose target is a Kafka table, sends them on to that table's topic; no other
+//! view runs over them.
 
+use arrow::array::RecordBatch;
+
+use super::sink::KafkaSink;
 use crate::catalog::{Catalog, TableDef, ViewDef};
+use crate::query::views::run_view_to_kafka;
+
+/// A view that could not send rows to its Kafka table, and why.
+#[derive(Debug)]
+pub struct PushFailure {
+    pub view: String,
+    pub reason: String,
+}
+
+/// Sends `rows`, new in `table`, through every view from `table` into a Kafka table (see
+/// `push_targets`), stopping at the first that fails.
+pub async fn push(
+    catalog: &Catalog,
+    sink: &KafkaSink,
+    table: &TableDef,
+    rows: &RecordBatch,
+) -> Result<(), PushFailure> {
+    if rows.num_rows() == 0 {
+        return Ok(());
+    }
+    for (view, target) in push_targets(catalog, &table.name) {
+        let failed = |reason: String| PushFailure {
+            view: view.name.clone(),
+            reason,
+        };
+        let (out, envelope) = run_view_to_kafka(view, table, target, rows.clone())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        sink.send(target, &out, envelope.as_ref())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(())
+}
 
 /// The views from `table` that send its new rows to Kafka, each with its Kafka target, in
 /// view name order. A view whose target is gone or not a Kafka table is left out.
-pub fn push_targets<'a>(catalog: &'a Catalog, table: &str) -> Vec<(&'a ViewDef, &'a TableDef)> {
+fn push_targets<'a>(catalog: &'a Catalog, table: &str) -> Vec<(&'a ViewDef, &'a TableDef)> {
     catalog
         .views_of(table)
         .into_iter()

@@ -5,55 +5,16 @@
 use std::sync::Arc;
 
 use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 
-use super::parts_scan::scan_parts;
+use super::parts_scan::PartsTable;
 use crate::catalog::alter::{AlterAction, ColumnPosition};
 use crate::catalog::{
     Catalog, CatalogCommand, ChType, Column, Engine, MergeTreeSettings, TableDef,
 };
 use crate::table::part::{self, PartMeta};
 use crate::table::{Part, PartRef};
-
-/// The table as a query sees it, reading its parts with `TableDef::read_schema`.
-#[derive(Debug)]
-struct Parts {
-    def: TableDef,
-    parts: Vec<PartRef>,
-}
-
-#[async_trait]
-impl TableProvider for Parts {
-    fn schema(&self) -> SchemaRef {
-        self.def.arrow_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(scan_parts(
-            state,
-            "t",
-            &self.def.read_schema(),
-            self.parts.clone(),
-            projection,
-            limit,
-        )?)
-    }
-}
 
 fn table() -> TableDef {
     let column = |name: &str, ty| Column {
@@ -109,8 +70,9 @@ async fn answer(def: &TableDef, parts: &[PartRef], sql: &str) -> Result<String, 
     let ctx = SessionContext::new_with_config(crate::query::session_config(2));
     ctx.register_table(
         "t",
-        Arc::new(Parts {
-            def: def.clone(),
+        Arc::new(PartsTable {
+            schema: def.arrow_schema(),
+            read_schema: def.read_schema(),
             parts: parts.to_vec(),
         }),
     )

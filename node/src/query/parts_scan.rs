@@ -349,6 +349,46 @@ impl AsyncFileReader for PinnedReader {
     }
 }
 
+/// A replica's parts as a table, scanned as a stored table scans them, for tests:
+/// `schema` is what queries see, `read_schema` how the parts are read (the two differ
+/// once an ALTER has renamed, added or dropped columns).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct PartsTable {
+    pub schema: SchemaRef,
+    pub read_schema: SchemaRef,
+    pub parts: Vec<PartRef>,
+}
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for PartsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(scan_parts(
+            state,
+            "t",
+            &self.read_schema,
+            self.parts.clone(),
+            projection,
+            limit,
+        )?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,10 +396,7 @@ mod tests {
     use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::util::pretty::pretty_format_batches;
-    use async_trait::async_trait;
-    use datafusion::catalog::TableProvider;
     use datafusion::datasource::MemTable;
-    use datafusion::logical_expr::{Expr, TableType};
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::parquet::file::properties::WriterProperties;
     use datafusion::physical_plan::collect;
@@ -372,41 +409,6 @@ mod tests {
 
     /// Small row groups, so that statistics prune inside a part as well as whole parts.
     const GROUP_ROWS: usize = 64;
-
-    /// A replica's parts as a table, scanned as a stored table scans them.
-    #[derive(Debug)]
-    struct PartsTable {
-        schema: SchemaRef,
-        parts: Vec<PartRef>,
-    }
-
-    #[async_trait]
-    impl TableProvider for PartsTable {
-        fn schema(&self) -> SchemaRef {
-            self.schema.clone()
-        }
-
-        fn table_type(&self) -> TableType {
-            TableType::Base
-        }
-
-        async fn scan(
-            &self,
-            state: &dyn Session,
-            projection: Option<&Vec<usize>>,
-            _filters: &[Expr],
-            limit: Option<usize>,
-        ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-            Ok(scan_parts(
-                state,
-                "t",
-                &self.schema,
-                self.parts.clone(),
-                projection,
-                limit,
-            )?)
-        }
-    }
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -486,6 +488,7 @@ mod tests {
                 "t",
                 Arc::new(PartsTable {
                     schema: schema(),
+                    read_schema: schema(),
                     parts: f.parts.clone(),
                 }),
             )
